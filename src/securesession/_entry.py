@@ -1,0 +1,146 @@
+"""Registry entries: what a service URL gets, and the checks made when one is built."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, Literal, get_args
+
+from ._exceptions import InvalidEntryError, InvalidURLError
+from ._secret import Credential, Secret
+from ._urls import MAX_DEPTH, canonicalize
+
+__all__ = ["AuthMode", "ServiceEntry"]
+
+AuthMode = Literal["headers", "basic", "bearer", "digest", "ntlm", "none"]
+AUTH_MODES: Final[tuple[str, ...]] = get_args(AuthMode)
+#: Modes that write the ``Authorization`` header; two of them on one entry would collide.
+AUTHORIZATION_MODES: Final = frozenset({"basic", "bearer", "digest", "ntlm"})
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """The credentials (and, later, TLS profile) of every URL under *url*.
+
+    *url* is canonicalised on construction (``https://Gw.Example.com/pay/`` becomes
+    ``https://gw.example.com:443/pay``); it matches itself and every URL below it
+    on a path-segment boundary.
+
+    Each credential is injected according to its mode:
+
+    ``headers``  user name and password in two headers (``*_headers`` names them)
+    ``basic``    HTTP Basic ``Authorization``
+    ``bearer``   ``Authorization: Bearer <password>``
+    ``digest``   HTTP Digest, answering the server's challenge
+    ``ntlm``     NTLM through the ``ntlm`` extra (``requests-ntlm``)
+    ``none``     not injected
+
+    *secret_headers* are extra headers whose values are secrets (an API key, say).
+    ``revision`` and ``updated_at`` are set by the registry that stores the entry.
+    """
+
+    url: str
+    gateway: Credential | None = None
+    request: Credential | None = None
+    gateway_auth: AuthMode = "headers"
+    request_auth: AuthMode = "basic"
+    gateway_headers: tuple[str, str] = ("X-Gateway-User", "X-Gateway-Password")
+    request_headers: tuple[str, str] = ("X-Request-User", "X-Request-Password")
+    secret_headers: Mapping[str, Secret] = field(default_factory=dict)
+    description: str = ""
+    revision: int = field(default=0, compare=False)
+    updated_at: float | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            canonical = canonicalize(self.url)
+        except InvalidURLError as exc:
+            raise InvalidEntryError(f"invalid entry URL: {exc}") from None
+        if len(canonical.segments) > MAX_DEPTH:
+            raise InvalidEntryError(
+                f"entry URL {canonical.key!r} is deeper than {MAX_DEPTH} path segments"
+            )
+        object.__setattr__(self, "url", canonical.key)
+        object.__setattr__(
+            self,
+            "secret_headers",
+            MappingProxyType({name: Secret(value) for name, value in self.secret_headers.items()}),
+        )
+        object.__setattr__(self, "gateway_headers", tuple(self.gateway_headers))
+        object.__setattr__(self, "request_headers", tuple(self.request_headers))
+        self._validate()
+
+    def _validate(self) -> None:
+        where = f"entry {self.url}"
+        writers: dict[str, str] = {}
+
+        def claim(header: str, owner: str) -> None:
+            if not _TOKEN.fullmatch(header):
+                raise InvalidEntryError(f"{where}: {owner} header name {header!r} is not valid")
+            previous = writers.setdefault(header.lower(), owner)
+            if previous != owner:
+                raise InvalidEntryError(
+                    f"{where}: {previous} and {owner} would both write the {header!r} header"
+                )
+
+        for role, credential, mode, names in (
+            ("gateway", self.gateway, self.gateway_auth, self.gateway_headers),
+            ("request", self.request, self.request_auth, self.request_headers),
+        ):
+            if mode not in AUTH_MODES:
+                raise InvalidEntryError(
+                    f"{where}: {role}_auth {mode!r} is not one of {', '.join(AUTH_MODES)}"
+                )
+            if credential is None:
+                continue  # an absent credential injects nothing, whatever its mode
+            if not isinstance(credential, Credential):
+                raise InvalidEntryError(f"{where}: {role} must be a Credential")
+            if mode == "none":
+                raise InvalidEntryError(
+                    f"{where}: a {role} credential is given but {role}_auth is 'none'"
+                )
+            _check_value(where, f"{role} user name", credential.username)
+            _check_value(where, f"{role} password", credential.password.reveal())
+            if mode in AUTHORIZATION_MODES:
+                claim("Authorization", f"{role} credential ({mode})")
+            if mode in ("basic", "digest") and ":" in credential.username:
+                raise InvalidEntryError(
+                    f"{where}: {role} user name contains ':', which HTTP {mode} cannot carry"
+                )
+            if mode == "headers":
+                if len(names) != 2:
+                    raise InvalidEntryError(f"{where}: {role}_headers needs two header names")
+                if credential.username:
+                    claim(names[0], f"{role} credential")
+                claim(names[1], f"{role} credential")
+        for header, value in self.secret_headers.items():
+            claim(header, f"secret header {header!r}")
+            _check_value(where, f"secret header {header!r}", value.reveal())
+
+    def __repr__(self) -> str:
+        return (
+            f"ServiceEntry(url={self.url!r}, gateway={self.gateway!r}, request={self.request!r}, "
+            f"gateway_auth={self.gateway_auth!r}, request_auth={self.request_auth!r}, "
+            f"secret_headers={sorted(self.secret_headers)!r}, revision={self.revision})"
+        )
+
+    def with_metadata(self, *, revision: int, updated_at: float | None = None) -> ServiceEntry:
+        """A copy carrying the registry's revision and change time."""
+        copy = object.__new__(ServiceEntry)
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "revision", revision)
+        object.__setattr__(copy, "updated_at", time.time() if updated_at is None else updated_at)
+        return copy
+
+
+def _check_value(where: str, what: str, value: str) -> None:
+    # Header values are written after requests validated the caller's headers, so an
+    # embedded CR/LF here would split the request; the message never shows the value.
+    if _FORBIDDEN_IN_VALUE.search(value):
+        raise InvalidEntryError(f"{where}: {what} contains a line break or NUL character")

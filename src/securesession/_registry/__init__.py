@@ -1,0 +1,59 @@
+"""Registries: the contract, the built-in backends, and :func:`open_registry`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Final
+
+from .._crypto import MasterKey
+from .._exceptions import ConfigurationError
+from ._base import EncryptedRegistry, EntryRef, Registry, RegistryStore, SealedEntry
+from .memory import open_memory_registry
+from .sqlite import open_sqlite_registry
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EncryptedRegistry",
+    "EntryRef",
+    "Registry",
+    "RegistryStore",
+    "SealedEntry",
+    "open_registry",
+]
+
+#: Third-party backends register ``scheme = "module:factory"`` here; the factory is
+#: called as ``factory(url, key)`` and returns a :class:`Registry`.
+ENTRY_POINT_GROUP: Final = "securesession.registries"
+
+RegistryFactory = Callable[[str, MasterKey], Registry]
+
+_BUILTIN: Final[dict[str, RegistryFactory]] = {
+    "memory": open_memory_registry,
+    "sqlite": open_sqlite_registry,
+}
+
+
+def open_registry(url: str, key: MasterKey) -> Registry:
+    """Open the registry named by *url* with *key*.
+
+    Built in: ``memory://`` and ``sqlite:///path/to/registry.db``. Other schemes are
+    looked up in the ``securesession.registries`` entry-point group.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ConfigurationError(
+            "registry URL has no scheme; use memory:// or sqlite:///path/to/registry.db"
+        )
+    factory = _BUILTIN.get(scheme.lower()) or _plugin(scheme.lower())
+    return factory(url, key)
+
+
+def _plugin(scheme: str) -> RegistryFactory:
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
+        factory: RegistryFactory = entry_point.load()
+        return factory
+    known = sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    raise ConfigurationError(
+        f"no registry backend for scheme {scheme!r}; known schemes: {', '.join(known)}"
+    )

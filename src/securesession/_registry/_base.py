@@ -1,0 +1,300 @@
+"""The registry contract, the storage seam under it, and the encryption between them.
+
+Two extension points, one per concern:
+
+* :class:`Registry` is what sessions and tools use: put, look up, remove, list and
+  rotate entries. Every backend presents it; :class:`EncryptedRegistry` is the one
+  implementation the built-in backends share.
+* :class:`RegistryStore` is what a storage backend writes: sealed rows (public
+  settings plus ciphertext tokens), an indexed probe of candidate keys, and one
+  atomic rewrite for key rotation. It never sees a clear secret or a key, so a
+  new backend (SQL, KV, ...) cannot get the cryptography wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, runtime_checkable
+
+from .._crypto import MasterKey
+from .._entry import ServiceEntry
+from .._exceptions import DecryptionError, RegistryCorruptError
+from .._secret import Credential, Secret
+from .._urls import canonicalize
+
+__all__ = ["EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"]
+
+logger = logging.getLogger("securesession")
+
+#: Version of the settings/secrets layout inside one sealed entry.
+ENTRY_FORMAT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRef:
+    """What a cheap lookup returns: which entry, and which revision of it."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEntry:
+    """An entry as stored: public settings, and ciphertext tokens for every secret."""
+
+    key: str
+    revision: int
+    updated_at: float
+    settings: dict[str, Any]
+    secrets: dict[str, str]
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """An encrypted credential registry. Backends are opened with :func:`open_registry`."""
+
+    @property
+    def key_id(self) -> str:
+        """Id of the master key the registry's secrets are encrypted under."""
+
+    def put(self, entry: ServiceEntry) -> ServiceEntry:
+        """Add or replace the entry for ``entry.url``; return it with its new revision."""
+
+    def get(self, url: str) -> ServiceEntry | None:
+        """The decrypted entry whose prefix matches *url* longest, if any."""
+
+    def lookup(self, url: str) -> EntryRef | None:
+        """Which entry *url* matches, without decrypting anything (the hot path)."""
+
+    def load(self, ref: EntryRef) -> ServiceEntry:
+        """Decrypt the entry *ref* names (raises :class:`RegistryError` if it is gone)."""
+
+    def remove(self, url: str) -> bool:
+        """Remove the entry whose prefix is exactly *url*; tell whether one existed."""
+
+    def entries(self) -> Iterator[ServiceEntry]:
+        """Every entry, decrypted, in key order."""
+
+    def rotate(self, new_key: MasterKey) -> None:
+        """Re-encrypt every secret under *new_key* in one transaction."""
+
+    def close(self) -> None:
+        """Release connections; the registry is unusable afterwards."""
+
+
+class RegistryStore(Protocol):
+    """Storage for sealed entries: what a backend author implements.
+
+    Every method is atomic on its own; :meth:`rewrite_all` is one transaction.
+    """
+
+    def stored_key_id(self) -> str | None:
+        """The key id recorded by the last writer, or ``None`` for a new store."""
+
+    def record_key_id(self, key_id: str) -> None:
+        """Record *key_id* if the store has none yet (first open)."""
+
+    def find(self, keys: Sequence[str]) -> EntryRef | None:
+        """The longest of *keys* (all prefixes of one URL) that is stored."""
+
+    def read(self, key: str) -> SealedEntry | None: ...
+
+    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
+        """Insert or replace *key* under a new registry-wide revision."""
+
+    def delete(self, key: str) -> bool: ...
+
+    def scan(self) -> Iterator[SealedEntry]:
+        """Every stored entry in key order."""
+
+    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+        """Replace every entry's secrets by ``reseal(entry)`` and record *new_key_id*,
+        all in one transaction: either everything changes or nothing does."""
+
+    def close(self) -> None: ...
+
+
+class EncryptedRegistry:
+    """A :class:`Registry` over any :class:`RegistryStore`: seals and opens entries.
+
+    Each secret field is one AES-256-GCM token whose associated data is the entry's
+    canonical key and the field's name, so tokens cannot be moved between entries
+    or fields. Thread-safe if the store is.
+    """
+
+    def __init__(self, store: RegistryStore, key: MasterKey, *, name: str) -> None:
+        stored = store.stored_key_id()
+        if stored is not None and stored != key.key_id:
+            store.close()
+            raise DecryptionError(
+                f"registry {name} is encrypted under key id {stored}, "
+                f"but the master key has id {key.key_id}: wrong master key"
+            )
+        if stored is None:
+            store.record_key_id(key.key_id)
+        self._store = store
+        self._key = key
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name} key_id={self._key.key_id}>"
+
+    def __enter__(self) -> EncryptedRegistry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def key_id(self) -> str:
+        return self._key.key_id
+
+    @property
+    def store(self) -> RegistryStore:
+        """The storage under this registry (for tools that copy sealed rows)."""
+        return self._store
+
+    def put(self, entry: ServiceEntry) -> ServiceEntry:
+        settings, secrets = seal(entry, self._key)
+        sealed = self._store.write(entry.url, settings, secrets)
+        logger.debug(
+            "registry %s: stored entry %s (revision %d)", self._name, entry.url, sealed.revision
+        )
+        return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
+
+    def lookup(self, url: str) -> EntryRef | None:
+        return self._store.find(canonicalize(url).prefix_keys)
+
+    def load(self, ref: EntryRef) -> ServiceEntry:
+        sealed = self._store.read(ref.key)
+        if sealed is None:
+            raise RegistryCorruptError(f"entry {ref.key} vanished from registry {self._name}")
+        return unseal(sealed, self._key)
+
+    def get(self, url: str) -> ServiceEntry | None:
+        ref = self.lookup(url)
+        return None if ref is None else self.load(ref)
+
+    def remove(self, url: str) -> bool:
+        removed = self._store.delete(canonicalize(url).key)
+        logger.debug("registry %s: remove %s: %s", self._name, url, removed)
+        return removed
+
+    def entries(self) -> Iterator[ServiceEntry]:
+        for sealed in self._store.scan():
+            yield unseal(sealed, self._key)
+
+    def rotate(self, new_key: MasterKey) -> None:
+        old_key = self._key
+
+        def reseal(sealed: SealedEntry) -> dict[str, str]:
+            return {
+                name: new_key.encrypt(
+                    old_key.decrypt(token, _context(sealed.key, name)), _context(sealed.key, name)
+                )
+                for name, token in sealed.secrets.items()
+            }
+
+        self._store.rewrite_all(reseal, new_key.key_id)
+        self._key = new_key
+        logger.info(
+            "registry %s: rotated from key id %s to %s", self._name, old_key.key_id, new_key.key_id
+        )
+
+    def close(self) -> None:
+        self._store.close()
+
+
+# -- sealing -----------------------------------------------------------------------
+
+
+def _context(key: str, field_name: str) -> bytes:
+    return b"securesession entry\x00" + key.encode() + b"\x00" + field_name.encode()
+
+
+def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split *entry* into public settings and encrypted secret fields."""
+    clear: dict[str, str] = {}
+    for role, credential in (("gateway", entry.gateway), ("request", entry.request)):
+        if credential is not None:
+            clear[f"{role}.username"] = credential.username
+            clear[f"{role}.password"] = credential.password.reveal()
+    for header, value in entry.secret_headers.items():
+        clear[f"header.{header}"] = value.reveal()
+    settings: dict[str, Any] = {
+        "format": ENTRY_FORMAT,
+        "gateway_auth": entry.gateway_auth,
+        "request_auth": entry.request_auth,
+        "gateway_headers": list(entry.gateway_headers),
+        "request_headers": list(entry.request_headers),
+        "description": entry.description,
+    }
+    secrets = {
+        name: key.encrypt(value.encode(), _context(entry.url, name))
+        for name, value in clear.items()
+    }
+    return settings, secrets
+
+
+def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
+    """Decrypt a stored entry; any failure names the entry and the field."""
+    settings = sealed.settings
+    if not isinstance(settings, dict) or settings.get("format") != ENTRY_FORMAT:
+        raise RegistryCorruptError(f"entry {sealed.key}: unknown settings format")
+    clear: dict[str, str] = {}
+    for name, token in sealed.secrets.items():
+        try:
+            clear[name] = key.decrypt(token, _context(sealed.key, name)).decode()
+        except DecryptionError as exc:
+            raise DecryptionError(f"entry {sealed.key}, field {name!r}: {exc}") from None
+        except UnicodeDecodeError:
+            raise RegistryCorruptError(f"entry {sealed.key}, field {name!r}: not UTF-8") from None
+
+    def credential(role: str) -> Credential | None:
+        if f"{role}.password" not in clear:
+            return None
+        return Credential(clear.get(f"{role}.username", ""), clear[f"{role}.password"])
+
+    headers = {
+        name[len("header.") :]: Secret(value)
+        for name, value in clear.items()
+        if name.startswith("header.")
+    }
+    try:
+        entry = ServiceEntry(
+            url=sealed.key,
+            gateway=credential("gateway"),
+            request=credential("request"),
+            gateway_auth=settings["gateway_auth"],
+            request_auth=settings["request_auth"],
+            gateway_headers=tuple(settings["gateway_headers"]),
+            request_headers=tuple(settings["request_headers"]),
+            secret_headers=headers,
+            description=settings.get("description", ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryCorruptError(f"entry {sealed.key}: invalid stored settings ({exc})") from None
+    return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
+
+
+def now() -> float:
+    """Wall-clock time of a change, for "last changed" displays only (never for TTLs)."""
+    return time.time()
+
+
+def dumps(value: dict[str, Any] | dict[str, str]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def loads(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise RegistryCorruptError(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RegistryCorruptError(f"{what} is not a JSON object")
+    return value

@@ -1,0 +1,273 @@
+"""``sqlite:///path/to/registry.db``: the embedded default.
+
+One row per entry (public settings as JSON, ciphertext tokens as JSON), keyed by
+the canonical prefix so a lookup is a handful of primary-key probes. WAL mode lets
+readers proceed while a writer commits; writers take ``BEGIN IMMEDIATE`` so
+concurrent processes serialise instead of failing half-way. Each thread uses its
+own connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from .._crypto import MasterKey
+from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
+from ._base import EncryptedRegistry, EntryRef, SealedEntry, dumps, loads, now
+
+__all__ = ["SQLiteStore", "open_sqlite_registry"]
+
+SCHEMA_VERSION: Final = 1
+_BUSY_TIMEOUT_S: Final = 30.0
+
+_COLUMNS: Final = "key, revision, updated_at, settings, secrets"
+_SELECT_ROW: Final = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"  # noqa: S608
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    key        TEXT PRIMARY KEY,
+    revision   INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    settings   TEXT NOT NULL,
+    secrets    TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class SQLiteStore:
+    """Sealed entries in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r}>"
+
+    # -- connections -----------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise RegistryError(f"registry {self.path} is closed")
+        try:
+            connection = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise self._error("cannot open", exc) from exc
+        self._local.connection = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _error(self, action: str, exc: sqlite3.Error) -> RegistryError:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return RegistryCorruptError(
+                f"{action} registry {self.path}: not a valid registry ({exc})"
+            )
+        return RegistryError(f"{action} registry {self.path}: {exc}")
+
+    def _migrate(self) -> None:
+        if not self.path.parent.is_dir():
+            raise RegistryError(f"cannot open registry {self.path}: directory does not exist")
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = row[0]
+            if version is None:
+                connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                connection.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
+            elif version > SCHEMA_VERSION:
+                connection.execute("ROLLBACK")
+                raise SchemaVersionError(
+                    f"registry {self.path} has schema version {version}, newer than the "
+                    f"{SCHEMA_VERSION} this securesession understands; upgrade securesession"
+                )
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self.close()
+            raise self._error("cannot open", exc) from exc
+        except SchemaVersionError:
+            self.close()
+            raise
+
+    # -- RegistryStore -----------------------------------------------------------
+
+    def _meta(self, name: str) -> str | None:
+        row = (
+            self._connection().execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def stored_key_id(self) -> str | None:
+        try:
+            return self._meta("key_id")
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+
+    def record_key_id(self, key_id: str) -> None:
+        with self._transaction("write") as connection:
+            connection.execute("INSERT OR IGNORE INTO meta VALUES ('key_id', ?)", (key_id,))
+
+    def find(self, keys: Sequence[str]) -> EntryRef | None:
+        # Every candidate is a prefix of the next-longer one, so the longest stored
+        # key wins; each IN probe is a primary-key lookup, never a scan.
+        placeholders = ",".join("?" * len(keys))  # only "?"s: the keys are bound parameters
+        query = (
+            f"SELECT key, revision FROM entries WHERE key IN ({placeholders})"  # noqa: S608
+            " ORDER BY length(key) DESC LIMIT 1"
+        )
+        try:
+            row = self._connection().execute(query, tuple(keys)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        return None if row is None else EntryRef(row[0], row[1])
+
+    def read(self, key: str) -> SealedEntry | None:
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    _SELECT_ROW,
+                    (key,),
+                )
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        return None if row is None else self._sealed(row)
+
+    def _sealed(self, row: tuple[Any, ...]) -> SealedEntry:
+        key, revision, updated_at, settings, secrets = row
+        where = f"registry {self.path}, entry {key}"
+        tokens = loads(secrets, f"{where}: secrets")
+        if not all(isinstance(token, str) for token in tokens.values()):
+            raise RegistryCorruptError(f"{where}: secrets are not tokens")
+        return SealedEntry(
+            key, int(revision), float(updated_at), loads(settings, f"{where}: settings"), tokens
+        )
+
+    def _next_revision(self, connection: sqlite3.Connection) -> int:
+        connection.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'revision'"
+        )
+        return int(
+            connection.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+        )
+
+    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
+        updated_at = now()
+        with self._transaction("write") as connection:
+            revision = self._next_revision(connection)
+            connection.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
+                (key, revision, updated_at, dumps(settings), dumps(secrets)),
+            )
+        return SealedEntry(key, revision, updated_at, settings, secrets)
+
+    def delete(self, key: str) -> bool:
+        with self._transaction("write") as connection:
+            removed = connection.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
+            if removed:
+                self._next_revision(connection)
+        return removed
+
+    def scan(self) -> Iterator[SealedEntry]:
+        try:
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM entries ORDER BY key"  # noqa: S608
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        for row in rows:
+            yield self._sealed(row)
+
+    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+        with self._transaction("rotate") as connection:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM entries"  # noqa: S608
+            ).fetchall()
+            for row in rows:
+                sealed = self._sealed(row)
+                connection.execute(
+                    "UPDATE entries SET secrets = ?, revision = ? WHERE key = ?",
+                    (dumps(reseal(sealed)), self._next_revision(connection), sealed.key),
+                )
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (new_key_id,))
+
+    def _transaction(self, action: str) -> _Transaction:
+        return _Transaction(self, action)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error, mapped to ours."""
+
+    def __init__(self, store: SQLiteStore, action: str) -> None:
+        self._store = store
+        self._action = action
+        self._connection: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._connection = self._store._connection()
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._store._error(f"cannot {self._action}", exc) from exc
+        return self._connection
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        assert self._connection is not None
+        if exc_type is None:
+            try:
+                self._connection.execute("COMMIT")
+                return
+            except sqlite3.Error as commit_error:
+                self._connection.execute("ROLLBACK")
+                raise self._store._error(f"cannot {self._action}", commit_error) from commit_error
+        self._connection.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise self._store._error(f"cannot {self._action}", exc) from exc
+
+
+def open_sqlite_registry(url: str, key: MasterKey) -> EncryptedRegistry:
+    """Open (creating if needed) the registry file named by ``sqlite:///path``."""
+    path = url.partition("://")[2]
+    if not path:
+        raise RegistryError("sqlite registry URL needs a path: sqlite:///path/to/registry.db")
+    store = SQLiteStore(path)
+    return EncryptedRegistry(store, key, name=f"sqlite://{path}")

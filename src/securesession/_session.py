@@ -1,0 +1,230 @@
+"""``SecureSession``: a ``requests.Session`` that injects registry credentials."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary, WeakSet
+
+import requests
+from requests import PreparedRequest, Request, Response
+from requests.auth import AuthBase, HTTPBasicAuth
+from requests.utils import get_netrc_auth
+
+from ._adapter import SecureAdapter
+from ._cache import EntryCache
+from ._exceptions import NoCredentialsError
+from ._inject import Injected, InjectionPlan, build_plan, inject, strip
+from ._registry import Registry
+from ._urls import canonicalize
+
+__all__ = ["CacheInfo", "SecureSession"]
+
+logger = logging.getLogger("securesession")
+
+_REFRESH_STATUSES = frozenset({401, 407})
+
+
+class CacheInfo(NamedTuple):
+    """Counters of a session's decrypted-entry cache."""
+
+    hits: int
+    loads: int
+    size: int
+
+
+class SecureSession(requests.Session):
+    """A ``requests.Session`` that looks every outgoing URL up in *registry* and
+    injects the matching entry's gateway and request credentials.
+
+    * Injection happens in :meth:`send`, so ``session.get(...)`` and
+      ``session.send(session.prepare_request(req))`` behave alike, and mocking
+      libraries that replace the transport see the injected headers.
+    * A header or ``auth=`` the caller gives wins over the registry.
+    * A URL with no entry is sent untouched, or refused with
+      :class:`NoCredentialsError` when *strict* is true.
+    * On every redirect hop, what was injected is removed and the new URL's own
+      entry (if any) applied; nothing is injected on a hop from https to http.
+    * Decrypted entries are cached for *cache_ttl* seconds on *timer*'s clock,
+      keyed by entry revision, so an updated entry is never served stale.
+    * A 401 (or 407) from a matched service drops the entry from the cache,
+      reloads it once, and retries once if the stored credentials changed.
+
+    The session does not close *registry*: whoever opened it closes it.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        cache_ttl: float = 300.0,
+        cache_maxsize: int = 1024,
+        strict: bool = False,
+        timer: Callable[[], float] = time.monotonic,
+        adapter: SecureAdapter | None = None,
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.strict = strict
+        self._cache: EntryCache[InjectionPlan] = EntryCache(
+            ttl=cache_ttl, maxsize=cache_maxsize, timer=timer
+        )
+        self._injected: WeakKeyDictionary[PreparedRequest, Injected] = WeakKeyDictionary()
+        self._caller_auth: WeakSet[PreparedRequest] = WeakSet()
+        self._downgraded: WeakSet[PreparedRequest] = WeakSet()
+        self.adapter = adapter or SecureAdapter()
+        self.mount("https://", self.adapter)
+        self.mount("http://", self.adapter)
+
+    def __repr__(self) -> str:
+        return f"<SecureSession registry={self.registry!r} strict={self.strict}>"
+
+    # -- cache -------------------------------------------------------------------
+
+    def clear_cache(self) -> None:
+        """Forget every decrypted entry; the next request to each decrypts again."""
+        self._cache.clear()
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self._cache.hits, self._cache.loads, len(self._cache))
+
+    def plan_for(self, url: str) -> InjectionPlan | None:
+        """The injection *url* would get (cached), or ``None`` if no entry matches."""
+        if not url[:8].lower().startswith(("https://", "http://")):
+            return None
+        ref = self.registry.lookup(url)
+        if ref is None:
+            return None
+
+        def load() -> InjectionPlan:
+            logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
+            return build_plan(self.registry.load(ref))
+
+        return self._cache.get_or_load(ref.key, ref.revision, load)
+
+    # -- requests hooks ------------------------------------------------------------
+
+    def prepare_request(self, request: Request) -> PreparedRequest:
+        caller_auth = request.auth is not None or self.auth is not None
+        if not caller_auth and self.trust_env:
+            # requests would apply ~/.netrc here unconditionally, and a netrc
+            # Authorization would then pass for the caller's own and beat the registry.
+            request = copy.copy(request)
+            request.auth = _NetrcUnlessRegistered(self)
+        prepared = super().prepare_request(request)
+        if caller_auth:
+            self._caller_auth.add(prepared)
+        return prepared
+
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
+        url = request.url or ""
+        downgraded = request in self._downgraded
+        plan = None if downgraded else self.plan_for(url)
+        injected: Injected | None = None
+        if plan is None:
+            if self.strict:
+                raise NoCredentialsError(_no_entry_message(url, downgraded))
+            logger.debug("no registry entry for %s; sending without credentials", _where(url))
+        else:
+            injected = inject(request, plan, caller_auth=request in self._caller_auth)
+            self._injected[request] = injected
+            logger.debug("entry %s matched; injected %s", plan.key, injected.describe())
+        response = super().send(request, **kwargs)
+        if (
+            plan is not None
+            and injected is not None
+            and response.status_code in _REFRESH_STATUSES
+            and not response.history
+        ):
+            return self._refresh_and_retry(request, response, plan, injected, kwargs)
+        return response
+
+    def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
+        """Strip what was injected for the previous hop; the next :meth:`send` applies
+        the new URL's entry. Replaces requests' own step, whose netrc lookup would
+        otherwise override the registry."""
+        previous = response.request
+        injected = self._injected.get(previous)
+        if injected is not None:
+            strip(prepared_request, injected)
+        new_url = prepared_request.url or ""
+        previous_url = previous.url or ""
+        if previous_url[:6].lower() == "https:" and new_url[:5].lower() == "http:":
+            self._downgraded.add(prepared_request)
+        headers = prepared_request.headers
+        if "Authorization" in headers and self.should_strip_auth(previous_url, new_url):  # type: ignore[no-untyped-call]
+            del headers["Authorization"]
+        if self.trust_env and prepared_request not in self._downgraded:
+            _NetrcUnlessRegistered(self)(prepared_request)
+
+    # -- 401 refresh -----------------------------------------------------------------
+
+    def _refresh_and_retry(
+        self,
+        request: PreparedRequest,
+        response: Response,
+        plan: InjectionPlan,
+        injected: Injected,
+        kwargs: dict[str, Any],
+    ) -> Response:
+        self._cache.invalidate(plan.key)
+        fresh = self.plan_for(request.url or "")
+        if fresh is None or fresh.entry == plan.entry:
+            logger.debug(
+                "entry %s: %d, and the stored credentials are unchanged",
+                plan.key,
+                response.status_code,
+            )
+            return response
+        if not isinstance(request.body, (bytes, str, type(None))):
+            logger.warning(
+                "entry %s changed after %d, but the body cannot be replayed",
+                plan.key,
+                response.status_code,
+            )
+            return response
+        logger.info(
+            "entry %s changed since it was cached; retrying once after %d",
+            plan.key,
+            response.status_code,
+        )
+        _ = response.content
+        response.close()
+        retry = request.copy()
+        strip(retry, injected)
+        self._injected[retry] = inject(retry, fresh, caller_auth=request in self._caller_auth)
+        new_response = super().send(retry, **kwargs)
+        new_response.history.insert(0, response)
+        return new_response
+
+
+class _NetrcUnlessRegistered(AuthBase):
+    """requests' netrc fallback, applied only to URLs the registry does not cover."""
+
+    def __init__(self, session: SecureSession) -> None:
+        self._session = session
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        url = request.url or ""
+        credentials = get_netrc_auth(url)
+        if credentials and self._session.plan_for(url) is None:
+            HTTPBasicAuth(*credentials)(request)
+        return request
+
+
+def _where(url: str) -> str:
+    """Origin and path of *url*, for messages (never its query, which may hold tokens)."""
+    try:
+        canonical = canonicalize(url)
+    except ValueError:
+        return "a URL that is not http(s)"
+    return canonical.origin + canonical.path
+
+
+def _no_entry_message(url: str, downgraded: bool) -> str:
+    if downgraded:
+        return f"strict session: refusing redirect from https to http ({_where(url)})"
+    return f"strict session: no registry entry matches {_where(url)}"

@@ -1,0 +1,159 @@
+"""URL canonicalisation and the path prefixes a registry lookup probes.
+
+Canonical form (RFC 3986, section 6): lower-case scheme and host, IDNA (UTS 46)
+for non-ASCII hosts, compressed IPv6 literals, the default port made explicit,
+unreserved percent-escapes decoded and the others upper-cased, dot-segments
+removed, trailing empty segments dropped; query and fragment ignored. A URL with
+user information (``user:pw@host``) is refused: credentials belong in the
+registry, and such a URL would otherwise carry them in clear.
+
+A registry key is ``scheme://host:port/seg1/seg2``; a lookup probes the keys of
+the URL's path prefixes, longest first, on segment boundaries, so ``/payments``
+matches ``/payments/x`` but never ``/paymentsx``. The number of probes is the
+path depth (capped at :data:`MAX_DEPTH`), never the number of entries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final
+from urllib.parse import urlsplit
+
+import idna
+
+from ._exceptions import InvalidURLError
+
+__all__ = ["MAX_DEPTH", "CanonicalURL", "canonicalize"]
+
+#: Deepest path prefix an entry may have; deeper request paths still match their
+#: first ``MAX_DEPTH`` segments, which bounds the probes of one lookup.
+MAX_DEPTH: Final = 64
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_ASCII_HOST: Final = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalURL:
+    """A URL reduced to what decides which registry entry it uses."""
+
+    scheme: str
+    host: str
+    port: int
+    segments: tuple[str, ...]
+    #: Registry keys of every path prefix, longest first, root last.
+    prefix_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        origin = self.origin
+        depth = min(len(self.segments), MAX_DEPTH)
+        keys = tuple(origin + "/" + "/".join(self.segments[:i]) for i in range(depth, -1, -1))
+        object.__setattr__(self, "prefix_keys", keys)
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host:port``, the unit credentials never cross."""
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def path(self) -> str:
+        return "/" + "/".join(self.segments)
+
+    @property
+    def key(self) -> str:
+        """The registry key of an entry with this URL."""
+        return self.origin + self.path
+
+
+def canonicalize(url: str) -> CanonicalURL:
+    """Canonicalise *url*; raise :class:`InvalidURLError` naming what is wrong."""
+    if not isinstance(url, str):
+        raise InvalidURLError(f"URL must be a str, not {type(url).__name__}")
+    # Query and fragment never take part in matching; dropping them first also keeps
+    # them (and any token they carry) out of the parse cache.
+    return _canonicalize(url.split("#", 1)[0].split("?", 1)[0])
+
+
+@lru_cache(maxsize=4096)
+def _canonicalize(url: str) -> CanonicalURL:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:
+        raise InvalidURLError(f"malformed URL {_describe(url)}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidURLError(
+            f"unsupported URL scheme {scheme or '(none)'!r} in {_describe(url)}: "
+            "expected http or https"
+        )
+    if "@" in parts.netloc:
+        raise InvalidURLError(
+            f"URL {_describe(url)} contains user information (user:password@); "
+            "keep credentials in the registry, not in the URL"
+        )
+    host = _canonical_host(parts.hostname or "", url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidURLError(f"invalid port in URL {_describe(url)}") from None
+    if port is None:
+        port = _DEFAULT_PORTS[scheme]
+    elif port == 0:
+        raise InvalidURLError(f"invalid port 0 in URL {_describe(url)}")
+    return CanonicalURL(scheme, host, port, _canonical_segments(parts.path))
+
+
+def _canonical_host(host: str, url: str) -> str:
+    if not host:
+        raise InvalidURLError(f"URL {_describe(url)} has no host")
+    if ":" in host:
+        try:
+            return f"[{ipaddress.IPv6Address(host.split('%', 1)[0]).compressed}]"
+        except ValueError:
+            raise InvalidURLError(f"invalid IPv6 host in URL {_describe(url)}") from None
+    host = host.rstrip(".")
+    if host.isascii():
+        host = host.lower()
+        if _ASCII_HOST.fullmatch(host):
+            return host
+        raise InvalidURLError(f"invalid host {host!r} in URL {_describe(url)}")
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidURLError(
+            f"invalid internationalised host in URL {_describe(url)}: {exc}"
+        ) from None
+
+
+def _decode_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def _canonical_segments(path: str) -> tuple[str, ...]:
+    output: list[str] = []
+    for segment in _PERCENT.sub(_decode_unreserved, path).split("/")[1:]:
+        if segment == "..":
+            if output:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    while output and not output[-1]:
+        output.pop()
+    return tuple(output)
+
+
+def _describe(url: str) -> str:
+    """Quote a URL for an error message without its userinfo, query or fragment."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return repr((head + sep + authority + slash + path)[:200])
