@@ -279,7 +279,10 @@ class _GatewayHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive, so handshake counts mean something
     server_version = "securesession-test-gateway"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        """Server header value (without the Python version http.server appends)."""
+        return self.server_version
 
     def __init__(
         self,
@@ -478,7 +481,7 @@ class GatewayServer:
         self._port = int(httpd.server_address[1])
         self._thread = threading.Thread(
             target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.02},
             name=f"GatewayServer-{self._port}",
             daemon=True,
         )

@@ -1,0 +1,130 @@
+"""URL canonicalisation and prefix matching, by example and by property."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from securesession import InvalidURLError, canonicalize
+from securesession._urls import MAX_DEPTH
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("HTTPS://Gw.Example.COM:8443/payments/", "https://gw.example.com:8443/payments"),
+        ("https://gw.example.com/payments", "https://gw.example.com:443/payments"),
+        ("http://gw.example.com/", "http://gw.example.com:80/"),
+        ("http://gw.example.com", "http://gw.example.com:80/"),
+        ("https://gw.example.com:443/a/./b/../c", "https://gw.example.com:443/a/c"),
+        ("https://h/payments/../admin", "https://h:443/admin"),
+        ("https://h/../../x", "https://h:443/x"),
+        ("https://h/%7Euser/%41%2f%2F", "https://h:443/~user/A%2F%2F"),
+        ("https://h/a/%2E%2E/b", "https://h:443/b"),
+        ("https://h/a?b=c#d", "https://h:443/a"),
+        ("https://h/a#frag?x", "https://h:443/a"),
+        ("https://bücher.example/x", "https://xn--bcher-kva.example:443/x"),
+        ("https://[0:0::1]:8443/x", "https://[::1]:8443/x"),
+        ("https://example.com./x", "https://example.com:443/x"),
+        ("https://h/a//b//", "https://h:443/a//b"),
+    ],
+)
+def test_canonical_key(url: str, key: str) -> None:
+    assert canonicalize(url).key == key
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://h/x", "unsupported URL scheme 'ftp'"),
+        ("h/x", "unsupported URL scheme"),
+        ("https:///x", "has no host"),
+        ("https://h:99999/", "invalid port"),
+        ("https://h:0/", "invalid port 0"),
+        ("https://exa mple.com/", "invalid host"),
+        ("https://[::zz]/", "malformed URL"),
+        ("https://xn--a.example/", "internationalised"),
+        ("https://bad\u0080host.example/", "internationalised"),
+    ],
+)
+def test_invalid_urls_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(InvalidURLError, match=message):
+        canonicalize(url)
+
+
+@pytest.mark.parametrize("url", ["https://alice:pw-SECRET@h/x", "https://token-SECRET@h/", "u:pw-SECRET@h/x"])
+def test_userinfo_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(InvalidURLError) as caught:
+        canonicalize(url)
+    assert "SECRET" not in str(caught.value)
+
+
+def test_not_a_string() -> None:
+    with pytest.raises(InvalidURLError, match="must be a str"):
+        canonicalize(b"https://h/")  # type: ignore[arg-type]
+
+
+def test_prefix_keys_longest_first_and_bounded() -> None:
+    url = canonicalize("https://h/a/b/c")
+    assert url.prefix_keys == ("https://h:443/a/b/c", "https://h:443/a/b", "https://h:443/a", "https://h:443/")
+    deep = canonicalize("https://h/" + "/".join(["s"] * (MAX_DEPTH + 50)))
+    assert len(deep.prefix_keys) == MAX_DEPTH + 1
+
+
+# -- properties ----------------------------------------------------------------------
+
+_segment = st.text(alphabet=string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@", max_size=6)
+_path = st.lists(_segment, max_size=6).map(lambda segments: "/" + "/".join(segments))
+_host = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,10}){0,2}", fullmatch=True)
+_url = st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}{port}{path}",
+    st.sampled_from(["http", "https", "HTTPS"]),
+    _host,
+    st.sampled_from(["", ":8443", ":443", ":80"]),
+    _path,
+)
+
+
+@given(_url)
+def test_canonicalisation_is_idempotent(url: str) -> None:
+    once = canonicalize(url)
+    assert canonicalize(once.key) == once
+
+
+@given(_url, st.text(max_size=10), st.text(max_size=10))
+def test_query_and_fragment_never_matter(url: str, query: str, fragment: str) -> None:
+    assert canonicalize(f"{url}?{query}#{fragment}") == canonicalize(url)
+
+
+@given(_host, st.lists(st.text(alphabet="abc", min_size=1, max_size=2), min_size=1, max_size=5))
+def test_every_prefix_key_is_a_segment_prefix(host: str, segments: list[str]) -> None:
+    url = canonicalize(f"https://{host}/" + "/".join(segments))
+    for depth, key in enumerate(reversed(url.prefix_keys)):
+        assert key == f"https://{host}:443/" + "/".join(segments[:depth])
+
+
+_seg = st.text(alphabet="ab", min_size=1, max_size=2)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.lists(_seg, max_size=4), max_size=8),
+    st.lists(_seg, max_size=6),
+)
+def test_longest_prefix_matches_a_brute_force_reference(entries: list[list[str]], request: list[str]) -> None:
+    """The probe order finds exactly what a scan over all entries would."""
+    keys = {canonicalize("https://h/" + "/".join(entry)).key for entry in entries}
+    found = next((key for key in canonicalize("https://h/" + "/".join(request)).prefix_keys if key in keys), None)
+
+    def is_prefix(entry: list[str]) -> bool:
+        return request[: len(entry)] == entry
+
+    matching = [entry for entry in entries if is_prefix(entry)]
+    if not matching:
+        assert found is None
+    else:
+        best = max(matching, key=len)
+        assert found == canonicalize("https://h/" + "/".join(best)).key
