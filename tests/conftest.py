@@ -56,7 +56,7 @@ def _no_secret_in_logs() -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(collector)
             logger.setLevel(level)
     leaked = [line for line in collector.lines if leaks(line)]

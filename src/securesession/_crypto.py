@@ -134,13 +134,17 @@ class MasterKey:
             raise MasterKeyError(f"key file {str(path)!r} does not exist") from None
         except OSError as exc:
             raise MasterKeyError(f"cannot open key file {str(path)!r}: {exc.strerror}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise MasterKeyError(f"key file {str(path)!r} is not a regular file")
+        if sys.platform != "win32" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            os.close(fd)
+            raise MasterKeyError(
+                f"key file {str(path)!r} is accessible by group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+            )
         with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if sys.platform != "win32" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise MasterKeyError(
-                    f"key file {str(path)!r} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-                )
             text = handle.read(4096).decode("ascii", "replace")
         try:
             return cls.from_base64(text)

@@ -117,8 +117,8 @@ class ServiceEntry:
                 if len(names) != 2:
                     raise InvalidEntryError(f"{where}: {role}_headers needs two header names")
                 if credential.username:
-                    claim(names[0], f"{role} credential")
-                claim(names[1], f"{role} credential")
+                    claim(names[0], f"{role} user name")
+                claim(names[1], f"{role} password")
         for header, value in self.secret_headers.items():
             claim(header, f"secret header {header!r}")
             _check_value(where, f"secret header {header!r}", value.reveal())

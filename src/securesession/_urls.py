@@ -119,10 +119,12 @@ def _canonical_host(host: str, url: str) -> str:
     host = host.rstrip(".")
     if host.isascii():
         host = host.lower()
-        if _ASCII_HOST.fullmatch(host):
+        if not _ASCII_HOST.fullmatch(host):
+            raise InvalidURLError(f"invalid host {host!r} in URL {_describe(url)}")
+        if "xn--" not in host:
             return host
-        raise InvalidURLError(f"invalid host {host!r} in URL {_describe(url)}")
     try:
+        # Non-ASCII hosts are encoded; punycode ("xn--") hosts are checked to decode.
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as exc:
         raise InvalidURLError(

@@ -66,7 +66,7 @@ def test_from_file_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("not base64 !!!")
     bad.chmod(0o600)
-    with pytest.raises(MasterKeyError, match="bad.key"):
+    with pytest.raises(MasterKeyError, match=r"bad\.key"):
         MasterKey.from_file(bad)
     with pytest.raises(MasterKeyError, match="not a regular file"):
         MasterKey.from_file(tmp_path)
@@ -80,7 +80,7 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECURESESSION_MASTER_KEY", key.to_base64())
     assert MasterKey.from_env() == key
     monkeypatch.setenv("OTHER_KEY", base64.urlsafe_b64encode(b"x" * 16).decode())
-    with pytest.raises(MasterKeyError, match="OTHER_KEY: master key decodes to 16 bytes"):
+    with pytest.raises(MasterKeyError, match=r"OTHER_KEY: master key decodes to 16 bytes"):
         MasterKey.from_env("OTHER_KEY")
     monkeypatch.delenv("SECURESESSION_MASTER_KEY")
     with pytest.raises(MasterKeyError, match="is not set"):
@@ -169,7 +169,9 @@ def test_any_flipped_bit_fails(index: int) -> None:
     assert "SECRET" not in str(caught.value)
 
 
-@pytest.mark.parametrize("token", ["", "!!!", "AQ", base64.urlsafe_b64encode(b"\x02" + b"\x00" * 40).decode()])
+@pytest.mark.parametrize(
+    "token", ["", "!!!", "AQ", base64.urlsafe_b64encode(b"\x02" + b"\x00" * 40).decode()]
+)
 def test_garbage_tokens_fail_cleanly(token: str) -> None:
     with pytest.raises(DecryptionError):
         MasterKey.generate().decrypt(token, b"ctx")

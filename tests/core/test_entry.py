@@ -21,7 +21,13 @@ def test_repr_and_str_never_show_secrets() -> None:
         request=Credential("CORP\\alice", Secret("alice-SECRET")),
         secret_headers={"X-Api-Key": "api-SECRET"},
     )
-    for text in (repr(entry), str(entry), repr(entry.gateway), f"{entry.request}", repr(entry.secret_headers)):
+    for text in (
+        repr(entry),
+        str(entry),
+        repr(entry.gateway),
+        f"{entry.request}",
+        repr(entry.secret_headers),
+    ):
         assert "SECRET" not in text
     assert f"{entry.gateway.password}" == "**********"  # type: ignore[union-attr]
     assert entry.gateway is not None and entry.gateway.password.reveal() == "gw-SECRET"
@@ -44,8 +50,14 @@ def test_secret_semantics() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"gateway_auth": "basic", "request_auth": "bearer"}, "would both write the 'Authorization' header"),
-        ({"gateway_auth": "digest", "request_auth": "basic"}, "would both write the 'Authorization' header"),
+        (
+            {"gateway_auth": "basic", "request_auth": "bearer"},
+            "would both write the 'Authorization' header",
+        ),
+        (
+            {"gateway_auth": "digest", "request_auth": "basic"},
+            "would both write the 'Authorization' header",
+        ),
         ({"gateway_auth": "magic"}, "gateway_auth 'magic' is not one of"),
         ({"gateway_auth": "none"}, "gateway credential is given but gateway_auth is 'none'"),
         ({"gateway_headers": ("X-A", "X-A")}, "both write the 'X-A' header"),
@@ -58,7 +70,9 @@ def test_secret_semantics() -> None:
         ({"url": "https://gw.example.com/" + "a/" * 70}, "deeper than 64"),
     ],
 )
-def test_inconsistent_entries_are_refused_when_built(options: dict[str, object], message: str) -> None:
+def test_inconsistent_entries_are_refused_when_built(
+    options: dict[str, object], message: str
+) -> None:
     arguments: dict[str, object] = {
         "url": "https://gw.example.com/p/",
         "gateway": Credential("gw", "gw-SECRET"),

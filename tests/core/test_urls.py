@@ -55,7 +55,9 @@ def test_invalid_urls_say_what_is_wrong(url: str, message: str) -> None:
         canonicalize(url)
 
 
-@pytest.mark.parametrize("url", ["https://alice:pw-SECRET@h/x", "https://token-SECRET@h/", "u:pw-SECRET@h/x"])
+@pytest.mark.parametrize(
+    "url", ["https://alice:pw-SECRET@h/x", "https://token-SECRET@h/", "u:pw-SECRET@h/x"]
+)
 def test_userinfo_is_refused_without_echoing_it(url: str) -> None:
     with pytest.raises(InvalidURLError) as caught:
         canonicalize(url)
@@ -69,7 +71,12 @@ def test_not_a_string() -> None:
 
 def test_prefix_keys_longest_first_and_bounded() -> None:
     url = canonicalize("https://h/a/b/c")
-    assert url.prefix_keys == ("https://h:443/a/b/c", "https://h:443/a/b", "https://h:443/a", "https://h:443/")
+    assert url.prefix_keys == (
+        "https://h:443/a/b/c",
+        "https://h:443/a/b",
+        "https://h:443/a",
+        "https://h:443/",
+    )
     deep = canonicalize("https://h/" + "/".join(["s"] * (MAX_DEPTH + 50)))
     assert len(deep.prefix_keys) == MAX_DEPTH + 1
 
@@ -114,10 +121,15 @@ _seg = st.text(alphabet="ab", min_size=1, max_size=2)
     st.lists(st.lists(_seg, max_size=4), max_size=8),
     st.lists(_seg, max_size=6),
 )
-def test_longest_prefix_matches_a_brute_force_reference(entries: list[list[str]], request: list[str]) -> None:
+def test_longest_prefix_matches_a_brute_force_reference(
+    entries: list[list[str]], request: list[str]
+) -> None:
     """The probe order finds exactly what a scan over all entries would."""
     keys = {canonicalize("https://h/" + "/".join(entry)).key for entry in entries}
-    found = next((key for key in canonicalize("https://h/" + "/".join(request)).prefix_keys if key in keys), None)
+    found = next(
+        (key for key in canonicalize("https://h/" + "/".join(request)).prefix_keys if key in keys),
+        None,
+    )
 
     def is_prefix(entry: list[str]) -> bool:
         return request[: len(entry)] == entry

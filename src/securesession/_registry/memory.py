@@ -71,7 +71,7 @@ class MemoryStore:
             self._key_id = new_key_id
 
     def close(self) -> None:
-        self._rows = {}
+        """Nothing to release: the rows live as long as the store object."""
 
 
 def open_memory_registry(url: str, key: MasterKey) -> EncryptedRegistry:

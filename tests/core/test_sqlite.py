@@ -1,0 +1,183 @@
+"""What is specific to the SQLite backend: the file on disk, its schema, its failures."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from securesession import (
+    ConfigurationError,
+    Credential,
+    MasterKey,
+    RegistryCorruptError,
+    RegistryError,
+    SchemaVersionError,
+    ServiceEntry,
+    open_registry,
+)
+
+
+def fill(path: Path, key: MasterKey, count: int = 3) -> None:
+    registry = open_registry(f"sqlite://{path}", key)
+    for index in range(count):
+        registry.put(
+            ServiceEntry(
+                url=f"https://gw.example.test/svc{index}/",
+                gateway=Credential(f"gwuser-SECRET-{index}", f"gwpass-SECRET-{index}"),
+                request=Credential(f"alice-SECRET-{index}", f"alicepass-SECRET-{index}"),
+                secret_headers={"X-Api-Key": f"apikey-SECRET-{index}"},
+            )
+        )
+    registry.close()
+
+
+def test_nothing_secret_is_on_disk(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key)
+    for file in tmp_path.iterdir():  # the database, and its WAL if one is left
+        assert b"SECRET" not in file.read_bytes(), file.name
+    strings = subprocess.run(["strings", str(path)], capture_output=True, text=True, check=False)
+    if strings.returncode == 0:
+        assert "SECRET" not in strings.stdout
+    dump = "\n".join(sqlite3.connect(path).iterdump())
+    assert "SECRET" not in dump and "svc1" in dump
+
+
+def test_schema_is_versioned_and_wal(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 1)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone() == (key.key_id,)
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 1)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    before = path.read_bytes()
+    with pytest.raises(SchemaVersionError, match="schema version 99, newer than the 1"):
+        open_registry(f"sqlite://{path}", key)
+    assert path.read_bytes() == before
+
+
+def test_corrupt_file_is_a_clear_error_and_left_alone(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    path.write_bytes(b"this is not a database, and it must survive" * 100)
+    before = path.read_bytes()
+    with pytest.raises(RegistryCorruptError, match="not a valid registry"):
+        open_registry(f"sqlite://{path}", key)
+    assert path.read_bytes() == before
+
+
+def test_hand_edited_rows_are_clear_errors(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE entries SET secrets = 'not json' WHERE key LIKE '%svc0'")
+        db.execute("UPDATE entries SET settings = '{\"format\": 7}' WHERE key LIKE '%svc1'")
+    registry = open_registry(f"sqlite://{path}", key)
+    with pytest.raises(RegistryCorruptError, match=r"svc0: secrets is not valid JSON"):
+        registry.get("https://gw.example.test/svc0/x")
+    with pytest.raises(RegistryCorruptError, match="svc1: unknown settings format"):
+        registry.get("https://gw.example.test/svc1/x")
+
+
+def test_missing_directory_and_bad_urls(tmp_path: Path, key: MasterKey) -> None:
+    with pytest.raises(RegistryError, match="directory does not exist"):
+        open_registry(f"sqlite://{tmp_path}/missing/registry.db", key)
+    with pytest.raises(RegistryError, match="needs a path"):
+        open_registry("sqlite://", key)
+    with pytest.raises(ConfigurationError, match="has no scheme"):
+        open_registry("registry.db", key)
+    with pytest.raises(
+        ConfigurationError,
+        match="no registry backend for scheme 'nope'; known schemes: memory, sqlite",
+    ):
+        open_registry("nope://x", key)
+
+
+def test_a_failed_rotation_changes_nothing(
+    tmp_path: Path, key: MasterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 5)
+    registry = open_registry(f"sqlite://{path}", key)
+    new_key = MasterKey.generate()
+    calls = [0]
+    original = MasterKey.encrypt
+
+    def failing(self: MasterKey, plaintext: bytes, context: bytes) -> str:
+        calls[0] += 1
+        if calls[0] == 7:
+            raise RuntimeError("simulated crash part way through the rotation")
+        return original(self, plaintext, context)
+
+    monkeypatch.setattr(MasterKey, "encrypt", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        registry.rotate(new_key)
+    monkeypatch.undo()
+    registry.close()
+    reopened = open_registry(f"sqlite://{path}", key)
+    assert len(list(reopened.entries())) == 5
+
+
+def test_several_processes_write_at_once(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    open_registry(f"sqlite://{path}", key).close()
+    script = textwrap.dedent(
+        """
+        import sys
+        from securesession import Credential, MasterKey, ServiceEntry, open_registry
+        key = MasterKey.from_base64(sys.stdin.read())
+        registry = open_registry("sqlite://" + sys.argv[1], key)
+        for index in range(25):
+            url = f"https://h/p{sys.argv[2]}/e{index}"
+            registry.put(ServiceEntry(url=url, request=Credential("u", "p-SECRET")))
+        """
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(n)], stdin=subprocess.PIPE, text=True
+        )
+        for n in range(4)
+    ]
+    for worker in workers:
+        worker.communicate(key.to_base64())
+        assert worker.returncode == 0
+    registry = open_registry(f"sqlite://{path}", key)
+    assert len(list(registry.entries())) == 100
+
+
+def test_third_party_backends_come_from_entry_points(
+    tmp_path: Path, key: MasterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fancy_backend.py").write_text(
+        textwrap.dedent(
+            """
+            from securesession import EncryptedRegistry
+            from securesession._registry.memory import MemoryStore
+
+            def open_fancy(url, key):
+                return EncryptedRegistry(MemoryStore(), key, name=url)
+            """
+        )
+    )
+    dist = tmp_path / "fancy_backend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fancy-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[securesession.registries]\nfancy = fancy_backend:open_fancy\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = open_registry("fancy://anything", key)
+    registry.put(ServiceEntry(url="https://h/x/", request=Credential("u", "p-SECRET")))
+    assert registry.get("https://h/x/y") is not None
+    assert repr(registry) == f"<EncryptedRegistry fancy://anything key_id={key.key_id}>"
