@@ -181,3 +181,19 @@ def test_third_party_backends_come_from_entry_points(
     registry.put(ServiceEntry(url="https://h/x/", request=Credential("u", "p-SECRET")))
     assert registry.get("https://h/x/y") is not None
     assert repr(registry) == f"<EncryptedRegistry fancy://anything key_id={key.key_id}>"
+
+
+def test_lookup_is_index_probes_never_a_scan(tmp_path: Path, key: MasterKey) -> None:
+    """Lookup cost follows the path depth, not the number of entries."""
+    path = tmp_path / "registry.db"
+    fill(path, key, 3)
+    registry = open_registry(f"sqlite://{path}", key)
+    statements: list[str] = []
+    connection = registry.store._connection()  # type: ignore[attr-defined]
+    connection.set_trace_callback(statements.append)
+    assert registry.lookup("https://gw.example.test/svc1/a/b") is not None
+    connection.set_trace_callback(None)
+    (query,) = statements
+    assert query.count("'https://gw.example.test:443") == 4  # one probe per path prefix
+    plan = " ".join(str(row[-1]) for row in connection.execute("EXPLAIN QUERY PLAN " + query))
+    assert "USING PRIMARY KEY" in plan and "SCAN" not in plan.replace("SCAN CONSTANT", "")
