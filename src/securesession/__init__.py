@@ -15,18 +15,25 @@ from ._cache import EntryCache
 from ._crypto import KEY_ENV_VAR, MasterKey
 from ._entry import AuthMode, ServiceEntry
 from ._exceptions import (
+    ClientCertificateExpiredError,
+    ClientCertificateRejectedError,
+    ClientCertificateRequiredError,
     ConfigurationError,
     DecryptionError,
     InvalidEntryError,
     InvalidURLError,
     MasterKeyError,
     NoCredentialsError,
+    PinMismatchError,
+    ProtocolVersionMismatchError,
     RegistryCorruptError,
     RegistryError,
     SchemaVersionError,
     SecureSessionError,
+    ServerCertificateError,
     TLSConfigError,
     TLSHandshakeError,
+    VaultError,
 )
 from ._inject import Injected, InjectionPlan
 from ._registry import (
@@ -38,18 +45,31 @@ from ._registry import (
     SealedEntry,
     open_registry,
 )
+from ._registry.vault import open_vault_registry
 from ._secret import Credential, Secret
 from ._session import CacheInfo, SecureSession
 from ._urls import CanonicalURL, canonicalize
+from ._vault import (
+    AppRole,
+    VaultConnection,
+    rewrap_key,
+    transit_key_version,
+    unwrap_key,
+    wrap_new_key,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "KEY_ENV_VAR",
+    "AppRole",
     "AuthMode",
     "CacheInfo",
     "CanonicalURL",
+    "ClientCertificateExpiredError",
+    "ClientCertificateRejectedError",
+    "ClientCertificateRequiredError",
     "ConfigurationError",
     "Credential",
     "DecryptionError",
@@ -63,6 +83,8 @@ __all__ = [
     "MasterKey",
     "MasterKeyError",
     "NoCredentialsError",
+    "PinMismatchError",
+    "ProtocolVersionMismatchError",
     "Registry",
     "RegistryCorruptError",
     "RegistryError",
@@ -73,10 +95,18 @@ __all__ = [
     "SecureAdapter",
     "SecureSession",
     "SecureSessionError",
+    "ServerCertificateError",
     "ServiceEntry",
     "TLSConfigError",
     "TLSHandshakeError",
+    "VaultConnection",
+    "VaultError",
     "__version__",
     "canonicalize",
     "open_registry",
+    "open_vault_registry",
+    "rewrap_key",
+    "transit_key_version",
+    "unwrap_key",
+    "wrap_new_key",
 ]

@@ -29,13 +29,17 @@ import stat
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ._exceptions import DecryptionError, MasterKeyError
+
+if TYPE_CHECKING:  # only for annotations: _vault imports this module
+    from ._secret import Secret
+    from ._vault import AppRole, VaultConnection
 
 __all__ = ["KEY_ENV_VAR", "MasterKey"]
 
@@ -59,8 +63,8 @@ class MasterKey:
     """A 256-bit AES key that encrypts every secret of a registry.
 
     Build one with :meth:`generate`, :meth:`from_file`, :meth:`from_env`,
-    :meth:`from_passphrase` or :meth:`from_keyring`. Its ``repr`` shows only the
-    key id, which identifies the key without revealing it.
+    :meth:`from_passphrase`, :meth:`from_keyring` or :meth:`from_vault_transit`.
+    Its ``repr`` shows only the key id, which identifies the key without revealing it.
     """
 
     __slots__ = ("_aead", "_key", "key_id")
@@ -179,6 +183,45 @@ class MasterKey:
             return cls.from_base64(value)
         except MasterKeyError as exc:
             raise MasterKeyError(f"keyring entry {service!r}/{name!r}: {exc}") from None
+
+    @classmethod
+    def from_vault_transit(
+        cls,
+        url: str | VaultConnection,
+        key_name: str,
+        wrapped_key: str | os.PathLike[str],
+        *,
+        token: str | Secret | None = None,
+        approle: AppRole | None = None,
+        mount: str = "transit",
+        token_file: str | os.PathLike[str] | None = None,
+        namespace: str | None = None,
+        verify: bool | str | None = None,
+        timeout: float = 5.0,
+    ) -> MasterKey:
+        """Unwrap a key with Vault/OpenBao Transit key *key_name* (needs the ``vault`` extra).
+
+        *wrapped_key* is Transit ciphertext (``vault:v1:...``) or a file holding it,
+        as made by ``securesession._vault.wrap_new_key``. *url* is the engine
+        (``https://vault:8200``) or a ``VaultConnection``; without ``token=`` or
+        ``approle=`` the credentials come from the environment (``VAULT_TOKEN``, ...).
+        Transit is asked once per process per wrapped text; the Transit key never
+        leaves the engine. See ``securesession._vault`` for rotation and rewrapping.
+        """
+        from ._vault import unwrap_key  # lazy: hvac is an optional extra
+
+        return unwrap_key(
+            url,
+            key_name,
+            wrapped_key,
+            mount=mount,
+            token=token,
+            approle=approle,
+            token_file=token_file,
+            namespace=namespace,
+            verify=verify,
+            timeout=timeout,
+        )
 
     # -- storage ---------------------------------------------------------------
 

@@ -9,13 +9,22 @@ Every error the library raises derives from :class:`SecureSessionError`, so one
     │   ├── InvalidEntryError         (also ValueError) a ServiceEntry is inconsistent
     │   ├── MasterKeyError            key missing, malformed, or its file too open
     │   └── TLSConfigError            a TLS profile the local OpenSSL cannot honour
+    │       └── ClientCertificateExpiredError  our client certificate is expired or
+    │                                          not yet valid: refused, nothing sent
     ├── DecryptionError               wrong key, tampered or swapped ciphertext
     ├── RegistryError                 the registry store failed or is unusable
     │   ├── RegistryCorruptError      the store holds data we cannot read
-    │   └── SchemaVersionError        the store was written by a newer version
+    │   ├── SchemaVersionError        the store was written by a newer version
+    │   └── VaultError                Vault/OpenBao sealed, unreachable or forbidding
     ├── NoCredentialsError            strict session, URL has no entry
-    └── TLSHandshakeError             (also requests.exceptions.SSLError is *not* a base;
-                                       see :mod:`securesession._tls`)
+    └── TLSHandshakeError             a TLS handshake failed (requests.exceptions.SSLError
+        │                             is *not* a base; see :mod:`securesession._tls`)
+        ├── ClientCertificateRequiredError  server demanded a client certificate, none set
+        ├── ClientCertificateRejectedError  server refused ours: unknown CA, expired, revoked
+        ├── ProtocolVersionMismatchError    no TLS version both sides accept
+        ├── ServerCertificateError          server certificate untrusted, revoked, wrong host
+        └── PinMismatchError                server key matches none of the entry's pins
+                                            (raised before any request byte is sent)
 
 Messages name what is wrong (the entry URL, the field, the file) and never carry a
 secret value. Lower-level errors are chained with ``raise ... from exc``.
@@ -24,18 +33,25 @@ secret value. Lower-level errors are chained with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "ClientCertificateExpiredError",
+    "ClientCertificateRejectedError",
+    "ClientCertificateRequiredError",
     "ConfigurationError",
     "DecryptionError",
     "InvalidEntryError",
     "InvalidURLError",
     "MasterKeyError",
     "NoCredentialsError",
+    "PinMismatchError",
+    "ProtocolVersionMismatchError",
     "RegistryCorruptError",
     "RegistryError",
     "SchemaVersionError",
     "SecureSessionError",
+    "ServerCertificateError",
     "TLSConfigError",
     "TLSHandshakeError",
+    "VaultError",
 ]
 
 
@@ -63,6 +79,10 @@ class TLSConfigError(ConfigurationError):
     """A TLS profile cannot be turned into a working ``ssl.SSLContext``."""
 
 
+class ClientCertificateExpiredError(TLSConfigError):
+    """The entry's client certificate is expired (or not valid yet); nothing was sent."""
+
+
 class DecryptionError(SecureSessionError):
     """A ciphertext did not decrypt: wrong master key, tampered or swapped data."""
 
@@ -79,9 +99,70 @@ class SchemaVersionError(RegistryError):
     """The registry was written by a newer securesession; it is left untouched."""
 
 
+class VaultError(RegistryError):
+    """Vault or OpenBao failed or refused a request.
+
+    :attr:`reason` says which, for code that branches on it: ``"sealed"``,
+    ``"network"`` (unreachable or timed out), ``"forbidden"`` (a policy denies the
+    path the message names), ``"token"`` (invalid, expired or revoked token, or no
+    credentials), ``"conflict"`` (check-and-set kept losing) or ``"error"``.
+    The message never carries a token or secret.
+    """
+
+    def __init__(self, message: str, *, reason: str = "error", path: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+        """The engine path involved (``kv/data/app/index``), if any: never a secret."""
+
+
 class NoCredentialsError(SecureSessionError):
     """A strict session was asked to send to a URL that has no registry entry."""
 
 
 class TLSHandshakeError(SecureSessionError):
     """A TLS handshake with a service failed; the message says why in plain words."""
+
+
+class ClientCertificateRequiredError(TLSHandshakeError):
+    """The server demanded a client certificate, and the entry has none configured."""
+
+
+class ClientCertificateRejectedError(TLSHandshakeError):
+    """The server refused the client certificate we presented.
+
+    :attr:`reason` is ``"unknown_ca"``, ``"revoked"``, ``"expired"`` or ``"refused"``.
+    """
+
+    reason: str = "refused"
+
+
+class ProtocolVersionMismatchError(TLSHandshakeError):
+    """Client and server have no TLS protocol version in common.
+
+    :attr:`ours` is the range the entry allows; :attr:`theirs` what the server
+    accepted when probed (empty if it could not be probed).
+    """
+
+    ours: tuple[str, ...] = ()
+    theirs: tuple[str, ...] = ()
+
+
+class ServerCertificateError(TLSHandshakeError):
+    """The server's certificate is not trusted, is revoked, or names another host.
+
+    :attr:`verify_code` is OpenSSL's X.509 verification code (0 if unknown).
+    """
+
+    verify_code: int = 0
+
+
+class PinMismatchError(TLSHandshakeError):
+    """The server's public key matches none of the entry's pins; nothing was sent.
+
+    :attr:`expected` are the entry's pins, :attr:`actual` the server's
+    (``sha256/<base64>`` form; public values, safe to log).
+    """
+
+    expected: tuple[str, ...] = ()
+    actual: tuple[str, ...] = ()

@@ -99,7 +99,7 @@ def test_missing_directory_and_bad_urls(tmp_path: Path, key: MasterKey) -> None:
         open_registry("registry.db", key)
     with pytest.raises(
         ConfigurationError,
-        match="no registry backend for scheme 'nope'; known schemes: memory, sqlite",
+        match="no registry backend for scheme 'nope'; known schemes: memory, ",
     ):
         open_registry("nope://x", key)
 

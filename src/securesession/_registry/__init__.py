@@ -28,16 +28,45 @@ ENTRY_POINT_GROUP: Final = "securesession.registries"
 
 RegistryFactory = Callable[[str, MasterKey], Registry]
 
+
+def _open_postgres_registry(url: str, key: MasterKey) -> Registry:
+    # Imported on use: psycopg is an optional extra, and only this backend needs it.
+    try:
+        from .postgres import open_postgres_registry
+    except ImportError as exc:
+        if not (exc.name or "").startswith("psycopg"):
+            raise
+        raise ConfigurationError(
+            "postgresql:// registries need psycopg 3: pip install 'securesession[postgres]'"
+        ) from exc
+    return open_postgres_registry(url, key)
+
+
+def _open_vault_registry(url: str, key: MasterKey) -> Registry:
+    # Imported on use: hvac is an optional extra (the connection reports its absence,
+    # naming the securesession[vault] extra), and only this backend needs it.
+    from .vault import open_vault_registry
+
+    return open_vault_registry(url, key)
+
+
 _BUILTIN: Final[dict[str, RegistryFactory]] = {
     "memory": open_memory_registry,
     "sqlite": open_sqlite_registry,
+    "postgresql": _open_postgres_registry,
+    "postgres": _open_postgres_registry,
+    "vault+https": _open_vault_registry,
+    "vault+http": _open_vault_registry,
 }
 
 
 def open_registry(url: str, key: MasterKey) -> Registry:
     """Open the registry named by *url* with *key*.
 
-    Built in: ``memory://`` and ``sqlite:///path/to/registry.db``. Other schemes are
+    Built in: ``memory://``, ``sqlite:///path/to/registry.db`` and
+    ``postgresql://user@host:port/db`` (also ``postgres://``; needs the ``postgres``
+    extra), ``vault+https://host:8200/<kv-mount>/<prefix>`` (Vault/OpenBao KV v2;
+    ``vault+http://`` on loopback only; needs the ``vault`` extra). Other schemes are
     looked up in the ``securesession.registries`` entry-point group.
     """
     scheme, sep, _ = url.partition("://")
