@@ -45,6 +45,8 @@ from ._registry import (
     SealedEntry,
     open_registry,
 )
+from ._registry.memory import MemoryStore
+from ._registry.sqlite import SQLiteStore
 from ._registry.vault import open_vault_registry
 from ._secret import Credential, Secret
 from ._session import CacheInfo, SecureSession
@@ -82,6 +84,7 @@ __all__ = [
     "InvalidURLError",
     "MasterKey",
     "MasterKeyError",
+    "MemoryStore",
     "NoCredentialsError",
     "PinMismatchError",
     "ProtocolVersionMismatchError",
@@ -89,6 +92,7 @@ __all__ = [
     "RegistryCorruptError",
     "RegistryError",
     "RegistryStore",
+    "SQLiteStore",
     "SchemaVersionError",
     "SealedEntry",
     "Secret",
