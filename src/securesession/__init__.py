@@ -50,6 +50,7 @@ from ._registry.sqlite import SQLiteStore
 from ._registry.vault import open_vault_registry
 from ._secret import Credential, Secret
 from ._session import CacheInfo, SecureSession
+from ._tls import ClientCertificate, TLSProfile, TLSVersionName, spki_pin
 from ._urls import CanonicalURL, canonicalize
 from ._vault import (
     AppRole,
@@ -69,6 +70,7 @@ __all__ = [
     "AuthMode",
     "CacheInfo",
     "CanonicalURL",
+    "ClientCertificate",
     "ClientCertificateExpiredError",
     "ClientCertificateRejectedError",
     "ClientCertificateRequiredError",
@@ -103,6 +105,8 @@ __all__ = [
     "ServiceEntry",
     "TLSConfigError",
     "TLSHandshakeError",
+    "TLSProfile",
+    "TLSVersionName",
     "VaultConnection",
     "VaultError",
     "__version__",
@@ -110,6 +114,7 @@ __all__ = [
     "open_registry",
     "open_vault_registry",
     "rewrap_key",
+    "spki_pin",
     "transit_key_version",
     "unwrap_key",
     "wrap_new_key",

@@ -1,25 +1,153 @@
-"""``SecureAdapter``: the transport adapter a :class:`SecureSession` mounts."""
+"""``SecureAdapter``: the transport adapter a :class:`SecureSession` mounts.
+
+It applies the TLS profile of the registry entry each request matched:
+
+* one ``ssl.SSLContext`` per entry profile (built by :mod:`securesession._tls`,
+  never changed afterwards) and therefore one urllib3 pool per (origin, profile):
+  urllib3's pool key compares ``ssl_context`` by identity, so two entries on one
+  host with different client certificates never share a connection, while all
+  requests of one entry reuse its keep-alive connections;
+* a changed profile (a rotated certificate) gets a new context, and the pools of
+  the old one are closed;
+* server key pins are checked by the pool's connection class right after the
+  handshake, before urllib3 writes the request;
+* TLS failures of requests that matched an entry are raised as
+  :class:`~securesession.TLSHandshakeError` subclasses saying what happened.
+
+The session tells the adapter which entry a request matched (:meth:`route`);
+redirect hops are separate requests, each routed by its own URL, so a hop to
+another service never presents the first service's certificate.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
+from requests.exceptions import SSLError as RequestsSSLError
+from requests.utils import select_proxy
+from urllib3.connection import HTTPSConnection
+from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager, ProxyManager
+
+from ._entry import ServiceEntry
+from ._exceptions import TLSConfigError
+from ._tls import (
+    ProfileContext,
+    TLSProfile,
+    build_context,
+    describe_iis_403,
+    diagnose,
+    iis_substatus,
+)
+
+if TYPE_CHECKING:
+    from requests.adapters import _HostParams, _PoolKwargs
 
 __all__ = ["SecureAdapter"]
+
+logger = logging.getLogger("securesession")
 
 # requests keeps 10 pools and silently evicts the rest; a gateway client talks to
 # many services, each with its own pool, so keep room for them.
 DEFAULT_POOL_CONNECTIONS: Final = 128
 DEFAULT_POOL_MAXSIZE: Final = 32
+# A 403 body larger than this is not searched for an IIS sub-status.
+_MAX_403_BODY: Final = 64 * 1024
+
+
+class _ProfileHTTPSConnection(HTTPSConnection):
+    """urllib3's HTTPS connection, plus the profile's post-handshake checks.
+
+    urllib3 connects (and so completes the handshake) before it writes the first
+    request byte, so a pin mismatch raised here means nothing was sent.
+    """
+
+    def connect(self) -> None:
+        context = self.ssl_context
+        if isinstance(context, ProfileContext):
+            # The profile's context holds every TLS setting. Any of these would make
+            # urllib3 change that shared context (load CA files or a certificate
+            # into it, or switch verification off) on this connection's behalf.
+            self.cert_reqs = "CERT_REQUIRED"
+            self.ca_certs = self.ca_cert_dir = None
+            self.ca_cert_data = None
+            self.cert_file = self.key_file = self.key_password = None
+            self.assert_hostname = self.assert_fingerprint = None
+        super().connect()
+        if isinstance(context, ProfileContext) and self.sock is not None:
+            try:
+                context.check_connection(self.sock, self.host)  # type: ignore[arg-type]
+            except BaseException:
+                self.close()
+                raise
+
+
+class _ProfileHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _ProfileHTTPSConnection
+
+
+_POOL_CLASSES: Final = {"http": HTTPConnectionPool, "https": _ProfileHTTPSConnectionPool}
+
+
+class _PoolManager(PoolManager):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # urllib3 documents these per-instance tables as the place to plug in
+        # other pool classes; nothing global is touched.
+        self.pool_classes_by_scheme = _POOL_CLASSES
+
+
+class _ProxyManager(ProxyManager):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool_classes_by_scheme = _POOL_CLASSES
+
+
+@dataclass
+class _Route:
+    """What the session said about one request: the entry it matched (or None),
+    and the context chosen for it in :meth:`SecureAdapter.send`."""
+
+    entry: ServiceEntry | None
+    context: ProfileContext | None = None
+
+
+@dataclass(frozen=True)
+class _Slot:
+    profile: TLSProfile
+    revision: int
+    context: ProfileContext
 
 
 class SecureAdapter(HTTPAdapter):
-    """An ``HTTPAdapter`` sized for many services.
+    """An ``HTTPAdapter`` sized for many services that applies each entry's TLS profile.
 
     Credentials are injected by the session before the adapter runs, so mocking
     libraries that replace the adapter (``responses``, ``requests-mock``) still see
     them.
+
+    For a request whose entry has a :class:`~securesession.TLSProfile`, the profile
+    decides everything about TLS: the call's ``verify=`` and ``cert=`` are ignored
+    (with a warning when they ask for less, or for another certificate). Requests
+    with no profile get requests' own TLS handling, ``verify=`` and ``cert=``
+    included. TLS failures of requests that matched an entry, profile or not, are
+    raised as :class:`~securesession.TLSHandshakeError` subclasses; a URL with no
+    entry gets requests' own exceptions, as with a plain session.
+
+    An HTTP 403 carrying an IIS-style client-certificate sub-status (403.7
+    required, 403.13 revoked, 403.16 untrusted, 403.17 expired) is logged as a
+    warning that names it; the response itself is returned unchanged.
     """
 
     def __init__(
@@ -29,9 +157,210 @@ class SecureAdapter(HTTPAdapter):
         max_retries: int = 0,
         pool_block: bool = False,
     ) -> None:
+        self._routes: WeakKeyDictionary[PreparedRequest, _Route] = WeakKeyDictionary()
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
             max_retries=max_retries,
             pool_block=pool_block,
         )
+
+    # -- routing -------------------------------------------------------------------
+
+    def route(self, request: PreparedRequest, entry: ServiceEntry | None) -> None:
+        """Record which registry entry *request* matched (None: no entry), before it
+        is sent. The session calls this for every request and redirect hop."""
+        self._routes[request] = _Route(entry)
+
+    def context_for(self, entry: ServiceEntry) -> ProfileContext:
+        """The TLS context of *entry*'s profile, built on first use.
+
+        One context per entry: when the entry comes back with a different profile
+        (a new revision with a rotated certificate, say), a new context replaces
+        the old one and the old one's pools are closed. A revision that changed
+        something else keeps the context and its warm connections.
+        """
+        profile = entry.tls
+        if profile is None:
+            raise TLSConfigError(f"entry {entry.url} has no TLS profile")
+        stale: ProfileContext | None = None
+        with self._slots_lock:
+            slot = self._slots.get(entry.url)
+            if slot is not None and (slot.profile is profile or slot.profile == profile):
+                context = slot.context
+                if slot.profile is not profile and entry.revision > slot.revision:
+                    # Same profile in a newer revision: keep the context, remember
+                    # the new object so the identity check hits next time.
+                    self._slots[entry.url] = _Slot(profile, entry.revision, context)
+            elif slot is not None and entry.revision < slot.revision:
+                # A request still holding an older revision of the entry: the
+                # newer profile is the right one for the same service.
+                context = slot.context
+            else:
+                context = build_context(profile, where=entry.url)
+                self._slots[entry.url] = _Slot(profile, entry.revision, context)
+                stale = None if slot is None else slot.context
+        if stale is not None:
+            logger.info("entry %s: TLS profile changed; closing the old connections", entry.url)
+            self._close_pools(stale)
+        return context
+
+    def _close_pools(self, context: ProfileContext) -> None:
+        managers = [self.poolmanager, *self.proxy_manager.values()]
+        for manager in managers:
+            pools = manager.pools
+            for key in pools.keys():  # noqa: SIM118 - a locked snapshot, not a view
+                if getattr(key, "key_ssl_context", None) is context:
+                    with contextlib.suppress(KeyError):  # another thread was quicker
+                        pool = pools[key]
+                        del pools[key]
+                        # Idle connections close now; one in use closes when returned.
+                        pool.close()
+
+    # -- requests hooks ----------------------------------------------------------------
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        self.poolmanager = _PoolManager(
+            num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
+        )
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        if proxy in self.proxy_manager or proxy.lower().startswith("socks"):
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager = self.proxy_manager[proxy] = _ProxyManager(
+            proxy_url=proxy,
+            proxy_headers=self.proxy_headers(proxy),
+            num_pools=self._pool_connections,
+            maxsize=self._pool_maxsize,
+            block=self._pool_block,
+            **proxy_kwargs,
+        )
+        return manager
+
+    def build_connection_pool_key_attributes(
+        self,
+        request: PreparedRequest,
+        verify: bool | str,
+        cert: str | tuple[str, str] | None = None,
+    ) -> tuple[_HostParams, _PoolKwargs]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        route = self._routes.get(request)
+        if route is None or route.context is None:
+            return host_params, pool_kwargs
+        # The profile's context alone: no ca_certs or cert_file, which urllib3
+        # would load into the (shared) context on every new connection.
+        return host_params, {"ssl_context": route.context, "cert_reqs": "CERT_REQUIRED"}
+
+    def get_connection_with_tls_context(
+        self,
+        request: PreparedRequest,
+        verify: bool | str | None,
+        proxies: Mapping[str, str] | None = None,
+        cert: tuple[str, str] | str | None = None,
+    ) -> ConnectionPool:
+        pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        route = self._routes.get(request)
+        if (
+            route is not None
+            and route.context is not None
+            and not isinstance(pool, _ProfileHTTPSConnectionPool)
+        ):
+            # A SOCKS proxy brings its own pool classes, which would skip the pins.
+            raise TLSConfigError(
+                f"entry {route.context.where}: its TLS profile cannot be applied through "
+                f"this proxy ({type(pool).__name__}); use an HTTP(S) proxy or none"
+            )
+        return pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if isinstance(getattr(conn, "conn_kw", {}).get("ssl_context"), ProfileContext):
+            # Everything is in the profile's context; see build_connection_pool_key_attributes.
+            conn.cert_reqs = "CERT_REQUIRED"
+            conn.ca_certs = conn.ca_cert_dir = None
+            conn.cert_file = conn.key_file = None
+            return
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+
+    def send(
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> Response:
+        route = self._routes.get(request)
+        entry = route.entry if route is not None else None
+        if route is not None and entry is not None and entry.tls is not None:
+            route.context = self.context_for(entry)
+            route.context.refuse_if_expired()
+            if verify is False or cert is not None:
+                logger.warning(
+                    "entry %s has a TLS profile; the verify=False / cert= of this call are ignored",
+                    entry.url,
+                )
+        try:
+            response = super().send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        except (RequestsSSLError, RequestsConnectionError) as exc:
+            if entry is None:
+                raise
+            url = request.url or ""
+            parts = urlsplit(url)
+            error = diagnose(
+                exc,
+                where=entry.url,
+                host=parts.hostname or "",
+                port=parts.port or 443,
+                profile=entry.tls,
+                context=route.context if route is not None else None,
+                probe=select_proxy(url, proxies) is None,
+            )
+            if error is None:
+                raise
+            raise error from exc
+        if entry is not None and response.status_code == 403:
+            self._explain_403(entry, response)
+        return response
+
+    def _explain_403(self, entry: ServiceEntry, response: Response) -> None:
+        headers = dict(response.headers)
+        substatus = iis_substatus(headers)
+        if substatus is None:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) <= _MAX_403_BODY:
+                # Reading caches the body on the response, so the caller still gets it.
+                try:
+                    body = response.content
+                except RequestException:
+                    return  # the caller will meet the same error reading it
+                substatus = iis_substatus({}, body)
+        if substatus is None:
+            return
+        message = describe_iis_403(
+            substatus, where=entry.url, url=_origin_path(response.url), profile=entry.tls
+        )
+        if message is not None:
+            logger.warning("%s", message)
+
+    def close(self) -> None:
+        super().close()
+        with self._slots_lock:
+            self._slots.clear()
+
+
+def _origin_path(url: str) -> str:
+    """Scheme, host, port and path of *url*: never its query, which may hold tokens."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

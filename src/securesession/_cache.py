@@ -4,6 +4,11 @@ Values are keyed by ``(entry key, revision)``: a lookup returns the entry's curr
 revision, so an entry updated in the registry misses the cache at once and is never
 served stale, while the TTL bounds how long a decrypted secret stays in memory.
 When a newer revision of a key is cached, the older one is dropped.
+
+For ``SecureSession(stale_on_error=N)``, :meth:`EntryCache.peek` returns a cached
+value without loading it, if it was loaded at most N seconds ago, and
+:class:`RecentLookups` remembers which entry each URL matched: together they let a
+session keep serving a warm entry while the registry is unreachable.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from typing import Generic, TypeVar
 
 from cachetools import TTLCache
 
-__all__ = ["EntryCache"]
+__all__ = ["EntryCache", "RecentLookups"]
 
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 class EntryCache(Generic[V]):
@@ -34,6 +40,8 @@ class EntryCache(Generic[V]):
             raise ValueError("cache ttl must be >= 0 and maxsize >= 1")
         self._values: TTLCache[tuple[str, int], V] = TTLCache(maxsize, ttl, timer)
         self._revision: dict[str, int] = {}
+        self._loaded_at: dict[str, float] = {}
+        self._timer = timer
         self._flights: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
         self.loads = 0
@@ -64,6 +72,7 @@ class EntryCache(Generic[V]):
                 if older is not None and older != revision:
                     self._values.pop((key, older), None)
                 self._revision[key] = revision
+                self._loaded_at[key] = self._timer()
                 self._values[slot] = value
             return value
         finally:
@@ -71,10 +80,21 @@ class EntryCache(Generic[V]):
                 del self._flights[slot]
             flight.set()
 
+    def peek(self, key: str, revision: int, *, max_age: float) -> V | None:
+        """The cached value of *key* at *revision* if it was loaded at most *max_age*
+        seconds ago (and its TTL has not ended); never loads, counts no hit."""
+        with self._lock:
+            value = self._values.get((key, revision))
+            loaded_at = self._loaded_at.get(key)
+            if value is None or loaded_at is None or self._timer() - loaded_at > max_age:
+                return None
+            return value
+
     def invalidate(self, key: str) -> None:
         """Forget every cached revision of *key*."""
         with self._lock:
             revision = self._revision.pop(key, None)
+            self._loaded_at.pop(key, None)
             if revision is not None:
                 self._values.pop((key, revision), None)
 
@@ -82,7 +102,36 @@ class EntryCache(Generic[V]):
         with self._lock:
             self._values.clear()
             self._revision.clear()
+            self._loaded_at.clear()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._values)
+
+
+class RecentLookups(Generic[R]):
+    """What each recently looked-up URL matched, for *ttl* seconds (thread-safe).
+
+    Keys are URLs without query or fragment (a lookup ignores both); values are
+    whatever the lookup returned, ``None`` ("no entry") included. Only a session
+    that serves stale entries on registry errors keeps one.
+    """
+
+    def __init__(
+        self, *, ttl: float, maxsize: int, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._results: TTLCache[str, tuple[R]] = TTLCache(maxsize, ttl, timer)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(url: str) -> str:
+        return url.partition("#")[0].partition("?")[0]
+
+    def remember(self, url: str, result: R) -> None:
+        with self._lock:
+            self._results[self._key(url)] = (result,)
+
+    def recall(self, url: str) -> tuple[R] | None:
+        """``(result,)`` if *url* was looked up within the TTL, else ``None``."""
+        with self._lock:
+            return self._results.get(self._key(url))

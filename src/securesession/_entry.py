@@ -11,6 +11,7 @@ from typing import Final, Literal, get_args
 
 from ._exceptions import InvalidEntryError, InvalidURLError
 from ._secret import Credential, Secret
+from ._tls import TLSProfile
 from ._urls import MAX_DEPTH, canonicalize
 
 __all__ = ["AuthMode", "ServiceEntry"]
@@ -26,7 +27,7 @@ _FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """The credentials (and, later, TLS profile) of every URL under *url*.
+    """The credentials and TLS profile of every URL under *url*.
 
     *url* is canonicalised on construction (``https://Gw.Example.com/pay/`` becomes
     ``https://gw.example.com:443/pay``); it matches itself and every URL below it
@@ -42,6 +43,8 @@ class ServiceEntry:
     ``none``     not injected
 
     *secret_headers* are extra headers whose values are secrets (an API key, say).
+    *tls* is the service's :class:`~securesession.TLSProfile` (client certificate,
+    TLS versions, CA bundle, pins, CRL); https:// entries only.
     ``revision`` and ``updated_at`` are set by the registry that stores the entry.
     """
 
@@ -54,6 +57,7 @@ class ServiceEntry:
     request_headers: tuple[str, str] = ("X-Request-User", "X-Request-Password")
     secret_headers: Mapping[str, Secret] = field(default_factory=dict)
     description: str = ""
+    tls: TLSProfile | None = None
     revision: int = field(default=0, compare=False)
     updated_at: float | None = field(default=None, compare=False)
 
@@ -78,6 +82,13 @@ class ServiceEntry:
 
     def _validate(self) -> None:
         where = f"entry {self.url}"
+        if self.tls is not None:
+            if not isinstance(self.tls, TLSProfile):
+                raise InvalidEntryError(f"{where}: tls must be a TLSProfile")
+            if not self.url.startswith("https://"):
+                raise InvalidEntryError(
+                    f"{where}: a TLS profile needs an https:// URL (plain http has no TLS)"
+                )
         writers: dict[str, str] = {}
 
         def claim(header: str, owner: str) -> None:
@@ -127,7 +138,8 @@ class ServiceEntry:
         return (
             f"ServiceEntry(url={self.url!r}, gateway={self.gateway!r}, request={self.request!r}, "
             f"gateway_auth={self.gateway_auth!r}, request_auth={self.request_auth!r}, "
-            f"secret_headers={sorted(self.secret_headers)!r}, revision={self.revision})"
+            f"secret_headers={sorted(self.secret_headers)!r}, tls={self.tls!r}, "
+            f"revision={self.revision})"
         )
 
     def with_metadata(self, *, revision: int, updated_at: float | None = None) -> ServiceEntry:

@@ -15,10 +15,15 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from requests.utils import get_netrc_auth
 
 from ._adapter import SecureAdapter
-from ._cache import EntryCache
-from ._exceptions import NoCredentialsError
+from ._cache import EntryCache, RecentLookups
+from ._exceptions import (
+    NoCredentialsError,
+    RegistryCorruptError,
+    RegistryError,
+    TLSConfigError,
+)
 from ._inject import Injected, InjectionPlan, build_plan, inject, strip
-from ._registry import Registry
+from ._registry import EntryRef, Registry
 from ._urls import canonicalize
 
 __all__ = ["CacheInfo", "SecureSession"]
@@ -52,6 +57,13 @@ class SecureSession(requests.Session):
       keyed by entry revision, so an updated entry is never served stale.
     * A 401 (or 407) from a matched service drops the entry from the cache,
       reloads it once, and retries once if the stored credentials changed.
+    * When the registry cannot be reached (a lookup raises :class:`RegistryError`),
+      the session fails closed by default: the error propagates and nothing is
+      sent. With *stale_on_error* = N > 0 it instead keeps serving, for a URL it
+      looked up in the last N seconds, the entry it matched then, if that entry was
+      decrypted at most N seconds ago (N cannot exceed *cache_ttl*: a decrypted
+      entry never outlives its TTL). A failure to *load* an entry the registry
+      says has changed always propagates: that entry is known to be stale.
 
     The session does not close *registry*: whoever opened it closes it.
     """
@@ -65,13 +77,27 @@ class SecureSession(requests.Session):
         strict: bool = False,
         timer: Callable[[], float] = time.monotonic,
         adapter: SecureAdapter | None = None,
+        stale_on_error: float = 0.0,
     ) -> None:
+        if not 0 <= stale_on_error <= cache_ttl:
+            raise ValueError(
+                "stale_on_error must be between 0 (fail closed) and cache_ttl: "
+                "a decrypted entry is never kept past its TTL"
+            )
         super().__init__()
         self.registry = registry
         self.strict = strict
+        self.stale_on_error = stale_on_error
         self._cache: EntryCache[InjectionPlan] = EntryCache(
             ttl=cache_ttl, maxsize=cache_maxsize, timer=timer
         )
+        # Only a session that may serve stale entries remembers what URLs matched.
+        self._lookups: RecentLookups[EntryRef | None] | None = (
+            RecentLookups(ttl=stale_on_error, maxsize=4 * cache_maxsize, timer=timer)
+            if stale_on_error > 0
+            else None
+        )
+        self._serving_stale = False
         self._injected: WeakKeyDictionary[PreparedRequest, Injected] = WeakKeyDictionary()
         self._caller_auth: WeakSet[PreparedRequest] = WeakSet()
         self._downgraded: WeakSet[PreparedRequest] = WeakSet()
@@ -93,9 +119,20 @@ class SecureSession(requests.Session):
 
     def plan_for(self, url: str) -> InjectionPlan | None:
         """The injection *url* would get (cached), or ``None`` if no entry matches."""
+        return self._plan(url, retry=True)
+
+    def _plan(self, url: str, *, retry: bool) -> InjectionPlan | None:
         if not url[:8].lower().startswith(("https://", "http://")):
             return None
-        ref = self.registry.lookup(url)
+        try:
+            ref = self.registry.lookup(url)
+        except RegistryError as exc:
+            return self._stale_plan(url, exc)
+        if self._lookups is not None:
+            self._lookups.remember(url, ref)
+            if self._serving_stale:
+                self._serving_stale = False
+                logger.warning("registry reachable again; no longer serving cached entries")
         if ref is None:
             return None
 
@@ -103,7 +140,37 @@ class SecureSession(requests.Session):
             logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
             return build_plan(self.registry.load(ref))
 
-        return self._cache.get_or_load(ref.key, ref.revision, load)
+        try:
+            return self._cache.get_or_load(ref.key, ref.revision, load)
+        except RegistryCorruptError:
+            # Another process may have removed the entry between our lookup and the
+            # load: look up once more before calling the registry corrupt.
+            if not retry or self.registry.lookup(url) == ref:
+                raise
+            logger.debug("entry %s changed while it was loaded; looking up again", ref.key)
+            return self._plan(url, retry=False)
+
+    def _stale_plan(self, url: str, error: RegistryError) -> InjectionPlan | None:
+        """What *url* matched before the registry failed, if still fresh enough;
+        otherwise re-raise *error* (fail closed)."""
+        recalled = self._lookups.recall(url) if self._lookups is not None else None
+        if recalled is None:
+            raise error
+        ref = recalled[0]
+        plan = None
+        if ref is not None:
+            plan = self._cache.peek(ref.key, ref.revision, max_age=self.stale_on_error)
+            if plan is None:
+                raise error
+        if not self._serving_stale:
+            self._serving_stale = True
+            logger.warning(
+                "registry unavailable (%s); serving cached entries for up to %g s",
+                error,
+                self.stale_on_error,
+            )
+        logger.debug("registry unavailable; %s served from cache", _where(url))
+        return plan
 
     # -- requests hooks ------------------------------------------------------------
 
@@ -132,6 +199,7 @@ class SecureSession(requests.Session):
             injected = inject(request, plan, caller_auth=request in self._caller_auth)
             self._injected[request] = injected
             logger.debug("entry %s matched; injected %s", plan.key, injected.describe())
+        self._route_tls(request, plan)
         response = super().send(request, **kwargs)
         if (
             plan is not None
@@ -141,6 +209,24 @@ class SecureSession(requests.Session):
         ):
             return self._refresh_and_retry(request, response, plan, injected, kwargs)
         return response
+
+    def _route_tls(self, request: PreparedRequest, plan: InjectionPlan | None) -> None:
+        """Tell the adapter that will send *request* which entry it matched (None: no
+        entry, requests' default TLS), so it uses that entry's TLS profile and only it.
+        Every hop of a redirect passes here with its own URL's plan."""
+        entry = plan.entry if plan is not None else None
+        try:
+            adapter = self.get_adapter(request.url or "")
+        except requests.exceptions.InvalidSchema:
+            return  # requests itself refuses the URL in a moment
+        if isinstance(adapter, SecureAdapter):
+            adapter.route(request, entry)
+        elif entry is not None and entry.tls is not None:
+            raise TLSConfigError(
+                f"entry {entry.url} has a TLS profile, but the adapter mounted for this URL "
+                f"({type(adapter).__name__}) is not a SecureAdapter and cannot apply it; "
+                f"nothing was sent"
+            )
 
     def rebuild_auth(self, prepared_request: PreparedRequest, response: Response) -> None:
         """Strip what was injected for the previous hop; the next :meth:`send` applies
@@ -196,6 +282,7 @@ class SecureSession(requests.Session):
         retry = request.copy()
         strip(retry, injected)
         self._injected[retry] = inject(retry, fresh, caller_auth=request in self._caller_auth)
+        self._route_tls(retry, fresh)
         new_response = super().send(retry, **kwargs)
         new_response.history.insert(0, response)
         return new_response

@@ -13,6 +13,7 @@ Two extension points, one per concern:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -22,8 +23,9 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from .._crypto import MasterKey
 from .._entry import ServiceEntry
-from .._exceptions import DecryptionError, RegistryCorruptError
+from .._exceptions import DecryptionError, RegistryCorruptError, TLSConfigError
 from .._secret import Credential, Secret
+from .._tls import ClientCertificate, TLSProfile
 from .._urls import canonicalize
 
 __all__ = ["EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"]
@@ -32,6 +34,10 @@ logger = logging.getLogger("securesession")
 
 #: Version of the settings/secrets layout inside one sealed entry.
 ENTRY_FORMAT: Final = 1
+#: Entries with a TLS profile are written as format 2: a version that predates TLS
+#: profiles refuses them instead of silently dropping their pins and CA bundle.
+ENTRY_FORMAT_TLS: Final = 2
+_READABLE_FORMATS: Final = frozenset({ENTRY_FORMAT, ENTRY_FORMAT_TLS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,13 +232,15 @@ def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str,
     for header, value in entry.secret_headers.items():
         clear[f"header.{header}"] = value.reveal()
     settings: dict[str, Any] = {
-        "format": ENTRY_FORMAT,
+        "format": ENTRY_FORMAT if entry.tls is None else ENTRY_FORMAT_TLS,
         "gateway_auth": entry.gateway_auth,
         "request_auth": entry.request_auth,
         "gateway_headers": list(entry.gateway_headers),
         "request_headers": list(entry.request_headers),
         "description": entry.description,
     }
+    if entry.tls is not None:
+        settings["tls"] = _seal_tls(entry.tls, clear)
     secrets = {
         name: key.encrypt(value.encode(), _context(entry.url, name))
         for name, value in clear.items()
@@ -243,7 +251,7 @@ def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str,
 def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
     """Decrypt a stored entry; any failure names the entry and the field."""
     settings = sealed.settings
-    if not isinstance(settings, dict) or settings.get("format") != ENTRY_FORMAT:
+    if not isinstance(settings, dict) or settings.get("format") not in _READABLE_FORMATS:
         raise RegistryCorruptError(f"entry {sealed.key}: unknown settings format")
     clear: dict[str, str] = {}
     for name, token in sealed.secrets.items():
@@ -275,10 +283,62 @@ def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
             request_headers=tuple(settings["request_headers"]),
             secret_headers=headers,
             description=settings.get("description", ""),
+            tls=_unseal_tls(settings.get("tls"), clear),
         )
+    except TLSConfigError as exc:
+        raise TLSConfigError(f"entry {sealed.key}: stored TLS profile: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise RegistryCorruptError(f"entry {sealed.key}: invalid stored settings ({exc})") from None
     return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
+
+
+def _seal_tls(profile: TLSProfile, clear: dict[str, str]) -> dict[str, Any]:
+    """Public TLS settings; the certificate bundle (its key inside) and its password
+    go into *clear*, to be encrypted like every other secret field."""
+    cert = profile.client_cert
+    if cert is not None:
+        clear["tls.client_cert"] = base64.b64encode(cert.data).decode("ascii")
+        if cert.password is not None:
+            clear["tls.client_cert.password"] = cert.password.reveal()
+    return {
+        "client_cert_format": None if cert is None else cert.format,
+        "version": profile.version,
+        "min_version": profile.min_version,
+        "max_version": profile.max_version,
+        "ca_bundle": None if profile.ca_bundle is None else profile.ca_bundle.decode("ascii"),
+        "pins": list(profile.pins),
+        "crl": None if profile.crl is None else profile.crl.decode("ascii"),
+        "crl_scope": profile.crl_scope,
+        "check_revocation": profile.check_revocation,
+        "allow_legacy": profile.allow_legacy,
+    }
+
+
+def _unseal_tls(settings: Any, clear: dict[str, str]) -> TLSProfile | None:
+    if settings is None:
+        return None  # written before TLS profiles existed, or an entry without one
+    if not isinstance(settings, dict):
+        raise TypeError("tls settings are not an object")
+    cert: ClientCertificate | None = None
+    if settings["client_cert_format"] is not None:
+        cert = ClientCertificate(
+            settings["client_cert_format"],
+            base64.b64decode(clear["tls.client_cert"], validate=True),
+            clear.get("tls.client_cert.password"),
+        )
+    ca_bundle, crl = settings["ca_bundle"], settings["crl"]
+    return TLSProfile(
+        client_cert=cert,
+        version=settings["version"],
+        min_version=settings["min_version"],
+        max_version=settings["max_version"],
+        ca_bundle=None if ca_bundle is None else ca_bundle.encode("ascii"),
+        pins=tuple(settings["pins"]),
+        crl=None if crl is None else crl.encode("ascii"),
+        crl_scope=settings["crl_scope"],
+        check_revocation=settings["check_revocation"],
+        allow_legacy=settings["allow_legacy"],
+    )
 
 
 def now() -> float:
