@@ -1,0 +1,484 @@
+"""The argument parser, and the one place errors become exit codes and messages."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, get_args
+
+from securesession import (
+    AuthMode,
+    InvalidURLError,
+    SecureSessionError,
+    __version__,
+    canonicalize,
+)
+
+from ._common import EXIT_FAILED, EXIT_USAGE, CommandError, UsageError
+from ._secrets import refuse_secrets_on_argv
+
+__all__ = ["build_parser", "known_options", "run"]
+
+PROG = "securesession"
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(module: str, name: str) -> Handler:
+    """A handler imported when its command runs: ``list`` need not load requests."""
+
+    def handler(args: argparse.Namespace) -> int:
+        command: Handler = getattr(importlib.import_module(module, __package__), name)
+        return command(args)
+
+    return handler
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions (one line, no echoed values)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            # argparse would echo every leftover token, and a stray token may well be
+            # a secret typed in the wrong place: show option names only.
+            tokens = message.split(":", 1)[1].split()
+            options = [token.split("=", 1)[0] for token in tokens if token.startswith("-")]
+            others = len(tokens) - len(options)
+            parts = options + ([f"{others} other value(s), not shown"] if others else [])
+            message = "unrecognized arguments: " + ", ".join(parts)
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _url(value: str) -> str:
+    """argparse type: a URL that canonicalises (so a bad URL is a usage error)."""
+    try:
+        canonicalize(value)
+    except InvalidURLError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def _common_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    # The same options are accepted before and after the command name; in the
+    # subcommand their default is SUPPRESS so it does not overwrite the main one.
+    unset: Any = argparse.SUPPRESS if in_subcommand else None
+    group = parser.add_argument_group("configuration")
+    group.add_argument(
+        "--registry",
+        metavar="URL",
+        default=unset,
+        help="registry URL (default: $SECURESESSION_REGISTRY, else a SQLite file in the "
+        "user data directory)",
+    )
+    group.add_argument(
+        "--key-file",
+        metavar="PATH",
+        default=unset,
+        help="master key file (default: $SECURESESSION_KEY_FILE, else the key in "
+        "$SECURESESSION_MASTER_KEY, else master.key in the user config directory)",
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if in_subcommand else False,
+        help="show tracebacks and the library's debug log on stderr",
+    )
+
+
+def _secret_source(
+    parser: argparse.ArgumentParser | Any, flag: str, what: str, *, prompt_flag: bool = True
+) -> None:
+    """``FLAG-stdin`` / ``FLAG-env NAME`` (/ ``FLAG-prompt``), mutually exclusive."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        f"{flag}-stdin", action="store_true", help=f"read the {what} from a line of stdin"
+    )
+    group.add_argument(
+        f"{flag}-env", metavar="NAME", help=f"read the {what} from environment variable NAME"
+    )
+    if prompt_flag:
+        group.add_argument(
+            f"{flag}-prompt", action="store_true", help=f"prompt for the {what} (no echo)"
+        )
+
+
+def _add_parser(
+    subparsers: Any, name: str, handler: Handler, help_text: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser, in_subcommand=True)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_command(subparsers: Any) -> None:
+    parser = _add_parser(
+        subparsers,
+        "add",
+        _lazy("._commands", "cmd_add"),
+        "add or replace an entry (secrets from a prompt, stdin or the environment)",
+        "Add an entry for URL and every URL below it (path-segment boundary).\n\n"
+        "Secrets never come from the command line. Each secret is prompted for without\n"
+        "echo when stdin is a terminal, or read from a line of standard input\n"
+        "(--...-stdin) or from an environment variable (--...-env NAME). Several\n"
+        "--...-stdin flags read one line each, in this order: gateway password, request\n"
+        "password, --secret-header-stdin values (in the order given), client certificate\n"
+        "passphrase.",
+    )
+    parser.add_argument("url", type=_url, metavar="URL", help="the service URL prefix")
+    parser.add_argument("--replace", action="store_true", help="replace an existing entry")
+    parser.add_argument("--description", metavar="TEXT", help="a note shown by list/show")
+    for role, mode, user_header, password_header in (
+        ("gateway", "headers", "X-Gateway-User", "X-Gateway-Password"),
+        ("request", "basic", "X-Request-User", "X-Request-Password"),
+    ):
+        group = parser.add_argument_group(f"{role} credential")
+        group.add_argument(f"--{role}-user", metavar="NAME", help=f"{role} user name")
+        _secret_source(group, f"--{role}-password", f"{role} password or token")
+        group.add_argument(
+            f"--{role}-auth",
+            choices=get_args(AuthMode),
+            default=mode,
+            help=f"how the {role} credential is injected (default: {mode})",
+        )
+        group.add_argument(
+            f"--{role}-user-header",
+            metavar="NAME",
+            default=user_header,
+            help=f"user header in 'headers' mode (default: {user_header})",
+        )
+        group.add_argument(
+            f"--{role}-password-header",
+            metavar="NAME",
+            default=password_header,
+            help=f"password header in 'headers' mode (default: {password_header})",
+        )
+    group = parser.add_argument_group("secret headers (an API key, say)")
+    group.add_argument(
+        "--secret-header", action="append", metavar="NAME", help="prompt for NAME's value"
+    )
+    group.add_argument(
+        "--secret-header-stdin",
+        action="append",
+        metavar="NAME",
+        help="read NAME's value from a line of stdin",
+    )
+    group.add_argument(
+        "--secret-header-env",
+        action="append",
+        metavar="NAME=ENVVAR",
+        help="read NAME's value from environment variable ENVVAR",
+    )
+    from ._tlsopts import add_tls_options
+
+    add_tls_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Manage a securesession credential registry and call services through it.",
+        allow_abbrev=False,
+        epilog="Exit codes: 0 ok, 1 operation failed, 2 usage error. "
+        "Run 'securesession demo' for a tour.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common_options(parser, in_subcommand=False)
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    init = _add_parser(
+        subparsers, "init", _lazy("._commands", "cmd_init"), "create the key file and the registry"
+    )
+    del init
+
+    _add_command(subparsers)
+
+    listing = _add_parser(
+        subparsers, "list", _lazy("._commands", "cmd_list"), "list entries (never secrets)"
+    )
+    listing.add_argument(
+        "--under",
+        action="append",
+        metavar="URL",
+        type=_url,
+        help="only entries at or below URL (repeatable)",
+    )
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = _add_parser(subparsers, "show", _lazy("._commands", "cmd_show"), "show one entry")
+    show.add_argument("url", type=_url, metavar="URL", help="the entry's URL prefix")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="also print the secrets (asks first; only when stdout is a terminal)",
+    )
+    show.add_argument("--yes", action="store_true", help="with --reveal: do not ask")
+
+    remove = _add_parser(
+        subparsers, "remove", _lazy("._commands", "cmd_remove"), "remove one entry"
+    )
+    remove.add_argument("url", type=_url, metavar="URL", help="the entry's URL prefix")
+
+    match = _add_parser(
+        subparsers,
+        "match",
+        _lazy("._commands", "cmd_match"),
+        "explain which entry a URL would use, and why",
+    )
+    match.add_argument("url", type=_url, metavar="URL")
+    match.add_argument("--json", action="store_true", help="machine-readable output")
+
+    rotate = _add_parser(
+        subparsers,
+        "rotate-key",
+        _lazy("._commands", "cmd_rotate_key"),
+        "new master key; re-encrypt everything in one transaction",
+        "Generate a new master key and re-encrypt every secret under it in one\n"
+        "transaction. The new key replaces the key file atomically; the old key file\n"
+        "is kept beside it as <name>.<UTC time>.bak (mode 0600).",
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        metavar="PATH",
+        help="write the new key to PATH instead of replacing the key file (required when "
+        "the key comes from $SECURESESSION_MASTER_KEY)",
+    )
+
+    export = _add_parser(
+        subparsers,
+        "export",
+        _lazy("._bundle", "cmd_export"),
+        "write entries to an encrypted bundle",
+        "Write entries to FILE, encrypted and authenticated under a transfer passphrase\n"
+        "(prompted twice, or --passphrase-stdin / --passphrase-env NAME) or, with\n"
+        "--to-key-file, under the target environment's master key.",
+    )
+    export.add_argument("file", metavar="FILE")
+    export.add_argument(
+        "--under",
+        action="append",
+        metavar="URL",
+        type=_url,
+        help="only entries at or below URL (repeatable)",
+    )
+    _secret_source(export, "--passphrase", "transfer passphrase", prompt_flag=False)
+    export.add_argument(
+        "--to-key-file", metavar="PATH", help="encrypt under this key file instead of a passphrase"
+    )
+    export.add_argument("--force", action="store_true", help="overwrite FILE")
+
+    importing = _add_parser(
+        subparsers,
+        "import",
+        _lazy("._bundle", "cmd_import"),
+        "import entries from a bundle",
+        "Import the entries of a bundle written by 'export'. The whole bundle is\n"
+        "authenticated and checked before anything is written: a corrupt or tampered\n"
+        "bundle imports nothing.",
+    )
+    importing.add_argument("file", metavar="FILE")
+    _secret_source(importing, "--passphrase", "transfer passphrase", prompt_flag=False)
+    importing.add_argument(
+        "--bundle-key-file",
+        metavar="PATH",
+        help="key of a key-protected bundle (default: this registry's key)",
+    )
+    importing.add_argument(
+        "--on-conflict",
+        choices=("fail", "skip", "replace"),
+        default="fail",
+        help="an entry that exists with other settings or secrets: fail (default, import "
+        "nothing), skip it, or replace it",
+    )
+    importing.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+
+    request = _add_parser(
+        subparsers,
+        "request",
+        _lazy("._request", "cmd_request"),
+        "send a request through SecureSession (a tiny curl)",
+        "Send METHOD URL with the matching entry's credentials. The status line and\n"
+        "echoed headers go to stderr (injected values redacted), the body to stdout.\n"
+        "Exit code 1 when the status is 400 or above.",
+    )
+    request.add_argument("method", metavar="METHOD")
+    request.add_argument("url", type=_url, metavar="URL")
+    request.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'")
+    request.add_argument("--data", metavar="DATA", help="request body; @FILE or @- for stdin")
+    request.add_argument(
+        "--json",
+        dest="json_body",
+        metavar="JSON",
+        help="JSON request body (sets Content-Type); @FILE or @-",
+    )
+    request.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
+    request.add_argument(
+        "--timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="connect and read timeout (default: 30)",
+    )
+    request.add_argument("--cacert", metavar="FILE", help="trust this CA bundle")
+    request.add_argument(
+        "--strict", action="store_true", help="refuse a URL that has no registry entry"
+    )
+    request.add_argument("--no-redirects", action="store_true", help="do not follow redirects")
+    request.add_argument("-i", "--include", action="store_true", help="echo the response headers")
+    request.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="echo request and response headers of every hop",
+    )
+
+    add_check_command(subparsers)
+
+    demo = _add_parser(
+        subparsers,
+        "demo",
+        _lazy("._demo", "cmd_demo"),
+        "a self-contained tour: throwaway registry, local mutual-TLS gateway, one call",
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the throwaway directory and print its path"
+    )
+    return parser
+
+
+def add_check_command(subparsers: Any) -> None:
+    """``check URL``: the TLS handshake of the matching entry, diagnosed."""
+    check = _add_parser(
+        subparsers,
+        "check",
+        _lazy("._check", "cmd_check"),
+        "do the TLS handshake for URL's entry and explain the outcome",
+        "Do the TLS handshake the matching entry's profile prescribes (client certificate,\n"
+        "versions, CA bundle, pins, CRL) without sending a request, and print the\n"
+        "protocol, cipher, server certificate and its pin, the client certificate used,\n"
+        "or what failed and how to fix it. Exit code 1 when the handshake fails.",
+    )
+    check.add_argument("url", type=_url, metavar="URL")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--timeout", type=_positive, default=10.0, metavar="SECONDS", help="(default: 10)"
+    )
+    check.add_argument(
+        "--cacert", metavar="FILE", help="CA bundle for a URL with no entry (default: certifi)"
+    )
+
+
+def known_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of *parser* and its subcommands."""
+    options: set[str] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        options.update(current._option_string_actions)
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+    return options
+
+
+def _wants_debug(argv: Sequence[str]) -> bool:
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--debug":
+            return True
+    return False
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse *argv*, run the command, map every failure to an exit code."""
+    debug = _wants_debug(argv)
+    _configure_logging(debug)
+    try:
+        parser = build_parser()
+        refuse_secrets_on_argv(argv, known_options(parser))
+        args = parser.parse_args(argv)
+        handler: Handler = args.handler
+        return handler(args)
+    except SystemExit as exc:  # --help, --version
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except UsageError as exc:
+        return _fail(exc, EXIT_USAGE, debug)
+    except (CommandError, SecureSessionError) as exc:
+        return _fail(exc, EXIT_FAILED, debug)
+    except BrokenPipeError:
+        # The reader went away (`securesession list | head`): not worth a message, and
+        # Python would complain again when flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(exc, EXIT_FAILED, debug, f"{exc.strerror or exc}{where}")
+    except KeyboardInterrupt as exc:
+        return _fail(exc, EXIT_FAILED, debug, "interrupted")
+
+
+def _configure_logging(debug: bool) -> None:
+    # The library logs warnings worth an operator's eye (a certificate about to
+    # expire, legacy TLS in use); never a secret, so they may go to stderr.
+    # Only the library's own logger: urllib3's debug lines carry full request paths,
+    # query strings (and any token in them) included.
+    library = logging.getLogger("securesession")
+    library.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if any(isinstance(h, _StderrHandler) for h in library.handlers):
+        return  # a nested run (the demo runs commands in-process)
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter())
+    library.addHandler(handler)
+    library.propagate = False
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (the demo redirects it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never break the command
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _fail(exc: BaseException, code: int, debug: bool, message: str | None = None) -> int:
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = " ".join((message or str(exc) or type(exc).__name__).split())
+    try:
+        sys.stderr.write(f"{PROG}: error: {text}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    return code

@@ -1,0 +1,197 @@
+"""``request METHOD URL``: a tiny curl that sends through :class:`SecureSession`.
+
+The status line and any echoed headers go to stderr, the body to stdout (or ``-o``),
+so ``securesession request GET URL | jq`` works. Header values the registry injected
+(and any header value that contains one of them) are shown as ``<redacted>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import requests
+
+from securesession import SecureSession, canonicalize
+
+from ._commands import registry_from_args
+from ._common import EXIT_FAILED, EXIT_OK, CommandError, UsageError, note
+from ._secrets import looks_secret
+
+__all__ = ["Redactor", "cmd_request", "request_error"]
+
+REDACTED: Final = "<redacted>"
+_METHOD: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_NAME: Final = _METHOD
+# Headers that carry credentials whoever set them (the caller's -H included).
+_ALWAYS_SECRET: Final = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "www-authenticate"}
+)
+_ERRNO: Final = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+_SSL_REASON: Final = re.compile(r"\[SSL: [A-Z0-9_]+\] [^'\")(]+")
+
+
+class Redactor:
+    """Hides the injected credentials in headers that are echoed to the terminal."""
+
+    def __init__(self, names: Iterable[str], values: Iterable[str]) -> None:
+        self._names = {name.lower() for name in names} | _ALWAYS_SECRET
+        # Short values (a one-letter user name) would redact half the output.
+        self._values = [value for value in values if len(value) >= 4]
+
+    def value(self, name: str, value: str) -> str:
+        if (
+            name.lower() in self._names
+            or looks_secret(name)
+            or any(secret in value for secret in self._values)
+        ):
+            return REDACTED
+        return value
+
+    def lines(self, prefix: str, headers: Mapping[str, str]) -> list[str]:
+        return [f"{prefix}{name}: {self.value(name, value)}" for name, value in headers.items()]
+
+
+def _parse_headers(raw: list[str] | None) -> dict[str, str]:
+    """``-H 'Name: value'`` items; ``-H @FILE`` / ``-H @-`` read one header per line.
+
+    A credential-like header (``Authorization``, ``X-Api-Key``...) is refused on the
+    command line itself, where other users and the shell history would see it.
+    """
+    headers: dict[str, str] = {}
+    for item in raw or []:
+        from_file = item.startswith("@")
+        lines = (
+            _read_at(item, "-H").decode("utf-8", "replace").splitlines() if from_file else [item]
+        )
+        for line in lines:
+            if from_file and not line.strip():
+                continue
+            name, sep, value = line.partition(":")
+            name = name.strip()
+            if not sep or not _HEADER_NAME.fullmatch(name):
+                shown = name if _HEADER_NAME.fullmatch(name) else "(invalid name)"
+                raise UsageError(f"-H expects 'Name: value', got a header {shown}")
+            if not from_file and (name.lower() in _ALWAYS_SECRET or looks_secret(name)):
+                raise UsageError(
+                    f"-H {name}: would put a credential on the command line; store it in the "
+                    "registry (add --secret-header), or pass -H @FILE or -H @- (stdin)"
+                )
+            headers[name] = value.strip()
+    return headers
+
+
+def _body(args: argparse.Namespace) -> tuple[bytes | None, Any]:
+    if args.data is not None and args.json_body is not None:
+        raise UsageError("--data and --json exclude each other")
+    if args.json_body is not None:
+        text = _read_at(args.json_body, "--json").decode("utf-8", "replace")
+        try:
+            return None, json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--json is not valid JSON: {exc}") from None
+    if args.data is not None:
+        return _read_at(args.data, "--data"), None
+    return None, None
+
+
+def _read_at(value: str, flag: str) -> bytes:
+    """``@file`` reads a file, ``@-`` standard input; anything else is the value itself."""
+    if not value.startswith("@"):
+        return value.encode()
+    if value == "@-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(value[1:]).expanduser().read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot read {value[1:]}: {exc.strerror}") from None
+
+
+def _where(url: str) -> str:
+    canonical = canonicalize(url)
+    return canonical.origin + canonical.path
+
+
+def request_error(exc: requests.RequestException, url: str, timeout: float) -> CommandError:
+    """One line naming what failed, without the URL's query (it may hold a token)."""
+    where = _where(url)
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = _SSL_REASON.search(text)
+        detail = reason.group(0).strip() if reason else "see --debug"
+        return CommandError(f"TLS handshake with {where} failed: {detail}")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return CommandError(f"connecting to {where} timed out after {timeout:g} s")
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return CommandError(f"{where} sent no response within {timeout:g} s")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = _ERRNO.search(text)
+        detail = reason.group(0).strip() if reason else type(exc).__name__
+        return CommandError(f"cannot connect to {where}: {detail}")
+    return CommandError(f"request to {where} failed: {type(exc).__name__}")
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    method = args.method.upper()
+    if not _METHOD.fullmatch(method):
+        raise UsageError("METHOD must be an HTTP method name such as GET or POST")
+    headers = _parse_headers(args.header)
+    data, json_body = _body(args)
+    verify: bool | str = str(Path(args.cacert).expanduser()) if args.cacert else True
+    with (
+        registry_from_args(args) as registry,
+        SecureSession(registry, strict=args.strict) as session,
+    ):
+        plan = session.plan_for(args.url)
+        if plan is None:
+            note(f"no registry entry matches {_where(args.url)}; sending without credentials")
+            redactor = Redactor((), ())
+        else:
+            note(f"entry {plan.key} matched")
+            names = [name for name, _ in plan.headers]
+            if plan.auth is not None:
+                names.append("Authorization")
+            redactor = Redactor(names, [value for _, value in plan.headers])
+        try:
+            response = session.request(
+                method,
+                args.url,
+                headers=headers,
+                data=data,
+                json=json_body,
+                timeout=args.timeout,
+                verify=verify,
+                allow_redirects=not args.no_redirects,
+            )
+        except requests.RequestException as exc:
+            raise request_error(exc, args.url, args.timeout) from exc
+        body = response.content
+    if args.verbose:
+        for hop in [*response.history, response]:
+            sent = hop.request
+            note(f"> {sent.method} {_where(sent.url or args.url)}")
+            for line in redactor.lines("> ", dict(sent.headers)):
+                note(line)
+            if hop is not response:
+                note(f"< HTTP {hop.status_code} {hop.reason}")
+                for line in redactor.lines("< ", dict(hop.headers)):
+                    note(line)
+    note(f"HTTP {response.status_code} {response.reason}")
+    if args.include or args.verbose:
+        for line in redactor.lines("< ", dict(response.headers)):
+            note(line)
+    if args.output:
+        Path(args.output).expanduser().write_bytes(body)
+        note(f"wrote {len(body)} bytes to {args.output}")
+    else:
+        sys.stdout.flush()  # text written before the body must come out first
+        sys.stdout.buffer.write(body)
+        if body and not body.endswith(b"\n") and sys.stdout.isatty():
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+    return EXIT_OK if response.status_code < 400 else EXIT_FAILED

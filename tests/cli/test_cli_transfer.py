@@ -1,0 +1,277 @@
+"""Moving and re-keying registries through the real console script: rotate-key,
+export and import (round trip, conflicts, dry run, corrupt and tampered bundles)."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from clihelp import CLI, one_error_line
+
+from securesession import Credential, MasterKey, Secret, ServiceEntry
+from securesession.cli._output import Progress
+
+PASSPHRASE = "transfer-SECRET-passphrase"
+
+
+def _seed(cli: CLI, key: MasterKey | None = None) -> None:
+    registry = cli.open(key)
+    registry.put(
+        ServiceEntry(
+            "https://pay.example.com/api",
+            gateway=Credential("gw", "gwSECRET-a"),
+            request=Credential("alice", "reqSECRET-a"),
+            secret_headers={"X-Api-Key": "keySECRET-a"},
+            description="payments",
+        )
+    )
+    registry.put(
+        ServiceEntry(
+            "https://hr.example.com/",
+            request=Credential.token("tokSECRET-b"),
+            request_auth="bearer",
+        )
+    )
+    registry.close()
+
+
+# -- rotate-key ---------------------------------------------------------------------------
+
+
+def test_rotate_key_then_only_the_new_key_works(ready: CLI) -> None:
+    _seed(ready)
+    old_key = ready.key()
+    result = ready.ok("rotate-key")
+    assert "rotated the registry" in result.stdout
+    backups = list(ready.key_file.parent.glob("master.key.*.bak"))
+    assert len(backups) == 1
+    assert stat.S_IMODE(backups[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(ready.key_file.stat().st_mode) == 0o600
+    assert MasterKey.from_file(backups[0]) == old_key
+    new_key = ready.key()
+    assert new_key != old_key
+    assert not (ready.key_file.parent / "master.key.new").exists()
+
+    with_new, with_old = ready.run_many(
+        [(["list", "--json"], {}), (["list", "--key-file", str(backups[0])], {})]
+    )
+    assert len(json.loads(with_new.stdout)) == 2
+    assert with_old.code == 1 and "wrong master key" in one_error_line(with_old)
+    entry = ready.open(new_key).get("https://pay.example.com/api/x")
+    assert entry is not None and entry.secret_headers["X-Api-Key"] == Secret("keySECRET-a")
+
+
+def test_rotate_key_with_key_from_environment(ready: CLI, tmp_path: Path) -> None:
+    _seed(ready)
+    env = {"SECURESESSION_KEY_FILE": None, "SECURESESSION_MASTER_KEY": ready.key().to_base64()}
+    refused = ready.run("rotate-key", env=env)
+    assert refused.code == 2 and "--new-key-file" in one_error_line(refused)
+    target = tmp_path / "rotated.key"
+    ready.ok("rotate-key", "--new-key-file", str(target), env=env)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert ready.run("list", "--key-file", str(target)).code == 0
+    assert ready.run("list", env=env).code == 1  # the environment's key is now the old one
+
+
+def test_rotate_key_refuses_after_an_interrupted_rotation(ready: CLI) -> None:
+    pending = ready.key_file.parent / "master.key.new"
+    MasterKey.generate().save(pending)
+    result = ready.run("rotate-key")
+    assert result.code == 1 and "interrupted" in one_error_line(result)
+    assert not list(ready.key_file.parent.glob("*.bak"))
+
+
+def test_progress_bar_appears_only_on_a_terminal_after_a_moment() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    now = [0.0]
+    terminal = Terminal()
+    progress = Progress("re-encrypting", 10, stream=terminal, delay=0.5, clock=lambda: now[0])
+    progress.advance(3)
+    assert terminal.getvalue() == ""  # quick work prints nothing
+    now[0] = 1.0
+    progress.advance(2)
+    progress.close()
+    assert "re-encrypting [###############...............] 5/10" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+
+    piped = io.StringIO()
+    quiet = Progress("x", 10, stream=piped, delay=0, clock=lambda: now[0])
+    now[0] = 5.0
+    quiet.advance(10)
+    quiet.close()
+    assert piped.getvalue() == ""
+
+
+# -- export / import -------------------------------------------------------------------
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> CLI:
+    """A second environment with its own key."""
+    other = CLI(tmp_path / "prod")
+    other.home.mkdir()
+    other.init_direct()
+    return other
+
+
+def test_export_import_round_trip_between_different_keys(
+    ready: CLI, target: CLI, tmp_path: Path
+) -> None:
+    _seed(ready)
+    bundle = tmp_path / "bundle.json"
+    ready.ok("export", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    text = bundle.read_text()
+    for clear in ("SECRET", "pay.example.com", "alice", "X-Api-Key"):
+        assert clear not in text  # not even the URLs travel in clear
+    assert json.loads(text)["protection"]["kind"] == "passphrase"
+    assert ready.key() != target.key()
+
+    dry = target.ok(
+        "import", str(bundle), "--passphrase-env", "PP", "--dry-run", env={"PP": PASSPHRASE}
+    )
+    assert "2 added" in dry.stdout and "nothing was written" in dry.stdout
+    assert json.loads(target.ok("list", "--json").stdout) == []
+
+    first = target.ok("import", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert "imported: 2 added, 0 changed, 0 unchanged" in first.stdout
+    source_entries = {e.url: e for e in ready.open().entries()}
+    target_entries = {e.url: e for e in target.open().entries()}
+    assert source_entries == target_entries  # secrets included (constant-time equality)
+
+    again = target.ok("import", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert "0 added, 0 changed, 2 unchanged" in again.stdout
+
+
+def test_import_conflict_policies(ready: CLI, target: CLI, tmp_path: Path) -> None:
+    _seed(ready)
+    bundle = tmp_path / "bundle.json"
+    ready.ok("export", str(bundle), "--to-key-file", str(target.key_file))
+    assert json.loads(bundle.read_text())["protection"] == {
+        "kind": "key",
+        "key_id": target.key().key_id,
+    }
+    registry = target.open()
+    registry.put(ServiceEntry("https://hr.example.com/", request=Credential.token("oldSECRET")))
+    registry.close()
+
+    failed = target.run("import", str(bundle))  # default: --on-conflict fail
+    assert failed.code == 1 and "nothing was imported" in one_error_line(failed)
+    assert "conflict   https://hr.example.com:443/" in failed.stdout
+    assert target.open().get("https://pay.example.com/api") is None  # not even the new one
+
+    skipped = target.ok("import", str(bundle), "--on-conflict", "skip")
+    assert "1 added, 1 changed (skipped)" in skipped.stdout
+    hr = target.open().get("https://hr.example.com/")
+    assert hr is not None and hr.request == Credential.token("oldSECRET")
+
+    replaced = target.ok("import", str(bundle), "--on-conflict", "replace")
+    assert "0 added, 1 changed (replaced), 1 unchanged" in replaced.stdout
+    hr = target.open().get("https://hr.example.com/")
+    assert hr is not None and hr.request == Credential.token("tokSECRET-b")
+
+    # A key bundle for another environment's key is refused by name (key id).
+    wrong = ready.run("import", str(bundle))
+    assert wrong.code == 1 and "key id" in one_error_line(wrong)
+
+
+def _tampered(bundle: Path, tmp_path: Path) -> dict[str, Path]:
+    original = json.loads(bundle.read_text())
+    variants: dict[str, Path] = {}
+
+    def write(name: str, content: str | bytes) -> None:
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        variants[name] = path
+
+    payload = original["payload"]
+    flipped = payload[:40] + ("A" if payload[40] != "A" else "B") + payload[41:]
+    write("payload-byte", json.dumps({**original, "payload": flipped}))
+    write("header-field", json.dumps({**original, "created_at": "2000-01-01T00:00:00Z"}))
+    salt = original["protection"]["salt"]
+    other_salt = ("B" if salt[0] == "A" else "A") + salt[1:]
+    protection = original["protection"]
+    write("salt", json.dumps({**original, "protection": {**protection, "salt": other_salt}}))
+    write("truncated-payload", json.dumps({**original, "payload": payload[:-20]}))
+    write("truncated-file", bundle.read_bytes()[:200])
+    write("not-json", b"\x00\x01garbage")
+    write("not-a-bundle", json.dumps({"entries": []}))
+    write("future-version", json.dumps({**original, "version": 99}))
+    write("huge-scrypt", json.dumps({**original, "protection": {**protection, "n": 2**30}}))
+    return variants
+
+
+def test_corrupt_or_tampered_bundles_import_nothing(
+    ready: CLI, target: CLI, tmp_path: Path
+) -> None:
+    _seed(ready)
+    bundle = tmp_path / "bundle.json"
+    ready.ok("export", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    variants = _tampered(bundle, tmp_path)
+    calls: list[tuple[list[str], dict[str, object]]] = [
+        (["import", str(path), "--passphrase-stdin"], {"input": PASSPHRASE + "\n"})
+        for path in variants.values()
+    ]
+    calls.append((["import", str(bundle), "--passphrase-stdin"], {"input": "wrong-SECRET\n"}))
+    calls.append((["import", str(tmp_path / "missing.json"), "--passphrase-stdin"], {}))
+    results = target.run_many(calls)
+    for name, result in zip([*variants, "wrong passphrase", "missing"], results, strict=True):
+        assert result.code == 1, (name, result)
+        line = one_error_line(result)
+        assert "nothing was imported" in line or name == "missing", (name, line)
+    assert "failed authentication" in results[0].stderr
+    assert json.loads(target.ok("list", "--json").stdout) == []
+
+
+def test_export_selection_and_refusals(ready: CLI, tmp_path: Path) -> None:
+    _seed(ready)
+    bundle = tmp_path / "hr.json"
+    ready.ok(
+        "export",
+        str(bundle),
+        "--under",
+        "https://hr.example.com/",
+        "--passphrase-env",
+        "PP",
+        env={"PP": PASSPHRASE},
+    )
+    exists, none, no_source = ready.run_many(
+        [
+            (["export", str(bundle), "--passphrase-env", "PP"], {"env": {"PP": PASSPHRASE}}),
+            (
+                ["export", str(tmp_path / "x.json"), "--under", "https://nothing.example.com/"],
+                {},
+            ),
+            (["export", str(tmp_path / "y.json")], {}),  # no terminal to prompt on
+        ]
+    )
+    assert exists.code == 1 and "--force" in one_error_line(exists)
+    assert none.code == 1 and "no entries" in one_error_line(none)
+    assert no_source.code == 2 and "--passphrase-stdin" in one_error_line(no_source)
+    assert not (tmp_path / "y.json").exists()
+
+    other = CLI(tmp_path / "other")
+    other.home.mkdir()
+    other.init_direct()
+    imported = other.ok("import", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert "1 added" in imported.stdout
+    assert [e.url for e in other.open().entries()] == ["https://hr.example.com:443/"]
+
+
+def test_writers_refuse_a_registry_rekeyed_under_them(ready: CLI) -> None:
+    from securesession.cli._commands import ensure_current_key
+    from securesession.cli._common import CommandError
+
+    stale = ready.open()  # opened with the old key, like an `add` racing a rotation
+    rotating = ready.open()
+    rotating.rotate(MasterKey.generate())
+    rotating.close()
+    with pytest.raises(CommandError, match="re-keyed"):
+        ensure_current_key(stale)
+    stale.close()
