@@ -1,0 +1,47 @@
+"""Every example in examples/ runs as a user would run it, and prints no secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+#: What each example's output must show (besides exiting 0).
+EXPECTED: dict[str, list[str]] = {
+    "quickstart.py": ["GET /payments/bills/42 -> 200", "GET /public -> 401 (nothing injected)"],
+    "mutual_tls.py": [
+        "gateway saw client certificate(s) ['billing-service'] over 1 TLS handshake(s)",
+        "ClientCertificateRequiredError: entry https://127.0.0.1:",
+        "ok",
+    ],
+    "testing_with_stub.py": ["unregistered URL: 401", "ok"],
+}
+#: Clear values the examples use, which their output must never show.
+SECRETS = ["gw-secret", "alice-secret", "example-pfx-password"]
+
+
+def test_every_example_is_listed() -> None:
+    assert sorted(path.name for path in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for expected in EXPECTED[name]:
+        assert expected in result.stdout
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr
