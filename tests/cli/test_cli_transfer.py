@@ -262,16 +262,3 @@ def test_export_selection_and_refusals(ready: CLI, tmp_path: Path) -> None:
     imported = other.ok("import", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
     assert "1 added" in imported.stdout
     assert [e.url for e in other.open().entries()] == ["https://hr.example.com:443/"]
-
-
-def test_writers_refuse_a_registry_rekeyed_under_them(ready: CLI) -> None:
-    from securesession.cli._commands import ensure_current_key
-    from securesession.cli._common import CommandError
-
-    stale = ready.open()  # opened with the old key, like an `add` racing a rotation
-    rotating = ready.open()
-    rotating.rotate(MasterKey.generate())
-    rotating.close()
-    with pytest.raises(CommandError, match="re-keyed"):
-        ensure_current_key(stale)
-    stale.close()

@@ -326,6 +326,6 @@ def test_unseal_accepts_settings_written_before_tls_existed() -> None:
     assert row is not None
     settings = {k: v for k, v in row.settings.items() if k != "tls"}
     assert settings["format"] == 1
-    store.write(row.key, settings, row.secrets)
+    store.write(row.key, settings, row.secrets, key_id=registry.key_id)
     entry = registry.get("https://old.example/api")
     assert entry is not None and entry.tls is None

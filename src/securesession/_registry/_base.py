@@ -109,8 +109,15 @@ class RegistryStore(Protocol):
 
     def read(self, key: str) -> SealedEntry | None: ...
 
-    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
-        """Insert or replace *key* under a new registry-wide revision."""
+    def write(
+        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
+        """Insert or replace *key* under a new registry-wide revision.
+
+        *key_id* is the key the secrets are encrypted under: in the same transaction,
+        refuse (with :func:`rekeyed_error`) if the registry has meanwhile been rotated
+        to another key, so a process holding the old key never writes an entry that
+        the new key cannot read."""
 
     def delete(self, key: str) -> bool: ...
 
@@ -166,7 +173,7 @@ class EncryptedRegistry:
 
     def put(self, entry: ServiceEntry) -> ServiceEntry:
         settings, secrets = seal(entry, self._key)
-        sealed = self._store.write(entry.url, settings, secrets)
+        sealed = self._store.write(entry.url, settings, secrets, key_id=self._key.key_id)
         logger.debug(
             "registry %s: stored entry %s (revision %d)", self._name, entry.url, sealed.revision
         )
@@ -213,6 +220,14 @@ class EncryptedRegistry:
 
     def close(self) -> None:
         self._store.close()
+
+
+def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
+    """What a store raises when a write comes with a key the registry no longer uses."""
+    return DecryptionError(
+        f"registry {name} was re-keyed to key id {stored} (by another process?), but this "
+        f"process holds key id {ours}: wrong master key; reopen the registry with the new key"
+    )
 
 
 # -- sealing -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._crypto import MasterKey
-from ._base import EncryptedRegistry, EntryRef, SealedEntry, now
+from ._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
 
 __all__ = ["MemoryStore", "open_memory_registry"]
 
@@ -45,8 +45,12 @@ class MemoryStore:
     def read(self, key: str) -> SealedEntry | None:
         return self._rows.get(key)
 
-    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
+    def write(
+        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
         with self._write_lock:
+            if self._key_id is not None and self._key_id != key_id:
+                raise rekeyed_error("memory://", self._key_id, key_id)
             row = SealedEntry(key, next(self._revisions), now(), dict(settings), dict(secrets))
             self._rows[key] = row
         return row

@@ -73,7 +73,7 @@ from .._exceptions import (
     RegistryError,
     SchemaVersionError,
 )
-from ._base import EncryptedRegistry, EntryRef, SealedEntry, now
+from ._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "open_postgres_registry"]
 
@@ -745,11 +745,17 @@ class PostgresStore:
             raise RegistryCorruptError(f"registry {self.name}: its state row is missing")
         return int(row[0])
 
-    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
+    def write(
+        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
         updated_at = now()
 
         def body(connection: Connection) -> int:
             revision = self._lock_revision(connection) + 1
+            # The state row is locked now, so no rotation can slip in before COMMIT.
+            stored = connection.execute(self._q.key_id).fetchone()
+            if stored is not None and stored[0] is not None and stored[0] != key_id:
+                raise rekeyed_error(self.name, stored[0], key_id)
             connection.execute(self._q.set_revision, (revision,))
             connection.execute(
                 self._q.upsert, (key, revision, updated_at, Jsonb(settings), Jsonb(secrets))

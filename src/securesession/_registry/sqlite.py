@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from .._crypto import MasterKey
 from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
-from ._base import EncryptedRegistry, EntryRef, SealedEntry, dumps, loads, now
+from ._base import EncryptedRegistry, EntryRef, SealedEntry, dumps, loads, now, rekeyed_error
 
 __all__ = ["SQLiteStore", "open_sqlite_registry"]
 
@@ -176,9 +176,14 @@ class SQLiteStore:
             connection.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
         )
 
-    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
+    def write(
+        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
         updated_at = now()
         with self._transaction("write") as connection:
+            stored = connection.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone()
+            if stored is not None and stored[0] != key_id:
+                raise rekeyed_error(str(self.path), stored[0], key_id)
             revision = self._next_revision(connection)
             connection.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",

@@ -76,7 +76,7 @@ from .._exceptions import (
 )
 from .._secret import Secret
 from .._vault import DEFAULT_TIMEOUT, AppRole, VaultConnection
-from ._base import EncryptedRegistry, EntryRef, SealedEntry, now
+from ._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
 
 __all__ = ["VaultStore", "open_vault_registry", "parse_vault_url"]
 
@@ -455,13 +455,10 @@ class VaultStore:
             raise RegistryCorruptError(f"{where}: secrets are not tokens")
         return SealedEntry(key, row.revision, row.updated_at, settings, secrets)
 
-    def _check_key(self, index: _Index) -> None:
-        if self._key_id is not None and index.key_id != self._key_id:
-            raise DecryptionError(
-                f"registry {self._name} was re-keyed to key id {index.key_id} (by another "
-                f"process?), but it was opened with key id {self._key_id}: wrong master key; "
-                "reopen it with the new key"
-            )
+    def _check_key(self, index: _Index, key_id: str | None = None) -> None:
+        ours = key_id or self._key_id
+        if ours is not None and index.key_id != ours:
+            raise rekeyed_error(self._name, index.key_id, ours)
 
     # -- freshness -------------------------------------------------------------------
 
@@ -555,11 +552,13 @@ class VaultStore:
             )
         return sealed
 
-    def write(self, key: str, settings: dict[str, Any], secrets: dict[str, str]) -> SealedEntry:
+    def write(
+        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
         with self._write_lock:
             for attempt in range(_MAX_ATTEMPTS):
                 index = self._require(self._fetch_index())
-                self._check_key(index)
+                self._check_key(index, key_id)
                 revision = index.revision + 1
                 old = index.rows.get(key)
                 doc = {

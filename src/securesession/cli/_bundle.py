@@ -47,7 +47,7 @@ from securesession import (
     open_registry,
 )
 
-from ._commands import ensure_current_key, exact_entry, registry_from_args, under
+from ._commands import exact_entry, registry_from_args, under
 from ._common import EXIT_OK, CommandError, UsageError, format_time, note, out
 from ._config import load_key, resolve_key_source
 from ._secrets import SecretInput
@@ -193,7 +193,9 @@ def open_bundle(bundle: dict[str, Any], key: MasterKey, name: str) -> list[Servi
             raise CommandError("the memory:// registry does not expose sealed rows")
         rows = json.loads(plaintext)["entries"]
         for row in rows:
-            staging.store.write(str(row["key"]), dict(row["settings"]), dict(row["secrets"]))
+            staging.store.write(
+                str(row["key"]), dict(row["settings"]), dict(row["secrets"]), key_id=key.key_id
+            )
         return list(staging.entries())
     except (KeyError, TypeError, ValueError) as exc:
         raise CommandError(f"{name}: unreadable entry list ({exc}); nothing was imported") from None
@@ -327,7 +329,6 @@ def _apply(registry: Registry, entries: list[ServiceEntry], args: argparse.Names
         )
     written = added + (changed if policy == "replace" else [])
     if not args.dry_run:
-        ensure_current_key(registry)
         for entry in written:
             registry.put(entry)
     action = "replaced" if policy == "replace" else "skipped"

@@ -55,7 +55,6 @@ __all__ = [
     "cmd_remove",
     "cmd_rotate_key",
     "cmd_show",
-    "ensure_current_key",
     "exact_entry",
     "registry_from_args",
     "under",
@@ -81,22 +80,6 @@ def exact_entry(registry: Registry, url: str) -> ServiceEntry | None:
     if ref is None or ref.key != key:
         return None
     return registry.load(ref)
-
-
-def ensure_current_key(registry: Registry) -> None:
-    """Refuse to write if the registry was re-keyed since this process opened it.
-
-    A ``rotate-key`` running meanwhile would otherwise be followed by an entry sealed
-    under the old key. The check narrows that window to the write itself; closing it
-    needs the store to compare key ids inside its write transaction.
-    """
-    if isinstance(registry, EncryptedRegistry):
-        stored = registry.store.stored_key_id()
-        if stored is not None and stored != registry.key_id:
-            raise CommandError(
-                f"the registry was re-keyed (now key id {stored}) while this command ran; "
-                "nothing was written, run it again with the new key"
-            )
 
 
 def under(entry_url: str, prefixes: list[str] | None) -> bool:
@@ -282,7 +265,6 @@ def cmd_add(args: argparse.Namespace) -> int:
         entry = build_entry(
             args, gateway=values["gateway"], request=values["request"], headers=headers, tls=tls
         )
-        ensure_current_key(registry)
         stored = registry.put(entry)
     verb = "replaced" if existing is not None else "added"
     out(f"{verb} {stored.url} (revision {stored.revision})")

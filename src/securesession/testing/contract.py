@@ -163,6 +163,19 @@ class RegistryContract:
         reopened = open_registry(new_key)
         assert {e.url: e for e in reopened.entries()} == before
 
+    def test_a_writer_still_holding_the_old_key_is_refused(
+        self, open_registry: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        """After another process rotates, a put under the old key would store an entry
+        the new key cannot read: it is refused, and the registry stays whole."""
+        stale = open_registry(key)
+        registry.put(_entry("/svc/", "a"))
+        new_key = MasterKey.generate()
+        registry.rotate(new_key)
+        with pytest.raises(DecryptionError, match="re-keyed"):
+            stale.put(_entry("/other/", "b"))
+        assert [entry.url for entry in registry.entries()] == [BASE + "/svc"]
+
     def test_userinfo_url_is_refused(self, registry: Registry) -> None:
         with pytest.raises(InvalidURLError) as caught:
             registry.get("https://user:pw-SECRET@gw.example.test/x")
