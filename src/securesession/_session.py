@@ -136,12 +136,16 @@ class SecureSession(requests.Session):
         if ref is None:
             return None
 
+        loaded = False
+
         def load() -> InjectionPlan:
+            nonlocal loaded
+            loaded = True
             logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
             return build_plan(self.registry.load(ref))
 
         try:
-            return self._cache.get_or_load(ref.key, ref.revision, load)
+            plan = self._cache.get_or_load(ref.key, ref.revision, load)
         except RegistryCorruptError:
             # Another process may have removed the entry between our lookup and the
             # load: look up once more before calling the registry corrupt.
@@ -149,6 +153,9 @@ class SecureSession(requests.Session):
                 raise
             logger.debug("entry %s changed while it was loaded; looking up again", ref.key)
             return self._plan(url, retry=False)
+        if not loaded:
+            logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
+        return plan
 
     def _stale_plan(self, url: str, error: RegistryError) -> InjectionPlan | None:
         """What *url* matched before the registry failed, if still fresh enough;

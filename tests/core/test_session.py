@@ -500,7 +500,9 @@ def test_matched_entry_and_cache_miss_are_logged(
     add(registry, server.url + "/svc/", "svc")
     with caplog.at_level("DEBUG", logger="securesession"):
         session.get(server.url + "/svc/x")
+        session.get(server.url + "/svc/y")
     text = caplog.text
-    assert f"cache miss: decrypting entry {server.url}/svc" in text
+    assert text.count(f"cache miss: decrypting entry {server.url}/svc (revision 1)") == 1
+    assert text.count(f"cache hit: entry {server.url}/svc (revision 1)") == 1
     injected = "X-Gateway-User, X-Gateway-Password, Authorization"
     assert f"entry {server.url}/svc matched; injected {injected}" in text
