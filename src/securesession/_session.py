@@ -101,6 +101,8 @@ class SecureSession(requests.Session):
         self._injected: WeakKeyDictionary[PreparedRequest, Injected] = WeakKeyDictionary()
         self._caller_auth: WeakSet[PreparedRequest] = WeakSet()
         self._downgraded: WeakSet[PreparedRequest] = WeakSet()
+        self._netrc_pending: WeakSet[PreparedRequest] = WeakSet()
+        self._defer_netrc = _DeferNetrc(self._netrc_pending)
         self.adapter = adapter or SecureAdapter()
         self.mount("https://", self.adapter)
         self.mount("http://", self.adapter)
@@ -184,10 +186,12 @@ class SecureSession(requests.Session):
     def prepare_request(self, request: Request) -> PreparedRequest:
         caller_auth = request.auth is not None or self.auth is not None
         if not caller_auth and self.trust_env:
-            # requests would apply ~/.netrc here unconditionally, and a netrc
-            # Authorization would then pass for the caller's own and beat the registry.
+            # requests would read ~/.netrc here for every URL, and a netrc Authorization
+            # would then pass for the caller's own and beat the registry. send() applies
+            # it instead, only to URLs without an entry, which also spares the registered
+            # ones the file-system probes.
             request = copy.copy(request)
-            request.auth = _NetrcUnlessRegistered(self)
+            request.auth = self._defer_netrc
         prepared = super().prepare_request(request)
         if caller_auth:
             self._caller_auth.add(prepared)
@@ -202,6 +206,8 @@ class SecureSession(requests.Session):
             if self.strict:
                 raise NoCredentialsError(_no_entry_message(url, downgraded))
             logger.debug("no registry entry for %s; sending without credentials", _where(url))
+            if request in self._netrc_pending:
+                _apply_netrc(request)
         else:
             injected = inject(request, plan, caller_auth=request in self._caller_auth)
             self._injected[request] = injected
@@ -251,7 +257,7 @@ class SecureSession(requests.Session):
         if "Authorization" in headers and self.should_strip_auth(previous_url, new_url):  # type: ignore[no-untyped-call]
             del headers["Authorization"]
         if self.trust_env and prepared_request not in self._downgraded:
-            _NetrcUnlessRegistered(self)(prepared_request)
+            self._netrc_pending.add(prepared_request)
 
     # -- 401 refresh -----------------------------------------------------------------
 
@@ -295,18 +301,22 @@ class SecureSession(requests.Session):
         return new_response
 
 
-class _NetrcUnlessRegistered(AuthBase):
-    """requests' netrc fallback, applied only to URLs the registry does not cover."""
+class _DeferNetrc(AuthBase):
+    """Stands in for requests' netrc step at prepare time: marks the request so that
+    :meth:`SecureSession.send` applies netrc if, and only if, no entry matches."""
 
-    def __init__(self, session: SecureSession) -> None:
-        self._session = session
+    def __init__(self, pending: WeakSet[PreparedRequest]) -> None:
+        self._pending = pending
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        url = request.url or ""
-        credentials = get_netrc_auth(url)
-        if credentials and self._session.plan_for(url) is None:
-            HTTPBasicAuth(*credentials)(request)
+        self._pending.add(request)
         return request
+
+
+def _apply_netrc(request: PreparedRequest) -> None:
+    credentials = get_netrc_auth(request.url or "")
+    if credentials and "Authorization" not in request.headers:
+        HTTPBasicAuth(*credentials)(request)
 
 
 def _where(url: str) -> str:

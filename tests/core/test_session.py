@@ -172,6 +172,35 @@ def test_netrc_never_beats_the_registry(
     assert unregistered.header("Authorization") == basic("netrc-user", "netrc-pw")
 
 
+def test_netrc_is_read_only_for_urls_without_an_entry(
+    session: SecureSession,
+    registry: Registry,
+    server: GatewayServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import securesession._session as session_module
+
+    reads: list[str] = []
+
+    def fake_netrc(url: str) -> tuple[str, str]:
+        reads.append(url)
+        return ("netrc-user", "netrc-pw")
+
+    monkeypatch.setattr(session_module, "get_netrc_auth", fake_netrc)
+    add(registry, server.url + "/svc/", "svc")
+    server.redirect("/svc/hop", server.url + "/public/landing")
+    session.get(server.url + "/svc/x")
+    assert reads == []  # a registered URL never touches the file system for netrc
+    session.get(server.url + "/svc/hop")  # ... but the unregistered hop gets netrc, as in requests
+    assert reads == [server.url + "/public/landing"]
+    session.send(requests.Request("GET", server.url + "/public/raw").prepare())
+    assert len(reads) == 1  # a request prepared without the session never had netrc
+    hop, landing, raw = server.requests[1:]
+    assert injected_tag(hop) == "svc"
+    assert landing.header("Authorization") == basic("netrc-user", "netrc-pw")
+    assert raw.header("Authorization") is None
+
+
 def test_strict_refuses_before_the_wire(registry: Registry, server: GatewayServer) -> None:
     add(registry, server.url + "/svc/", "svc")
     with SecureSession(registry, strict=True) as session:
