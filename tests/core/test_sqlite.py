@@ -193,7 +193,46 @@ def test_lookup_is_index_probes_never_a_scan(tmp_path: Path, key: MasterKey) -> 
     connection.set_trace_callback(statements.append)
     assert registry.lookup("https://gw.example.test/svc1/a/b") is not None
     connection.set_trace_callback(None)
-    (query,) = statements
+    pragma, query = statements
+    assert pragma == "PRAGMA data_version"
     assert query.count("'https://gw.example.test:443") == 4  # one probe per path prefix
     plan = " ".join(str(row[-1]) for row in connection.execute("EXPLAIN QUERY PLAN " + query))
     assert "USING PRIMARY KEY" in plan and "SCAN" not in plan.replace("SCAN CONSTANT", "")
+
+
+def test_warm_lookups_cost_one_pragma_and_still_see_every_change(
+    tmp_path: Path, key: MasterKey
+) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    reader = open_registry(f"sqlite://{path}", key)
+    writer = open_registry(f"sqlite://{path}", key)  # another connection, as another process
+    url = "https://gw.example.test/svc1/a"
+    first = reader.lookup(url)
+    statements: list[str] = []
+    connection = reader.store._connection()  # type: ignore[attr-defined]
+    connection.set_trace_callback(statements.append)
+    assert reader.lookup(url) == first
+    assert statements == ["PRAGMA data_version"]
+    writer.put(ServiceEntry(url="https://gw.example.test/svc1/a", request=Credential("u", "p")))
+    assert reader.lookup(url).key.endswith("/svc1/a")  # type: ignore[union-attr]
+    reader.put(ServiceEntry(url="https://gw.example.test/svc1/", request=Credential("u", "p")))
+    assert reader.lookup("https://gw.example.test/svc1/b").revision > first.revision  # type: ignore[union-attr]
+    assert writer.remove("https://gw.example.test/svc1/a")
+    assert reader.lookup(url).key.endswith("/svc1")  # type: ignore[union-attr]
+
+
+def test_finished_threads_leave_no_open_connection(tmp_path: Path, key: MasterKey) -> None:
+    import gc
+    import threading
+
+    path = tmp_path / "registry.db"
+    fill(path, key, 1)
+    registry = open_registry(f"sqlite://{path}", key)
+    for _ in range(20):
+        thread = threading.Thread(target=registry.lookup, args=("https://gw.example.test/svc0/",))
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(registry.store._connections) <= 2  # type: ignore[attr-defined]
+    registry.close()

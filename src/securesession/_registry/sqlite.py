@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -40,13 +41,28 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
+_MEMO_SIZE: Final = 4096
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so a finished thread's connection
+    is closed when its thread-local storage goes, not kept until :meth:`close`."""
+
+
 class SQLiteStore:
-    """Sealed entries in one SQLite file."""
+    """Sealed entries in one SQLite file.
+
+    Lookups are memoised per thread and revalidated on every call with
+    ``PRAGMA data_version`` (which changes when another connection commits) and a
+    counter of this process's own commits: a warm lookup costs one pragma instead
+    of a query, and a change by anyone is seen on the very next lookup.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._commits = 0
         self._lock = threading.Lock()
         self._closed = False
         self._migrate()
@@ -64,15 +80,21 @@ class SQLiteStore:
             raise RegistryError(f"registry {self.path} is closed")
         try:
             connection = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=_BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=_Connection,
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
         self._local.connection = connection
+        self._local.memo = {}
+        self._local.stamp = None
         with self._lock:
-            self._connections.append(connection)
+            self._connections.add(connection)
         return connection
 
     def _error(self, action: str, exc: sqlite3.Error) -> RegistryError:
@@ -131,6 +153,27 @@ class SQLiteStore:
             connection.execute("INSERT OR IGNORE INTO meta VALUES ('key_id', ?)", (key_id,))
 
     def find(self, keys: Sequence[str]) -> EntryRef | None:
+        connection = self._connection()
+        local = self._local
+        try:
+            stamp = (connection.execute("PRAGMA data_version").fetchone()[0], self._commits)
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        memo: dict[tuple[str, ...], EntryRef | None] = local.memo
+        if stamp != local.stamp or len(memo) >= _MEMO_SIZE:
+            memo.clear()
+            local.stamp = stamp
+        probe = tuple(keys)
+        try:
+            return memo[probe]
+        except KeyError:
+            pass
+        memo[probe] = found = self._query_longest(connection, probe)
+        return found
+
+    def _query_longest(
+        self, connection: sqlite3.Connection, keys: tuple[str, ...]
+    ) -> EntryRef | None:
         # Every candidate is a prefix of the next-longer one, so the longest stored
         # key wins; each IN probe is a primary-key lookup, never a scan.
         placeholders = ",".join("?" * len(keys))  # only "?"s: the keys are bound parameters
@@ -139,7 +182,7 @@ class SQLiteStore:
             " ORDER BY length(key) DESC LIMIT 1"
         )
         try:
-            row = self._connection().execute(query, tuple(keys)).fetchone()
+            row = connection.execute(query, keys).fetchone()
         except sqlite3.Error as exc:
             raise self._error("cannot read", exc) from exc
         return None if row is None else EntryRef(row[0], row[1])
@@ -231,7 +274,8 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            connections, self._connections = self._connections, []
+            connections = list(self._connections)
+            self._connections = weakref.WeakSet()
         for connection in connections:
             connection.close()
         self._local = threading.local()
@@ -260,6 +304,9 @@ class _Transaction:
         if exc_type is None:
             try:
                 self._connection.execute("COMMIT")
+                # Our own commits do not change our connections' data_version.
+                with self._store._lock:
+                    self._store._commits += 1
                 return
             except sqlite3.Error as commit_error:
                 self._connection.execute("ROLLBACK")
