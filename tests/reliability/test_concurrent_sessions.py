@@ -90,7 +90,8 @@ def test_no_request_carries_foreign_or_stale_credentials(backend: Backend) -> No
         stats = gather(processes, out, timeout=120, started=True)
         records = server.requests
 
-    assert rotated and changes > 50
+    # Enough changes to interleave with traffic; a loaded CI machine makes fewer.
+    assert rotated and changes >= 20
     for process_stats in stats:
         assert process_stats["errors"] == 0, process_stats["first_error"]
     assert len(records) == sum(s["sent"] for s in stats)
