@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ._exceptions import DecryptionError, MasterKeyError
+from ._files import write_private_file
 
 if TYPE_CHECKING:  # only for annotations: _vault imports this module
     from ._secret import Secret
@@ -235,28 +236,8 @@ class MasterKey:
         Refuses to replace an existing file unless *overwrite* is true, because
         losing a master key loses every secret encrypted under it.
         """
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise MasterKeyError(f"cannot write key file {str(path)!r}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(self.to_base64().encode("ascii") + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            if overwrite:
-                os.replace(temporary, path)
-            else:
-                try:
-                    os.link(temporary, path)
-                except FileExistsError:
-                    raise MasterKeyError(
-                        f"key file {str(path)!r} already exists; refusing to overwrite it"
-                    ) from None
-        finally:
-            temporary.unlink(missing_ok=True)
+        data = self.to_base64().encode("ascii") + b"\n"
+        write_private_file(Path(path), data, overwrite=overwrite, what="key file")
 
     def to_keyring(self, service: str, name: str) -> None:
         """Store the key in the OS secret store (needs the ``keyring`` extra)."""

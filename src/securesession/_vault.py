@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from ._crypto import MasterKey
 from ._exceptions import ConfigurationError, MasterKeyError, VaultError
+from ._files import write_private_file
 from ._secret import Secret
 
 __all__ = [
@@ -612,27 +613,9 @@ def _read_wrapped(wrapped_key: str | os.PathLike[str]) -> tuple[str, Path | None
 
 def _write_wrapped(path: Path, text: str, *, overwrite: bool) -> None:
     """Write *text* to *path* atomically (mode 0600: not a secret, but nobody else's business)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise MasterKeyError(f"cannot write wrapped key {str(path)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                raise MasterKeyError(
-                    f"wrapped key file {str(path)!r} already exists; refusing to overwrite it"
-                ) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_private_file(
+        path, text.encode("ascii") + b"\n", overwrite=overwrite, what="wrapped key file"
+    )
 
 
 def unwrap_key(
