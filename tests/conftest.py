@@ -7,16 +7,12 @@ chunks are decoded and searched too.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 from collections.abc import Iterator
 
 import pytest
 
-MARKER = "SECRET"
-_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
+from secretscan import leaks
 
 
 class _Collector(logging.Handler):
@@ -29,20 +25,6 @@ class _Collector(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             text += " " + repr(record.exc_info[1]) + " " + str(record.exc_info[1])
         self.lines.append(text)
-
-
-def leaks(text: str) -> bool:
-    """Whether *text* shows a test secret, in clear or base64."""
-    if MARKER in text:
-        return True
-    for chunk in _BASE64.findall(text):
-        try:
-            decoded = base64.b64decode(chunk + "=" * (-len(chunk) % 4), altchars=b"-_")
-        except (binascii.Error, ValueError):
-            continue
-        if MARKER.encode() in decoded:
-            return True
-    return False
 
 
 @pytest.fixture(autouse=True)

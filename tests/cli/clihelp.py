@@ -8,10 +8,7 @@ unless the test expects a secret to be shown.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,25 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from secretscan import leaks
 from securesession import MasterKey, Registry, open_registry
 
-MARKER = "SECRET"
-_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{12,}={0,2}")
 _TIMEOUT = 60
-
-
-def leaks(text: str) -> bool:
-    """Whether *text* shows a test secret, in clear or base64."""
-    if MARKER in text:
-        return True
-    for chunk in _BASE64.findall(text):
-        try:
-            decoded = base64.b64decode(chunk + "=" * (-len(chunk) % 4), altchars=b"-_")
-        except (binascii.Error, ValueError):
-            continue
-        if MARKER.encode() in decoded:
-            return True
-    return False
 
 
 @dataclass
