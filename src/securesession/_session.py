@@ -190,7 +190,7 @@ class SecureSession(requests.Session):
             # would then pass for the caller's own and beat the registry. send() applies
             # it instead, only to URLs without an entry, which also spares the registered
             # ones the file-system probes.
-            request = copy.copy(request)
+            request = _shallow_copy(request)
             request.auth = self._defer_netrc
         prepared = super().prepare_request(request)
         if caller_auth:
@@ -205,13 +205,15 @@ class SecureSession(requests.Session):
         if plan is None:
             if self.strict:
                 raise NoCredentialsError(_no_entry_message(url, downgraded))
-            logger.debug("no registry entry for %s; sending without credentials", _where(url))
+            if logger.isEnabledFor(logging.DEBUG):  # spares _where()'s parse when off
+                logger.debug("no registry entry for %s; sending without credentials", _where(url))
             if request in self._netrc_pending:
                 _apply_netrc(request)
         else:
             injected = inject(request, plan, caller_auth=request in self._caller_auth)
             self._injected[request] = injected
-            logger.debug("entry %s matched; injected %s", plan.key, injected.describe())
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("entry %s matched; injected %s", plan.key, injected.describe())
         self._route_tls(request, plan)
         response = super().send(request, **kwargs)
         if (
@@ -311,6 +313,17 @@ class _DeferNetrc(AuthBase):
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         self._pending.add(request)
         return request
+
+
+def _shallow_copy(request: Request) -> Request:
+    """``copy.copy(request)``, without its generic ``__reduce_ex__`` round trip
+    (2 µs against 0.5 µs, on every request) when *request* is a plain ``Request``,
+    which has no ``__slots__`` or copy hooks: a new instance sharing its attributes."""
+    if type(request) is not Request:
+        return copy.copy(request)
+    clone: Request = object.__new__(Request)
+    clone.__dict__.update(request.__dict__)
+    return clone
 
 
 def _apply_netrc(request: PreparedRequest) -> None:
