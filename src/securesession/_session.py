@@ -18,7 +18,6 @@ from ._adapter import SecureAdapter
 from ._cache import EntryCache, RecentLookups
 from ._exceptions import (
     NoCredentialsError,
-    RegistryCorruptError,
     RegistryError,
     TLSConfigError,
 )
@@ -144,17 +143,19 @@ class SecureSession(requests.Session):
             nonlocal loaded
             loaded = True
             logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
-            return build_plan(self.registry.load(ref))
+            entry = self.registry.load(ref)
+            if entry is None:
+                raise _EntryRemoved
+            return build_plan(entry)
 
         try:
             plan = self._cache.get_or_load(ref.key, ref.revision, load)
-        except RegistryCorruptError:
-            # Another process may have removed the entry between our lookup and the
-            # load: look up once more before calling the registry corrupt.
-            if not retry or self.registry.lookup(url) == ref:
-                raise
-            logger.debug("entry %s changed while it was loaded; looking up again", ref.key)
-            return self._plan(url, retry=False)
+        except _EntryRemoved:
+            # Removed between our lookup and the load (by another process): what the
+            # URL matches now is the answer; if the registry still names the removed
+            # entry (a change feed not caught up), there is no entry to send.
+            logger.debug("entry %s was removed while it was loaded; looking up again", ref.key)
+            return self._plan(url, retry=False) if retry else None
         if not loaded:
             logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
         return plan
@@ -324,6 +325,10 @@ def _shallow_copy(request: Request) -> Request:
     clone: Request = object.__new__(Request)
     clone.__dict__.update(request.__dict__)
     return clone
+
+
+class _EntryRemoved(Exception):
+    """Raised inside a cache load when the entry went away after its lookup."""
 
 
 def _apply_netrc(request: PreparedRequest) -> None:

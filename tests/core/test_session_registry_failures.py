@@ -40,7 +40,7 @@ class FlakyRegistry:
             self._fail()
         return self.inner.lookup(url)
 
-    def load(self, ref: EntryRef) -> ServiceEntry:
+    def load(self, ref: EntryRef) -> ServiceEntry | None:
         if self.down or self.loads_fail:
             self._fail()
         return self.inner.load(ref)
@@ -234,7 +234,7 @@ class RacingRegistry(FlakyRegistry):
         self.victim = victim
         self.corrupt = False
 
-    def load(self, ref: EntryRef) -> ServiceEntry:
+    def load(self, ref: EntryRef) -> ServiceEntry | None:
         if self.corrupt:
             raise RegistryCorruptError(f"entry {ref.key}: unknown settings format")
         if ref.key == self.victim:
@@ -250,6 +250,37 @@ def test_entry_removed_while_loading_is_looked_up_again(server: GatewayServer) -
     with SecureSession(racing) as session:  # type: ignore[arg-type]
         session.get(server.url + "/svc/sub/x")
     assert password_seen(server) == "gw-SECRET-parent"
+
+
+class LaggingRegistry(FlakyRegistry):
+    """A registry whose lookups still name an entry that is already gone, as a
+    change feed that has not caught up (PostgreSQL's LISTEN/NOTIFY index) would."""
+
+    def __init__(self, inner: Registry, gone: EntryRef) -> None:
+        super().__init__(inner)
+        self.gone = gone
+
+    def lookup(self, url: str) -> EntryRef | None:
+        return self.gone
+
+
+def test_an_entry_the_lookup_still_names_but_is_gone_is_no_entry(
+    server: GatewayServer,
+) -> None:
+    inner = open_registry("memory://", MasterKey.generate())
+    put(inner, server.url + "/svc", "v1")
+    gone = inner.lookup(server.url + "/svc/x")
+    assert gone is not None and inner.remove(server.url + "/svc")
+    assert inner.load(gone) is None
+    lagging = LaggingRegistry(inner, gone)
+    with SecureSession(lagging) as session:  # type: ignore[arg-type]
+        assert session.get(server.url + "/svc/x").status_code == 200
+    assert password_seen(server) is None  # sent as unmatched, not failed, not stale
+    with (
+        SecureSession(lagging, strict=True) as strict,  # type: ignore[arg-type]
+        pytest.raises(NoCredentialsError),
+    ):
+        strict.get(server.url + "/svc/x")
 
 
 def test_a_corrupt_entry_stays_an_error(server: GatewayServer) -> None:

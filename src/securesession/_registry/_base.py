@@ -76,8 +76,8 @@ class Registry(Protocol):
     def lookup(self, url: str) -> EntryRef | None:
         """Which entry *url* matches, without decrypting anything (the hot path)."""
 
-    def load(self, ref: EntryRef) -> ServiceEntry:
-        """Decrypt the entry *ref* names (raises :class:`RegistryError` if it is gone)."""
+    def load(self, ref: EntryRef) -> ServiceEntry | None:
+        """Decrypt the entry *ref* names; ``None`` if it was removed since the lookup."""
 
     def remove(self, url: str) -> bool:
         """Remove the entry whose prefix is exactly *url*; tell whether one existed."""
@@ -182,11 +182,9 @@ class EncryptedRegistry:
     def lookup(self, url: str) -> EntryRef | None:
         return self._store.find(canonicalize(url).prefix_keys)
 
-    def load(self, ref: EntryRef) -> ServiceEntry:
+    def load(self, ref: EntryRef) -> ServiceEntry | None:
         sealed = self._store.read(ref.key)
-        if sealed is None:
-            raise RegistryCorruptError(f"entry {ref.key} vanished from registry {self._name}")
-        return unseal(sealed, self._key)
+        return None if sealed is None else unseal(sealed, self._key)
 
     def get(self, url: str) -> ServiceEntry | None:
         ref = self.lookup(url)

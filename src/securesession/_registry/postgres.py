@@ -719,8 +719,16 @@ class PostgresStore:
         )
 
     def read(self, key: str) -> SealedEntry | None:
+        indexed = self._index.get(key)
         row = self._query("read", lambda c: c.execute(self._q.read, (key,)).fetchone())
-        return None if row is None else self._sealed(row)
+        if row is None:
+            # The row is gone but its removal's notification has not arrived yet: drop
+            # it from the index now, so the next lookup finds the entry that really
+            # matches (unless the listener changed it meanwhile).
+            if indexed is not None and self._index.get(key) == indexed:
+                self._index.pop(key, None)
+            return None
+        return self._sealed(row)
 
     def _sealed(self, row: tuple[Any, ...]) -> SealedEntry:
         key, revision, updated_at, settings, secrets = row

@@ -365,7 +365,8 @@ def cmd_match(args: argparse.Namespace) -> int:
             probes.append({"prefix": key, "entry": hit})
             if hit:
                 break
-        winner = None if ref is None else describe_entry(registry.load(ref), detail=True)
+        entry = None if ref is None else registry.load(ref)
+        winner = None if entry is None else describe_entry(entry, detail=True)
         misses = _near_misses(registry, canonical.key, {p["prefix"] for p in probes})
     result = {
         "canonical": canonical.key,

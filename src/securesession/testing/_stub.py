@@ -196,7 +196,7 @@ class StubRegistry(EncryptedRegistry):
         self._check_open()
         return super().put(entry)
 
-    def load(self, ref: EntryRef) -> ServiceEntry:
+    def load(self, ref: EntryRef) -> ServiceEntry | None:
         self._check_open()
         return super().load(ref)
 

@@ -24,6 +24,7 @@ import pytest
 from .. import (
     Credential,
     DecryptionError,
+    EntryRef,
     InvalidURLError,
     MasterKey,
     Registry,
@@ -123,6 +124,7 @@ class RegistryContract:
         assert registry.remove(BASE + "/svc/") is True
         assert registry.remove(BASE + "/svc/") is False
         assert registry.get(BASE + "/svc/x") is None
+        assert registry.load(EntryRef(first.url, first.revision)) is None  # gone since lookup
         again = registry.put(_entry("/svc/", "a"))
         assert again.revision > first.revision
 
