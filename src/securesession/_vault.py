@@ -35,6 +35,7 @@ import ipaddress
 import logging
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -213,9 +214,17 @@ class VaultConnection:
             )
         if self._approle is None and not self._token.reveal().strip():
             raise ConfigurationError(f"the Vault token from the {self.auth_source} is empty")
+        ca_source = "verify=, or ca= in a registry URL"
         if verify is None:
             cacert = _env_first(CACERT_ENV_VARS)
             verify = cacert[1] if cacert is not None else True
+            ca_source = f"the {cacert[0]} environment variable" if cacert is not None else ""
+        if isinstance(verify, str) and not os.path.exists(verify):
+            # requests would report this only at the first request, as if the
+            # engine were unreachable: say what is wrong, now.
+            raise ConfigurationError(
+                f"the Vault CA bundle {verify!r} (from {ca_source}) does not exist"
+            )
         if namespace is None:
             found = _env_first(NAMESPACE_ENV_VARS)
             namespace = found[1] if found is not None else None
@@ -448,6 +457,22 @@ class VaultConnection:
     ) -> VaultError:
         exceptions = self._hvac.exceptions
         where = self.where
+        tls = _ssl_error(exc) if isinstance(exc, OSError) else None
+        if tls is not None:
+            # Before the OSError branch: requests' SSLError is a ConnectionError, but
+            # the engine was reached; its certificate (or our CA bundle) is the problem.
+            if isinstance(tls, ssl.SSLCertVerificationError):
+                why = tls.verify_message or tls.reason or "failed"
+                problem = f"TLS certificate verification failed for {where} ({why})"
+            else:
+                problem = f"TLS with {where} failed ({tls.reason or type(tls).__name__})"
+            return VaultError(
+                f"cannot {action}: {self._scrub(problem)}; if the engine's certificate is "
+                "signed by a private CA, give that CA's certificate (ca= in the vault+https "
+                "URL, verify=, or VAULT_CACERT / BAO_CACERT)",
+                reason="network",
+                path=path,
+            )
         if isinstance(exc, OSError):
             # requests' ConnectionError and Timeout derive from OSError.
             kind = "timed out" if "timeout" in type(exc).__name__.lower() else "unreachable"
@@ -511,6 +536,22 @@ class VaultConnection:
             f"cannot {action}: {where} failed on {path!r} ({type(exc).__name__}: {detail})",
             path=path,
         )
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The :class:`ssl.SSLError` behind *exc* (requests wraps it in urllib3's wrappers)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        linked = (current.__cause__, current.__context__, getattr(current, "reason", None))
+        pending.extend(e for e in (*linked, *current.args) if isinstance(e, BaseException))
+    return None
 
 
 def _read_token_file(path: Path) -> Secret:

