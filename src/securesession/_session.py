@@ -47,7 +47,8 @@ class SecureSession(requests.Session):
     * Injection happens in :meth:`send`, so ``session.get(...)`` and
       ``session.send(session.prepare_request(req))`` behave alike, and mocking
       libraries that replace the transport see the injected headers.
-    * A header or ``auth=`` the caller gives wins over the registry.
+    * A header or ``auth=`` the caller gives wins over the registry; ``~/.netrc``
+      (with ``trust_env``) applies only to URLs that have no entry.
     * A URL with no entry is sent untouched, or refused with
       :class:`NoCredentialsError` when *strict* is true.
     * On every redirect hop, what was injected is removed and the new URL's own
