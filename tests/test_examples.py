@@ -20,9 +20,26 @@ EXPECTED: dict[str, list[str]] = {
         "ok",
     ],
     "testing_with_stub.py": ["unregistered URL: 401", "ok"],
+    "shared_registry_postgres.py": [
+        "host B    GET /billing/invoices/1 -> 401 (no entry yet)",
+        "host B    sees host A's new entry after ",
+        "host B    GET /billing/invoices/1 -> 200",
+        "cluster stopped: GET /billing/invoices/1 -> 200 (warm entry, from cache)",
+        "cluster stopped: GET /billing/invoices/2 -> RegistryError (cold URL: fails closed)",
+        "cluster stopped and removed",
+        "ok",
+    ],
+    "vault_envelope.py": [
+        "wrapped   master.key.wrapped: Transit key version 1",
+        "GET /billing/invoices/1 -> 200",
+        "rewrapped master.key.wrapped: Transit key version 1 -> 2",
+        "(same key: True)",
+        "after rotation GET /billing/invoices/2 -> 200",
+        "bao dev server stopped",
+    ],
 }
 #: Clear values the examples use, which their output must never show.
-SECRETS = ["gw-secret", "alice-secret", "example-pfx-password"]
+SECRETS = ["gw-secret", "alice-secret", "example-pfx-password", "example-root-token"]
 
 
 def test_every_example_is_listed() -> None:
