@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -457,3 +458,24 @@ def test_rotation_reaches_other_processes_indexes(postgres_url: str, key: Master
         assert wait_until(
             lambda: all(reader.lookup(BASE + f"/s{i}") != before[i] for i in range(3)), 2
         )
+
+
+def test_an_sql_ascii_database_reads_text_as_text(
+    postgres_cluster: pgcluster.PostgresCluster,
+) -> None:
+    """On an SQL_ASCII database psycopg returns bytes unless the client asks for UTF-8;
+    the stored key id then read as "b'...'" and a reopen looked like a wrong key."""
+    cluster = postgres_cluster
+    name = "ascii_" + os.urandom(4).hex()
+    with cluster.admin() as connection:
+        connection.execute(
+            f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0 "
+            "LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    url = cluster.url(name)
+    key = MasterKey.generate()
+    with open_registry(url, key) as first:
+        first.put(entry("/a", "v1"))
+    with open_registry(url, key) as second:
+        found = second.get(BASE + "/a/x")
+        assert found is not None and second.key_id == key.key_id

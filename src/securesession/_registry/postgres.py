@@ -379,7 +379,11 @@ class PostgresStore:
     def _connect(self) -> Connection:
         if self._closed:
             raise RegistryError(f"registry {self.name} is closed")
-        return psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
+        # UTF-8 whatever the database's encoding: on an SQL_ASCII database psycopg
+        # would otherwise return text columns (keys, key ids) as bytes.
+        return psycopg.connect(
+            self._conninfo, autocommit=True, prepare_threshold=None, client_encoding="utf8"
+        )
 
     def _error(self, action: str, exc: psycopg.Error) -> RegistryError:
         text = self._target.redact(_first_line(str(exc)) or type(exc).__name__)
