@@ -66,7 +66,7 @@ def main(directory: Path) -> None:
             for number in range(3):
                 response = session.get(f"{gateway.url}/billing/invoices/{number}")
                 print(f"GET invoices/{number}: {response.status_code}")
-            seen = {r.client_cert_subject_cn for r in gateway.requests}
+            seen = {r.client_cert_subject_cn or "(none)" for r in gateway.requests}
             print(f"gateway saw client certificate(s) {sorted(seen)} "
                   f"over {gateway.handshakes} TLS handshake(s)")  # fmt: skip
 
