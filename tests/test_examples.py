@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from secretscan import leaks
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 #: What each example's output must show (besides exiting 0).
@@ -62,3 +64,4 @@ def test_example_runs(name: str) -> None:
         assert expected in result.stdout
     for secret in SECRETS:
         assert secret not in result.stdout + result.stderr
+    assert not leaks(result.stdout + result.stderr)  # the "SECRET"-marked test values
