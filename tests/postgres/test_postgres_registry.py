@@ -256,7 +256,10 @@ def test_a_role_without_grants_is_told_what_it_lacks(
 
 
 def test_documented_grants_give_services_read_only_access(
-    postgres_cluster: pgcluster.PostgresCluster, postgres_url: str, key: MasterKey
+    postgres_cluster: pgcluster.PostgresCluster,
+    postgres_url: str,
+    key: MasterKey,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     database = dbname(postgres_url)
     with postgres_cluster.admin() as admin:
@@ -288,6 +291,15 @@ def test_documented_grants_give_services_read_only_access(
             owner.put(entry("/svc", "v3"))
         # The reader's index follows the owner's change through LISTEN.
         assert wait_until(lambda: tag_of(reader, BASE + "/svc/x") == "v3", 2)
+        # A refused read is an answer, not a lost connection: no retry on a new one.
+        with postgres_cluster.admin(database) as admin:
+            admin.execute("REVOKE SELECT ON securesession.entries FROM securesession_reader")
+        ref = reader.lookup(BASE + "/svc/x")
+        assert ref is not None
+        caplog.clear()
+        with pytest.raises(RegistryError, match="permission denied"):
+            reader.load(ref)
+        assert "retrying once" not in caplog.text
 
 
 # -- connection loss ------------------------------------------------------------------

@@ -396,38 +396,27 @@ class PostgresStore:
 
     def _query(self, action: str, run: Callable[[Connection], T]) -> T:
         """Run a read-only *run*, retrying once on a fresh connection if it was lost."""
-        for attempt in (1, 2):
-            connection: Connection | None = None
-            try:
-                connection = self._pool.take()
-                result = run(connection)
-            except psycopg.Error as exc:
-                if connection is not None:
-                    connection.close()
-                if attempt == 1 and not self._closed and _connection_lost(exc, connection):
-                    self._retrying(action, exc)
-                    continue
-                raise self._error(action, exc) from exc
-            except BaseException:
-                if connection is not None:
-                    connection.close()
-                raise
-            self._pool.give(connection)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._attempt(action, run, transaction=False)
 
     def _transact(self, action: str, body: Callable[[Connection], T]) -> T:
         """Run *body* in one transaction, retrying once if the connection was lost
         before COMMIT; a loss during COMMIT leaves the outcome unknown and says so."""
+        return self._attempt(action, body, transaction=True)
+
+    def _attempt(self, action: str, body: Callable[[Connection], T], *, transaction: bool) -> T:
         for attempt in (1, 2):
             connection: Connection | None = None
             committing = False
             try:
                 connection = self._pool.take()
-                with connection.transaction():
+                if transaction:
+                    with connection.transaction():
+                        result = body(connection)
+                        committing = True
+                else:
                     result = body(connection)
-                    committing = True
             except psycopg.Error as exc:
+                # Judge the connection before closing it: a closed one always looks lost.
                 lost = _connection_lost(exc, connection)
                 if connection is not None:
                     connection.close()
