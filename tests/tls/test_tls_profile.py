@@ -261,11 +261,12 @@ def test_no_clear_key_file_ever_exists(
 
     (path, content, files_then, mode), = seen  # fmt: skip
     clear_body = b"".join(cert.key_pem.splitlines()[1:-1])
-    assert b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in content
-    assert b"-----BEGIN PRIVATE KEY-----" not in content
     assert clear_body[:40] not in content.replace(b"\n", b"")
-    # Re-wrapped under a one-time passphrase, not the entry's password.
+    # The key on disk is encrypted: it does not load without a password ...
     key_block = content[content.index(b"-----BEGIN ENCRYPTED") :]
+    with pytest.raises(TypeError, match="encrypted"):
+        serialization.load_pem_private_key(key_block, None)
+    # ... and is re-wrapped under a one-time passphrase, not the entry's password.
     with pytest.raises(ValueError):  # noqa: PT011 - cryptography's "bad decrypt"
         serialization.load_pem_private_key(key_block, PASSWORD.encode())
     if use_memfd:
