@@ -47,6 +47,7 @@ from ._crypto import MasterKey
 from ._exceptions import ConfigurationError, MasterKeyError, VaultError
 from ._files import write_private_file
 from ._secret import Secret
+from ._tls import find_ssl_error
 
 __all__ = [
     "AppRole",
@@ -457,7 +458,7 @@ class VaultConnection:
     ) -> VaultError:
         exceptions = self._hvac.exceptions
         where = self.where
-        tls = _ssl_error(exc) if isinstance(exc, OSError) else None
+        tls = find_ssl_error(exc) if isinstance(exc, OSError) else None
         if tls is not None:
             # Before the OSError branch: requests' SSLError is a ConnectionError, but
             # the engine was reached; its certificate (or our CA bundle) is the problem.
@@ -538,22 +539,6 @@ class VaultConnection:
         )
 
 
-def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    """The :class:`ssl.SSLError` behind *exc* (requests wraps it in urllib3's wrappers)."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError):
-            return current
-        linked = (current.__cause__, current.__context__, getattr(current, "reason", None))
-        pending.extend(e for e in (*linked, *current.args) if isinstance(e, BaseException))
-    return None
-
-
 def _read_token_file(path: Path) -> Secret:
     try:
         text = path.expanduser().read_text(encoding="utf-8").strip()
@@ -606,6 +591,34 @@ def _connect(
         verify=verify,
         timeout=timeout,
     )
+
+
+def _transit(
+    url: str | VaultConnection,
+    connect: dict[str, Any],
+    operation: str,
+    *,
+    mount: str,
+    key_name: str,
+    data: dict[str, str],
+    action: str,
+) -> Any:
+    """Run one Transit *operation* (encrypt, decrypt, rewrap) with key *key_name*;
+    its response's ``data``. A connection built here from a URL is closed after it."""
+    connection = _connect(url, **connect)
+    try:
+        response = connection.call(
+            lambda client: getattr(client.secrets.transit, f"{operation}_data")(
+                name=key_name, mount_point=mount, **data
+            ),
+            action=f"{action} with Transit key {key_name!r}",
+            path=f"{mount}/{operation}/{key_name}",
+            capability="update",
+        )
+    finally:
+        if not isinstance(url, VaultConnection):
+            connection.close()
+    return response["data"]
 
 
 # -- Transit envelope --------------------------------------------------------------------
@@ -687,26 +700,25 @@ def unwrap_key(
         cached = _key_cache.get(slot)
         if cached is not None:
             return cached
-        connection = _connect(
+        connect = {
+            "token": token,
+            "approle": approle,
+            "token_file": token_file,
+            "namespace": namespace,
+            "verify": verify,
+            "timeout": timeout,
+        }
+        data = _transit(
             url,
-            token=token,
-            approle=approle,
-            token_file=token_file,
-            namespace=namespace,
-            verify=verify,
-            timeout=timeout,
-        )
-        path = f"{mount}/decrypt/{key_name}"
-        response = connection.call(
-            lambda client: client.secrets.transit.decrypt_data(
-                name=key_name, ciphertext=text, mount_point=mount
-            ),
-            action=f"unwrap the master key with Transit key {key_name!r}",
-            path=path,
-            capability="update",
+            connect,
+            "decrypt",
+            mount=mount,
+            key_name=key_name,
+            data={"ciphertext": text},
+            action="unwrap the master key",
         )
         try:
-            raw = base64.b64decode(response["data"]["plaintext"], validate=True)
+            raw = base64.b64decode(data["plaintext"], validate=True)
         except (KeyError, TypeError, binascii.Error):
             raise MasterKeyError(
                 f"Transit key {key_name!r} returned no usable plaintext for the wrapped key"
@@ -718,8 +730,6 @@ def unwrap_key(
             )
         key = MasterKey(raw)
         _key_cache[slot] = key
-        if not isinstance(url, VaultConnection):
-            connection.close()
     logger.info(
         "unwrapped master key id %s with Transit key %r version %d at %s",
         key.key_id,
@@ -752,33 +762,32 @@ def wrap_new_key(
     ``<mount>/encrypt/<key_name>``; the key must exist in Transit.
     """
     mount = mount.strip("/")
-    connection = _connect(
-        url,
-        token=token,
-        approle=approle,
-        token_file=token_file,
-        namespace=namespace,
-        verify=verify,
-        timeout=timeout,
-    )
+    connect = {
+        "token": token,
+        "approle": approle,
+        "token_file": token_file,
+        "namespace": namespace,
+        "verify": verify,
+        "timeout": timeout,
+    }
     key = MasterKey.generate()
     raw = base64.urlsafe_b64decode(key.to_base64() + "=")
-    response = connection.call(
-        lambda client: client.secrets.transit.encrypt_data(
-            name=key_name, plaintext=base64.b64encode(raw).decode("ascii"), mount_point=mount
-        ),
-        action=f"wrap a new master key with Transit key {key_name!r}",
-        path=f"{mount}/encrypt/{key_name}",
-        capability="update",
+    data = _transit(
+        url,
+        connect,
+        "encrypt",
+        mount=mount,
+        key_name=key_name,
+        data={"plaintext": base64.b64encode(raw).decode("ascii")},
+        action="wrap a new master key",
     )
-    if not isinstance(url, VaultConnection):
-        connection.close()
-    text = str(response["data"]["ciphertext"])
+    text = str(data["ciphertext"])
     transit_key_version(text)
     if path is not None:
         _write_wrapped(Path(path), text, overwrite=overwrite)
+    engine = url.url if isinstance(url, VaultConnection) else _engine_url(url)
     with _key_cache_lock:
-        _key_cache[(connection.url, mount, key_name, text)] = key
+        _key_cache[(engine, mount, key_name, text)] = key
     logger.info("wrapped new master key id %s with Transit key %r", key.key_id, key_name)
     return text, key
 
@@ -807,26 +816,24 @@ def rewrap_key(
     """
     text, file = _read_wrapped(wrapped_key)
     mount = mount.strip("/")
-    connection = _connect(
+    connect = {
+        "token": token,
+        "approle": approle,
+        "token_file": token_file,
+        "namespace": namespace,
+        "verify": verify,
+        "timeout": timeout,
+    }
+    data = _transit(
         url,
-        token=token,
-        approle=approle,
-        token_file=token_file,
-        namespace=namespace,
-        verify=verify,
-        timeout=timeout,
+        connect,
+        "rewrap",
+        mount=mount,
+        key_name=key_name,
+        data={"ciphertext": text},
+        action="rewrap the master key",
     )
-    response = connection.call(
-        lambda client: client.secrets.transit.rewrap_data(
-            name=key_name, ciphertext=text, mount_point=mount
-        ),
-        action=f"rewrap the master key with Transit key {key_name!r}",
-        path=f"{mount}/rewrap/{key_name}",
-        capability="update",
-    )
-    if not isinstance(url, VaultConnection):
-        connection.close()
-    new_text = str(response["data"]["ciphertext"])
+    new_text = str(data["ciphertext"])
     old_version, new_version = transit_key_version(text), transit_key_version(new_text)
     if file is not None and new_text != text:
         _write_wrapped(file, new_text, overwrite=True)
