@@ -133,6 +133,8 @@ class Bao:
             env = {
                 "PATH": os.environ.get("PATH", ""),
                 "HOME": str(self.workdir),  # dev mode must not touch the real ~/.vault-token
+                # From the environment, not argv, where any local user could read it.
+                "BAO_DEV_ROOT_TOKEN_ID": self.root_token,
             }
             # Audit devices are configured by file in OpenBao; the audit log is how
             # tests count what the engine was really asked.
@@ -153,7 +155,6 @@ class Bao:
                         "-dev",
                         *tls,
                         f"-dev-listen-address=127.0.0.1:{self.port}",
-                        f"-dev-root-token-id={self.root_token}",
                         "-dev-no-store-token",
                         f"-config={config}",
                         "-log-level=warn",
