@@ -85,8 +85,9 @@ class Registry(Protocol):
     def entries(self) -> Iterator[ServiceEntry]:
         """Every entry, decrypted, in key order."""
 
-    def rotate(self, new_key: MasterKey) -> None:
-        """Re-encrypt every secret under *new_key* in one transaction."""
+    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
+        """Re-encrypt every secret under *new_key* in one transaction; *progress*, if
+        given, is called once per entry re-encrypted (for a progress bar)."""
 
     def close(self) -> None:
         """Release connections; the registry is unusable afterwards."""
@@ -199,16 +200,19 @@ class EncryptedRegistry:
         for sealed in self._store.scan():
             yield unseal(sealed, self._key)
 
-    def rotate(self, new_key: MasterKey) -> None:
+    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
         old_key = self._key
 
         def reseal(sealed: SealedEntry) -> dict[str, str]:
-            return {
+            tokens = {
                 name: new_key.encrypt(
                     old_key.decrypt(token, _context(sealed.key, name)), _context(sealed.key, name)
                 )
                 for name, token in sealed.secrets.items()
             }
+            if progress is not None:
+                progress()
+            return tokens
 
         self._store.rewrite_all(reseal, new_key.key_id)
         self._key = new_key

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -418,22 +418,6 @@ def _print_match(result: dict[str, Any], candidates: int) -> None:
 # -- rotate-key ----------------------------------------------------------------------
 
 
-class _CountingKey(MasterKey):
-    """A master key that reports each encryption, to drive the rotation progress bar."""
-
-    __slots__ = ("on_encrypt",)
-
-    def __init__(self, key: bytes) -> None:
-        super().__init__(key)
-        self.on_encrypt: Callable[[], None] | None = None
-
-    def encrypt(self, plaintext: bytes, context: bytes) -> str:
-        token = super().encrypt(plaintext, context)
-        if self.on_encrypt is not None:
-            self.on_encrypt()
-        return token
-
-
 def _backup_key_file(key_file: Path) -> Path:
     """Copy *key_file* to ``<name>.<UTC time>.bak`` (0600, never overwriting)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -487,11 +471,9 @@ def _rotate(
 ) -> int:
     total: int | None = None
     if isinstance(registry, EncryptedRegistry):
-        total = sum(len(sealed.secrets) for sealed in registry.store.scan())
-    new_key = _CountingKey.generate()
-    assert isinstance(new_key, _CountingKey)
-    progress = Progress("re-encrypting secrets", total)
-    new_key.on_encrypt = progress.advance
+        total = sum(1 for _ in registry.store.scan())
+    new_key = MasterKey.generate()
+    progress = Progress("re-encrypting entries", total)
     backup: Path | None = None
     if new_key_file is not None:
         target = new_key_file
@@ -508,7 +490,7 @@ def _rotate(
         backup = _backup_key_file(source.path)
         new_key.save(target)
     try:
-        registry.rotate(new_key)
+        registry.rotate(new_key, progress=progress.advance)
     except BaseException:
         # Nothing changed in the registry: the new key protects nothing, drop it.
         target.unlink(missing_ok=True)
@@ -524,7 +506,7 @@ def _rotate(
         os.replace(target, source.path)
         _sync_directory(source.path.parent)
         target = source.path
-    count = f"{progress.done if total is None else total} encrypted field(s)"
+    count = f"{progress.done} entr{'y' if progress.done == 1 else 'ies'} re-encrypted"
     out(f"rotated the registry from key id {old_key.key_id} to {new_key.key_id} ({count})")
     out(f"new key: {target}")
     if backup is not None:

@@ -16,7 +16,7 @@ can assert which entries its code actually used::
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple, TypeAlias
 
 from .. import (
@@ -208,9 +208,9 @@ class StubRegistry(EncryptedRegistry):
         self._check_open()
         return super().entries()
 
-    def rotate(self, new_key: MasterKey) -> None:
+    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
         self._check_open()
-        super().rotate(new_key)
+        super().rotate(new_key, progress=progress)
 
     def close(self) -> None:
         """Mark the stub closed; its store (and entries) live on for reopening."""

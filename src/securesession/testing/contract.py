@@ -156,7 +156,9 @@ class RegistryContract:
             registry.put(_entry(f"/svc{index}/", str(index)))
         before = {e.url: e for e in registry.entries()}
         new_key = MasterKey.generate()
-        registry.rotate(new_key)
+        ticks: list[None] = []
+        registry.rotate(new_key, progress=lambda: ticks.append(None))
+        assert len(ticks) == 5  # once per entry
         assert registry.key_id == new_key.key_id
         assert {e.url: e for e in registry.entries()} == before
         registry.close()
