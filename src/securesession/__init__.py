@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         TLSHandshakeError,
         VaultError,
     )
-    from ._inject import Injected, InjectionPlan
+    from ._inject import InjectionPlan
     from ._registry import (
         ENTRY_POINT_GROUP,
         EncryptedRegistry,
@@ -99,7 +99,6 @@ _EXPORTS: dict[str, str] = {
     "TLSConfigError": "_exceptions",
     "TLSHandshakeError": "_exceptions",
     "VaultError": "_exceptions",
-    "Injected": "_inject",
     "InjectionPlan": "_inject",
     "ENTRY_POINT_GROUP": "_registry",
     "EncryptedRegistry": "_registry",
@@ -146,7 +145,6 @@ __all__ = [
     "EncryptedRegistry",
     "EntryCache",
     "EntryRef",
-    "Injected",
     "InjectionPlan",
     "InvalidEntryError",
     "InvalidURLError",

@@ -14,9 +14,12 @@ It applies the TLS profile of the registry entry each request matched:
 * TLS failures of requests that matched an entry are raised as
   :class:`~securesession.TLSHandshakeError` subclasses saying what happened.
 
-The session tells the adapter which entry a request matched (:meth:`route`);
-redirect hops are separate requests, each routed by its own URL, so a hop to
-another service never presents the first service's certificate.
+The adapter runs the session's :class:`~securesession._guard.WireGuard` as the last
+step before the wire, for every request it sends: whoever built the request (a
+redirect hop, an auth handler's second leg, a re-send), it carries its own URL's
+entry only and goes over that entry's TLS profile. One adapter serves one session
+(one registry): mounting it on a second ``SecureSession`` raises
+:class:`~securesession.ConfigurationError`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
-from weakref import WeakKeyDictionary
 
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
@@ -41,7 +43,7 @@ from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConn
 from urllib3.poolmanager import PoolManager, ProxyManager
 
 from ._entry import ServiceEntry
-from ._exceptions import TLSConfigError
+from ._exceptions import ConfigurationError, TLSConfigError
 from ._tls import (
     ProfileContext,
     TLSProfile,
@@ -53,6 +55,9 @@ from ._tls import (
 
 if TYPE_CHECKING:
     from requests.adapters import _HostParams, _PoolKwargs
+
+    from ._guard import WireGuard
+    from ._inject import InjectionPlan
 
 __all__ = ["SecureAdapter"]
 
@@ -114,15 +119,6 @@ class _ProxyManager(ProxyManager):
         self.pool_classes_by_scheme = _POOL_CLASSES
 
 
-@dataclass
-class _Route:
-    """What the session said about one request: the entry it matched (or None),
-    and the context chosen for it in :meth:`SecureAdapter.send`."""
-
-    entry: ServiceEntry | None
-    context: ProfileContext | None = None
-
-
 @dataclass(frozen=True)
 class _Slot:
     profile: TLSProfile
@@ -135,7 +131,7 @@ class SecureAdapter(HTTPAdapter):
 
     Credentials are injected by the session before the adapter runs, so mocking
     libraries that replace the adapter (``responses``, ``requests-mock``) still see
-    them.
+    them; the adapter checks them again for every request it sends (the wire guard).
 
     For a request whose entry has a :class:`~securesession.TLSProfile`, the profile
     decides everything about TLS: the call's ``verify=`` and ``cert=`` are ignored
@@ -157,7 +153,9 @@ class SecureAdapter(HTTPAdapter):
         max_retries: int = 0,
         pool_block: bool = False,
     ) -> None:
-        self._routes: WeakKeyDictionary[PreparedRequest, _Route] = WeakKeyDictionary()
+        self._guard: WireGuard | None = None
+        # The context chosen in send(), read by the pool hooks send() calls.
+        self._sending = threading.local()
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
         super().__init__(
@@ -167,12 +165,34 @@ class SecureAdapter(HTTPAdapter):
             pool_block=pool_block,
         )
 
-    # -- routing -------------------------------------------------------------------
+    # -- the guard ---------------------------------------------------------------------
 
-    def route(self, request: PreparedRequest, entry: ServiceEntry | None) -> None:
-        """Record which registry entry *request* matched (None: no entry), before it
-        is sent. The session calls this for every request and redirect hop."""
-        self._routes[request] = _Route(entry)
+    def _bind(self, guard: WireGuard) -> None:
+        """Serve *guard*'s session; an adapter serves one session only, since its TLS
+        contexts and pools belong to that session's registry entries."""
+        if self._guard is guard:
+            return
+        if self._guard is not None:
+            raise ConfigurationError(
+                "this SecureAdapter already serves another SecureSession: its TLS "
+                "contexts belong to that session's registry; give each session its own "
+                "SecureAdapter"
+            )
+        self._guard = guard
+
+    def _guarded_plan(self, request: PreparedRequest) -> InjectionPlan | None:
+        """The entry *request* goes out under, after the guard made it carry exactly
+        that entry's values. The request the session has just guarded reuses its
+        decision; every other one (a redirect's auth leg, a re-send, a copy) is
+        looked up and guarded here."""
+        guard = self._guard
+        if guard is None:
+            return None
+        hint = request.__dict__.pop("securesession_hint", None)
+        if hint is not None and hint[0] == request.url:
+            plan: InjectionPlan | None = hint[1]
+            return plan
+        return guard.guard(request, run_auth=False)
 
     def context_for(self, entry: ServiceEntry) -> ProfileContext:
         """The TLS context of *entry*'s profile, built on first use.
@@ -253,12 +273,12 @@ class SecureAdapter(HTTPAdapter):
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert
         )
-        route = self._routes.get(request)
-        if route is None or route.context is None:
+        context: ProfileContext | None = getattr(self._sending, "context", None)
+        if context is None:
             return host_params, pool_kwargs
         # The profile's context alone: no ca_certs or cert_file, which urllib3
         # would load into the (shared) context on every new connection.
-        return host_params, {"ssl_context": route.context, "cert_reqs": "CERT_REQUIRED"}
+        return host_params, {"ssl_context": context, "cert_reqs": "CERT_REQUIRED"}
 
     def get_connection_with_tls_context(
         self,
@@ -268,15 +288,11 @@ class SecureAdapter(HTTPAdapter):
         cert: tuple[str, str] | str | None = None,
     ) -> ConnectionPool:
         pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        route = self._routes.get(request)
-        if (
-            route is not None
-            and route.context is not None
-            and not isinstance(pool, _ProfileHTTPSConnectionPool)
-        ):
+        context: ProfileContext | None = getattr(self._sending, "context", None)
+        if context is not None and not isinstance(pool, _ProfileHTTPSConnectionPool):
             # A SOCKS proxy brings its own pool classes, which would skip the pins.
             raise TLSConfigError(
-                f"entry {route.context.where}: its TLS profile cannot be applied through "
+                f"entry {context.where}: its TLS profile cannot be applied through "
                 f"this proxy ({type(pool).__name__}); use an HTTP(S) proxy or none"
             )
         return pool
@@ -299,16 +315,19 @@ class SecureAdapter(HTTPAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
-        route = self._routes.get(request)
-        entry = route.entry if route is not None else None
-        if route is not None and entry is not None and entry.tls is not None:
-            route.context = self.context_for(entry)
-            route.context.refuse_if_expired()
+        plan = self._guarded_plan(request)
+        entry = plan.entry if plan is not None else None
+        context: ProfileContext | None = None
+        if entry is not None and entry.tls is not None:
+            context = self.context_for(entry)
+            context.refuse_if_expired()
             if verify is False or cert is not None:
                 logger.warning(
                     "entry %s has a TLS profile; the verify=False / cert= of this call are ignored",
                     entry.url,
                 )
+        sending = self._sending
+        sending.context = context
         try:
             response = super().send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
@@ -324,12 +343,14 @@ class SecureAdapter(HTTPAdapter):
                 host=parts.hostname or "",
                 port=parts.port or 443,
                 profile=entry.tls,
-                context=route.context if route is not None else None,
+                context=context,
                 probe=select_proxy(url, proxies) is None,
             )
             if error is None:
                 raise
             raise error from exc
+        finally:
+            sending.context = None
         if entry is not None and response.status_code == 403:
             self._explain_403(entry, response)
         return response

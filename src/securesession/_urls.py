@@ -2,10 +2,22 @@
 
 Canonical form (RFC 3986, section 6): lower-case scheme and host, IDNA (UTS 46)
 for non-ASCII hosts, compressed IPv6 literals, the default port made explicit,
-unreserved percent-escapes decoded and the others upper-cased, dot-segments
-removed, trailing empty segments dropped; query and fragment ignored. A URL with
-user information (``user:pw@host``) is refused: credentials belong in the
-registry, and such a URL would otherwise carry them in clear.
+unreserved percent-escapes decoded and the others upper-cased, trailing empty
+segments dropped; query and fragment ignored.
+
+What is matched must be exactly what is sent, so some URLs are refused rather than
+guessed at (:class:`InvalidURLError` names the reason):
+
+* user information (``user:pw@host``): credentials belong in the registry, and such
+  a URL would carry them in clear;
+* a path segment that is, or decodes to, ``.`` or ``..`` (literal, percent-encoded in
+  any case, double-encoded, or with ``;parameters``), and an encoded slash or any
+  backslash: a gateway that resolves them routes the request to another path than the
+  one it matched (``/public/%2e%2e/payments`` matches ``/public`` here but reaches
+  ``/payments`` there). They are refused whatever the origin, so that whether a URL
+  works never depends on what the registry holds at that moment;
+* IPv6 zone ids (``[fe80::1%eth0]``): the zone names an interface of this host, and
+  entries for two zones would otherwise share one key.
 
 A registry key is ``scheme://host:port/seg1/seg2``; a lookup probes the keys of
 the URL's path prefixes, longest first, on segment boundaries, so ``/payments``
@@ -20,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import idna
 
@@ -105,15 +117,20 @@ def _canonicalize(url: str) -> CanonicalURL:
         port = _DEFAULT_PORTS[scheme]
     elif port == 0:
         raise InvalidURLError(f"invalid port 0 in URL {_describe(url)}")
-    return CanonicalURL(scheme, host, port, _canonical_segments(parts.path))
+    return CanonicalURL(scheme, host, port, _canonical_segments(parts.path, url))
 
 
 def _canonical_host(host: str, url: str) -> str:
     if not host:
         raise InvalidURLError(f"URL {_describe(url)} has no host")
     if ":" in host:
+        if "%" in host:
+            raise InvalidURLError(
+                f"URL {_describe(url)} has an IPv6 zone id (%...): zoned addresses are not "
+                "supported, since entries for two interfaces would share one key"
+            )
         try:
-            return f"[{ipaddress.IPv6Address(host.split('%', 1)[0]).compressed}]"
+            return f"[{ipaddress.IPv6Address(host).compressed}]"
         except ValueError:
             raise InvalidURLError(f"invalid IPv6 host in URL {_describe(url)}") from None
     host = host.rstrip(".")
@@ -137,17 +154,39 @@ def _decode_unreserved(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
-def _canonical_segments(path: str) -> tuple[str, ...]:
-    output: list[str] = []
-    for segment in _PERCENT.sub(_decode_unreserved, path).split("/")[1:]:
-        if segment == "..":
-            if output:
-                output.pop()
-        elif segment != ".":
-            output.append(segment)
-    while output and not output[-1]:
-        output.pop()
-    return tuple(output)
+def _canonical_segments(path: str, url: str) -> tuple[str, ...]:
+    segments = _PERCENT.sub(_decode_unreserved, path).split("/")[1:]
+    for segment in segments:
+        _refuse_ambiguous(segment, url)
+    while segments and not segments[-1]:
+        segments.pop()
+    return tuple(segments)
+
+
+def _refuse_ambiguous(segment: str, url: str) -> None:
+    """Refuse a segment that a server may read as a dot segment or as two segments.
+
+    Decoding repeats (a gateway may decode twice) until nothing changes; IIS and
+    Tomcat treat a backslash as a slash and ignore ``;parameters`` in ``..;``."""
+    decoded = segment
+    for _ in range(4):
+        if "%" not in decoded:
+            break
+        decoded, previous = unquote(decoded, errors="replace"), decoded
+        if decoded == previous:
+            break
+    if "/" in decoded or "\\" in decoded:
+        raise InvalidURLError(
+            f"URL {_describe(url)} has an encoded slash or a backslash in its path: the "
+            "server may split the segment and route the request elsewhere than the "
+            "entry it would match; refusing it"
+        )
+    if decoded.split(";", 1)[0] in (".", ".."):
+        raise InvalidURLError(
+            f"URL {_describe(url)} has a dot segment ('.' or '..', literal or "
+            "percent-encoded) in its path: the server may resolve it to another path "
+            "than the entry it would match; refusing it"
+        )
 
 
 def _describe(url: str) -> str:

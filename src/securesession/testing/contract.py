@@ -100,7 +100,8 @@ class RegistryContract:
         assert tag(BASE + "/payments/bills") == "gw-bills"
         assert tag(BASE + "/payments/bills/7") == "gw-bills"
         assert tag(BASE + "/paymentsx") == "gw-root"
-        assert tag(BASE + "/payments/../admin") == "gw-root"
+        with pytest.raises(InvalidURLError, match="dot segment"):
+            tag(BASE + "/payments/../admin")  # what is matched must be what is sent
         assert tag("https://GW.EXAMPLE.TEST:8443/%70ayments/x") == "gw-pay"
         assert tag("http://gw.example.test:8443/payments/") is None
         assert tag("https://gw.example.test/payments/") is None

@@ -1,0 +1,243 @@
+"""The wire guard: which entry a request's own URL matches, and what it may carry.
+
+One :class:`WireGuard` serves one :class:`~securesession.SecureSession` and the
+:class:`~securesession.SecureAdapter` it mounts. It runs twice on the common path and
+once on every other path into the wire:
+
+* in ``SecureSession.send``, so mocking libraries that replace the transport see the
+  injected headers;
+* in ``SecureAdapter.send``, the last step before bytes leave, for every request
+  whoever built it: a redirect hop, an auth handler's second leg
+  (``r.connection.send(copy)``), a re-sent or copied request. For the request the
+  session has just guarded, the adapter reuses the session's decision.
+
+Each time, the rule is the same: look the request's URL up, strip every value
+injected for any other entry (or an older revision of this one), add this entry's
+values where the caller set none, and report the entry, whose TLS profile the adapter
+then applies. After a redirect from https to http nothing is injected for the rest of
+that chain (the plain-http hop chose where it goes next), though TLS profiles still
+apply to https hops.
+
+Chain state travels with the request: requests' ``PreparedRequest.copy()`` keeps only
+the HTTP fields, so the session's requests are :class:`GuardedRequest` objects whose
+``copy()`` also keeps the chain's downgrade and caller-auth flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from requests import PreparedRequest, Response
+
+from ._cache import EntryCache, RecentLookups
+from ._exceptions import InvalidURLError, NoCredentialsError, RegistryError
+from ._inject import InjectionPlan, apply_plan, build_plan
+from ._registry import EntryRef, Registry
+from ._urls import canonicalize
+
+__all__ = ["GuardedRequest", "WireGuard", "adopt", "where"]
+
+logger = logging.getLogger("securesession")
+
+
+class GuardedRequest(PreparedRequest):
+    """A ``PreparedRequest`` whose copies keep the redirect chain's state.
+
+    ``downgraded``: this request follows an https → http hop of its chain;
+    ``caller_auth``: the caller gave ``auth=`` for it. Both survive ``copy()``, which
+    redirects and auth handlers use; ``copy()`` also gives the copy its own hook
+    lists, so binding hooks on one hop never edits another's.
+    """
+
+    securesession_downgraded: bool = False
+    securesession_caller_auth: bool = False
+
+    def copy(self) -> GuardedRequest:
+        clone = super().copy()
+        clone.__class__ = GuardedRequest
+        clone.hooks = {event: list(hooks) for event, hooks in self.hooks.items()}
+        clone.__dict__["securesession_downgraded"] = self.securesession_downgraded
+        clone.__dict__["securesession_caller_auth"] = self.securesession_caller_auth
+        return clone  # type: ignore[return-value]
+
+
+def adopt(request: PreparedRequest) -> None:
+    """Make a plain ``PreparedRequest`` a :class:`GuardedRequest`, in place (same
+    object, same fields: the class only adds state that copies keep)."""
+    if type(request) is PreparedRequest:
+        request.__class__ = GuardedRequest
+
+
+def is_downgraded(request: PreparedRequest) -> bool:
+    return getattr(request, "securesession_downgraded", False)
+
+
+class WireGuard:
+    """Registry lookups, the decrypted-entry cache and the injection rule of one session."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        cache_ttl: float,
+        cache_maxsize: int,
+        strict: bool,
+        timer: Callable[[], float] = time.monotonic,
+        stale_on_error: float = 0.0,
+    ) -> None:
+        if not 0 <= stale_on_error <= cache_ttl:
+            raise ValueError(
+                "stale_on_error must be between 0 (fail closed) and cache_ttl: "
+                "a decrypted entry is never kept past its TTL"
+            )
+        self.registry = registry
+        self.strict = strict
+        self.stale_on_error = stale_on_error
+        self.cache: EntryCache[InjectionPlan] = EntryCache(
+            ttl=cache_ttl, maxsize=cache_maxsize, timer=timer
+        )
+        # Only a guard that may serve stale entries remembers what URLs matched.
+        self._lookups: RecentLookups[EntryRef | None] | None = (
+            RecentLookups(ttl=stale_on_error, maxsize=4 * cache_maxsize, timer=timer)
+            if stale_on_error > 0
+            else None
+        )
+        self._serving_stale = False
+
+    def __repr__(self) -> str:
+        return f"<WireGuard registry={self.registry!r} strict={self.strict}>"
+
+    # -- the rule ----------------------------------------------------------------------
+
+    def guard(self, request: PreparedRequest, *, run_auth: bool) -> InjectionPlan | None:
+        """Make *request* carry exactly its own URL's injection; return the entry's plan
+        (for its TLS profile), or ``None`` when no entry matches.
+
+        Raises :class:`NoCredentialsError` in strict mode for a URL with no entry or a
+        downgraded hop, :class:`InvalidURLError` for a URL that cannot be matched
+        safely, and :class:`RegistryError` when the registry fails (fail closed)."""
+        url = request.url or ""
+        plan = self.plan_for(url)
+        downgraded = is_downgraded(request)
+        if self.strict and (plan is None or downgraded):
+            raise NoCredentialsError(_no_entry_message(url, downgraded))
+        apply_plan(
+            request,
+            None if downgraded else plan,
+            caller_auth=getattr(request, "securesession_caller_auth", False),
+            run_auth=run_auth,
+        )
+        if logger.isEnabledFor(logging.DEBUG):  # spares where()'s parse when off
+            if plan is None:
+                logger.debug("no registry entry for %s; sending without credentials", where(url))
+            elif downgraded:
+                logger.debug(
+                    "entry %s matched after an https-to-http redirect; injecting nothing",
+                    plan.key,
+                )
+            else:
+                injected = [
+                    name
+                    for name, value in request.headers.items()
+                    if getattr(value, "plan", None) is plan
+                ]
+                logger.debug(
+                    "entry %s matched; injected %s", plan.key, ", ".join(injected) or "nothing"
+                )
+        return plan
+
+    def owns(self, plan: InjectionPlan, response: Response) -> bool:
+        """Whether *response* answers a request that *plan*'s entry governs: what an
+        entry-bound auth handler asks before it answers a challenge."""
+        request = response.request
+        if request is None or is_downgraded(request):
+            return False
+        try:
+            ref = self.registry.lookup(request.url or "")
+        except (RegistryError, InvalidURLError):
+            return False  # fail closed: never answer a challenge we cannot place
+        return ref is not None and ref.key == plan.key
+
+    # -- lookups and the cache ------------------------------------------------------
+
+    def plan_for(self, url: str, *, retry: bool = True) -> InjectionPlan | None:
+        """The injection *url* gets (cached), or ``None`` if no entry matches."""
+        if not url[:8].lower().startswith(("https://", "http://")):
+            return None
+        try:
+            ref = self.registry.lookup(url)
+        except RegistryError as exc:
+            return self._stale_plan(url, exc)
+        if self._lookups is not None:
+            self._lookups.remember(url, ref)
+            if self._serving_stale:
+                self._serving_stale = False
+                logger.warning("registry reachable again; no longer serving cached entries")
+        if ref is None:
+            return None
+
+        loaded = False
+
+        def load() -> InjectionPlan:
+            nonlocal loaded
+            loaded = True
+            logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
+            entry = self.registry.load(ref)
+            if entry is None:
+                raise _EntryRemoved
+            return build_plan(entry, self.owns)
+
+        try:
+            plan = self.cache.get_or_load(ref.key, ref.revision, load)
+        except _EntryRemoved:
+            # Removed between our lookup and the load (by another process): what the
+            # URL matches now is the answer; if the registry still names the removed
+            # entry (a change feed not caught up), there is no entry to send.
+            logger.debug("entry %s was removed while it was loaded; looking up again", ref.key)
+            return self.plan_for(url, retry=False) if retry else None
+        if not loaded:
+            logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
+        return plan
+
+    def _stale_plan(self, url: str, error: RegistryError) -> InjectionPlan | None:
+        """What *url* matched before the registry failed, if still fresh enough;
+        otherwise re-raise *error* (fail closed)."""
+        recalled = self._lookups.recall(url) if self._lookups is not None else None
+        if recalled is None:
+            raise error
+        ref = recalled[0]
+        plan = None
+        if ref is not None:
+            plan = self.cache.peek(ref.key, ref.revision, max_age=self.stale_on_error)
+            if plan is None:
+                raise error
+        if not self._serving_stale:
+            self._serving_stale = True
+            logger.warning(
+                "registry unavailable (%s); serving cached entries for up to %g s",
+                error,
+                self.stale_on_error,
+            )
+        logger.debug("registry unavailable; %s served from cache", where(url))
+        return plan
+
+
+class _EntryRemoved(Exception):
+    """Raised inside a cache load when the entry went away after its lookup."""
+
+
+def where(url: str) -> str:
+    """Origin and path of *url*, for messages (never its query, which may hold tokens)."""
+    try:
+        canonical = canonicalize(url)
+    except ValueError:
+        return "a URL that is not http(s)"
+    return canonical.origin + canonical.path
+
+
+def _no_entry_message(url: str, downgraded: bool) -> str:
+    if downgraded:
+        return f"strict session: refusing redirect from https to http ({where(url)})"
+    return f"strict session: no registry entry matches {where(url)}"
