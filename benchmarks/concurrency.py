@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # The cache lock under the same load.
         lock = TimedLock()
-        secure._cache._lock = lock  # type: ignore[assignment]
+        secure._guard.cache._lock = lock  # type: ignore[assignment]
         seconds, failed = crew.run(secure, url, per_thread * 2)
         report.check(failed == 0, f"lock profile: {failed} requests were not answered 200")
         requests_sent = THREADS * per_thread * 2
