@@ -1,9 +1,10 @@
 """Loopback HTTP(S) servers that stand in for credential-checking gateways in tests.
 
-:class:`GatewayServer` plays an API gateway (optionally an IIS-like one) that
-checks gateway headers, HTTP Basic credentials and client certificates, and
-records everything it receives. :class:`SilentServer` accepts connections and
-never answers, for client timeout tests. Both bind to 127.0.0.1 only.
+:class:`GatewayServer` plays an API gateway (optionally an IIS or SOA one) that
+checks gateway headers, HTTP Basic, Digest or NTLM credentials and client
+certificates, and records everything it receives. :class:`SilentServer`
+accepts connections and never answers, for client timeout tests. Both bind to
+127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
+import importlib
 import json
+import os
+import re
+import secrets
+import shutil
 import socket
 import socketserver
 import ssl
@@ -20,13 +27,16 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Mapping
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, cast
+from urllib.request import parse_http_list, parse_keqv_list
 
 from ._certs import CertificateAuthority, IssuedCert
 
@@ -47,6 +57,23 @@ _RequestType = socket.socket | tuple[bytes, socket.socket]
 # Header names whose values RecordedRequest.__repr__ hides: recorded requests end
 # up in assertion messages and CI logs, test credentials or not.
 _SENSITIVE_HEADER_WORDS = ("authorization", "password", "secret", "token", "cookie", "key")
+
+_BASIC_CHALLENGE = 'Basic realm="gateway"'
+_DIGEST_REALM = "gateway"
+# Digest algorithms (RFC 7616 section 3.3 names) and the hashlib name behind each.
+_DIGEST_HASHES = {"MD5": "md5", "SHA-256": "sha256"}
+_DIGEST_ALGORITHMS = ("MD5", "MD5-sess", "SHA-256", "SHA-256-sess")
+# Issued Digest nonces remembered (oldest forgotten first), with the nc values seen.
+_MAX_DIGEST_NONCES = 4096
+_NC_PATTERN = re.compile(r"[0-9a-fA-F]{8}")
+
+# pyspnego's pure-Python NTLM acceptor reads the accepted credentials from the
+# file this environment variable names, and offers no in-memory alternative.
+# The variable is set only while a handshake step runs, under this lock, so
+# servers with different credentials in one process cannot mix them up.
+_NTLM_USER_FILE_ENV = "NTLM_USER_FILE"
+_NTLM_ENV_LOCK = threading.Lock()
+_NTLM_SIGNATURE = b"NTLMSSP\x00"
 
 # IIS 403 substatus descriptions, as shown on IIS detailed error pages.
 _IIS_403_SUBSTATUS = {
@@ -89,8 +116,11 @@ class RecordedRequest:
 
     ``headers`` keeps the original header names (repeated headers joined with
     ``", "``); use :meth:`header` for a case-insensitive lookup. ``status`` is
-    the status code the server answered with. ``repr`` redacts credential-like
-    header values so records can be printed in test failures.
+    the status code the server answered with. ``authenticated_user`` is the user
+    that HTTP Basic, Digest or NTLM authentication accepted for this request
+    (for NTLM, ``DOMAIN\\user`` when a domain was sent), else ``None``. ``repr``
+    redacts credential-like header values so records can be printed in test
+    failures.
     """
 
     method: str
@@ -102,6 +132,7 @@ class RecordedRequest:
     connection_id: int
     peer_port: int
     status: int
+    authenticated_user: str | None = None
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Case-insensitive header lookup."""
@@ -121,7 +152,8 @@ class RecordedRequest:
             f"body=<{len(self.body)} bytes>, "
             f"client_cert_subject_cn={self.client_cert_subject_cn!r}, "
             f"tls_version={self.tls_version!r}, connection_id={self.connection_id}, "
-            f"peer_port={self.peer_port}, status={self.status})"
+            f"peer_port={self.peer_port}, status={self.status}, "
+            f"authenticated_user={self.authenticated_user!r})"
         )
 
 
@@ -139,6 +171,28 @@ class _Route:
     # Forbid routes apply before credential checks, as IIS enforces its SSL
     # settings before authentication; respond/redirect routes apply after.
     before_auth: bool = False
+
+
+@dataclass(frozen=True)
+class _AuthOutcome:
+    """Result of the credential checks: a failure (with its challenge) or a user."""
+
+    failure: dict[str, str] | None = None
+    challenge: str = _BASIC_CHALLENGE
+    user: str | None = None
+
+
+@dataclass
+class _ConnectionState:
+    """Per-connection authentication state: NTLM authenticates connections.
+
+    ``ntlm_context`` is the pyspnego acceptor between the Negotiate and the
+    Authenticate message; ``ntlm_user`` is set once the handshake succeeded,
+    and later requests on the same connection need no Authorization header.
+    """
+
+    ntlm_context: Any = None
+    ntlm_user: str | None = None
 
 
 def _subject_cn(peer_cert: Mapping[str, Any] | None) -> str | None:
@@ -293,6 +347,8 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         connection_id: int = 0,
     ) -> None:
         self.connection_id = connection_id
+        # One handler serves all requests of one connection (handle() loops).
+        self.auth_state = _ConnectionState()
         super().__init__(request, client_address, server)
 
     @property
@@ -324,7 +380,9 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         if isinstance(self.connection, ssl.SSLSocket):
             tls_version = self.connection.version()
             cn = _subject_cn(self.connection.getpeercert())
-        response = self._gateway._decide(self.command, self.path, self.headers)
+        response, user = self._gateway._decide(
+            self.command, self.path, self.headers, self.auth_state
+        )
         headers: dict[str, str] = {}
         for key, value in self.headers.items():
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
@@ -341,6 +399,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
                 connection_id=self.connection_id,
                 peer_port=int(self.client_address[1]),
                 status=response.status,
+                authenticated_user=user,
             )
         )
         self._send(response)
@@ -394,10 +453,24 @@ class GatewayServer:
     """A loopback HTTP/HTTPS gateway for tests, serving on a background thread.
 
     Requests are checked in this order: ``forbid`` routes (IIS-style 403),
-    gateway headers (``expect_gateway``), HTTP Basic (``expect_request``), then
-    ``respond``/``redirect`` routes, else a 200 JSON echo of method and path.
-    A failed credential check answers 401 with ``WWW-Authenticate: Basic
-    realm="gateway"`` and a JSON body naming the failed check (never values).
+    gateway headers (``expect_gateway``), then at most one of HTTP Basic
+    (``expect_request``), HTTP Digest (``expect_digest``) or NTLM
+    (``expect_ntlm``), then ``respond``/``redirect`` routes, else a 200 JSON
+    echo of method and path. A failed credential check answers 401 with a
+    JSON body naming the failed check (never values) and a ``WWW-Authenticate``
+    challenge: ``Basic realm="gateway"`` for the gateway headers and Basic,
+    ``Digest realm="gateway", nonce=..., qop="auth", algorithm=...`` for
+    Digest (RFC 7616; ``digest_algorithm`` picks MD5, SHA-256 or their
+    ``-sess`` forms), ``NTLM`` (then ``NTLM <challenge>``) for NTLM.
+
+    NTLM is connection-bound, as in IIS: Negotiate, challenge and Authenticate
+    must travel on one keep-alive connection, and once it succeeded the
+    connection stays authenticated. The acceptor is pyspnego's (imported only
+    when ``expect_ntlm`` is used), which reads the accepted credential from a
+    file named by the ``NTLM_USER_FILE`` environment variable: the server
+    writes that file (mode 0600) into a private temporary directory, sets the
+    variable only while pyspnego runs, and removes the directory on
+    :meth:`stop`. User names may carry a domain, ``"DOMAIN\\user"``.
 
     With ``tls=True`` the server always asks for a client certificate (so its
     CN is recorded when one is sent); ``require_client_cert=True`` makes one
@@ -420,6 +493,9 @@ class GatewayServer:
         expect_gateway: tuple[str, str] | None = None,
         gateway_headers: tuple[str, str] = ("X-Gateway-User", "X-Gateway-Password"),
         expect_request: tuple[str, str] | None = None,
+        expect_digest: tuple[str, str] | None = None,
+        digest_algorithm: str = "MD5",
+        expect_ntlm: tuple[str, str] | None = None,
         port: int = 0,
     ) -> None:
         tls_only = {
@@ -433,6 +509,18 @@ class GatewayServer:
         if not tls and any(tls_only.values()):
             names = ", ".join(name for name, used in tls_only.items() if used)
             raise ValueError(f"{names} only make sense with tls=True")
+        schemes = {
+            "expect_request": expect_request,
+            "expect_digest": expect_digest,
+            "expect_ntlm": expect_ntlm,
+        }
+        if sum(value is not None for value in schemes.values()) > 1:
+            names = ", ".join(name for name, value in schemes.items() if value is not None)
+            raise ValueError(f"{names}: a request carries one Authorization header; pick one")
+        self.digest_algorithm = _digest_algorithm(digest_algorithm)
+        if expect_ntlm is not None:
+            _ntlm_user_line(expect_ntlm)  # fail here, not on the first request
+            _import_spnego()
         self.tls = tls
         # A given server_cert brings its own issuer; only invent a CA when
         # there is nothing to issue the server certificate from.
@@ -454,6 +542,8 @@ class GatewayServer:
         self.expect_gateway = expect_gateway
         self.gateway_headers = gateway_headers
         self.expect_request = expect_request
+        self.expect_digest = expect_digest
+        self.expect_ntlm = expect_ntlm
         self._requested_port = port
 
         self._lock = threading.Lock()
@@ -464,6 +554,12 @@ class GatewayServer:
         self._httpd: _GatewayHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
+        # Digest nonces this server issued, each with the nc values already used.
+        self._nonces: OrderedDict[str, set[str]] = OrderedDict()
+        # NTLM credential file: (directory, file, the credential written to it).
+        self._ntlm_lock = threading.Lock()
+        self._ntlm_files: tuple[str, str, tuple[str, str]] | None = None
+        self._ntlm_cleanup: weakref.finalize[Any, Any] | None = None
 
     def __repr__(self) -> str:
         state = f"url={self.url!r}" if self._port is not None else "not started"
@@ -475,6 +571,8 @@ class GatewayServer:
         """Bind 127.0.0.1 and serve on a daemon thread; returns ``self``."""
         if self._httpd is not None:
             raise RuntimeError("GatewayServer already started")
+        if self.expect_ntlm is not None:
+            self._ntlm_user_file()
         context = self._ssl_context() if self.tls else None
         httpd = _GatewayHTTPServer(self, context, self._requested_port)
         self._httpd = httpd
@@ -491,7 +589,8 @@ class GatewayServer:
     def stop(self) -> None:
         """Stop serving, close the listener and all connections, join threads.
 
-        Idempotent. Idle keep-alive connections held by clients are closed.
+        Idempotent. Idle keep-alive connections held by clients are closed, and
+        the NTLM credential file (if any) is removed.
         """
         httpd, thread = self._httpd, self._thread
         self._httpd = self._thread = None
@@ -501,6 +600,7 @@ class GatewayServer:
         httpd.close_all()
         if thread is not None:
             thread.join(_JOIN_TIMEOUT)
+        self._remove_ntlm_files()
 
     def __enter__(self) -> GatewayServer:
         return self.start()
@@ -665,23 +765,54 @@ class GatewayServer:
                 best = route
         return best
 
-    def _decide(self, method: str, path: str, headers: Message) -> _Response:
+    def _decide(
+        self,
+        method: str,
+        path: str,
+        headers: Message,
+        connection: _ConnectionState | None = None,
+    ) -> tuple[_Response, str | None]:
+        """The response to send, and the user that authenticated (if any)."""
         route = self._match(path)
         if route is not None and route.before_auth:
-            return route.response
-        failure = self._check_credentials(headers)
-        if failure is not None:
+            return route.response, None
+        outcome = self._check_credentials(
+            method, path, headers, connection if connection is not None else _ConnectionState()
+        )
+        if outcome.failure is not None:
             return _json_response(
                 401,
-                {"error": "unauthorized", **failure},
-                **{"WWW-Authenticate": 'Basic realm="gateway"'},
-            )
+                {"error": "unauthorized", **outcome.failure},
+                **{"WWW-Authenticate": outcome.challenge},
+            ), None
         if route is not None:
-            return route.response
-        return _json_response(200, {"method": method, "path": path})
+            return route.response, outcome.user
+        return _json_response(200, {"method": method, "path": path}), outcome.user
 
-    def _check_credentials(self, headers: Message) -> dict[str, str] | None:
-        """Return a description of the first failed check, or None if all pass."""
+    def _check_credentials(
+        self, method: str, path: str, headers: Message, connection: _ConnectionState
+    ) -> _AuthOutcome:
+        """The first failed check (with its challenge), or the authenticated user."""
+        failure = self._check_basic_schemes(headers)
+        if failure is not None:
+            return _AuthOutcome(failure)
+        user: str | None = None
+        if self.expect_request is not None:
+            user = self.expect_request[0]
+        if self.expect_digest is not None:
+            outcome = self._check_digest(method, path, headers.get("Authorization"))
+            if outcome.failure is not None:
+                return outcome
+            user = outcome.user
+        if self.expect_ntlm is not None:
+            outcome = self._check_ntlm(headers.get("Authorization"), connection)
+            if outcome.failure is not None:
+                return outcome
+            user = outcome.user
+        return _AuthOutcome(user=user)
+
+    def _check_basic_schemes(self, headers: Message) -> dict[str, str] | None:
+        """The gateway-header and HTTP Basic checks: a failure description or None."""
         if self.expect_gateway is not None:
             user_header, password_header = self.gateway_headers
             user = headers.get(user_header)
@@ -709,6 +840,250 @@ class GatewayServer:
                     "detail": f"HTTP Basic credentials {reason}",
                 }
         return None
+
+    # -- HTTP Digest (RFC 7616) ----------------------------------------------
+
+    def _digest_challenge(self, *, stale: bool = False) -> str:
+        nonce = secrets.token_hex(16)
+        with self._lock:
+            self._nonces[nonce] = set()
+            while len(self._nonces) > _MAX_DIGEST_NONCES:
+                self._nonces.popitem(last=False)
+        challenge = (
+            f'Digest realm="{_DIGEST_REALM}", nonce="{nonce}", qop="auth", '
+            f"algorithm={self.digest_algorithm}"
+        )
+        return challenge + (", stale=true" if stale else "")
+
+    def _check_digest(self, method: str, path: str, header: str | None) -> _AuthOutcome:
+        assert self.expect_digest is not None
+        expected_user, password = self.expect_digest
+
+        def fail(reason: str, *, stale: bool = False) -> _AuthOutcome:
+            failure = {
+                "check": "digest",
+                "reason": reason,
+                "detail": f"HTTP Digest credentials {reason}",
+            }
+            return _AuthOutcome(failure, self._digest_challenge(stale=stale))
+
+        if header is None:
+            return fail("missing")
+        params = _digest_params(header)
+        if params is None:
+            return fail("malformed")
+        nonce, nc, cnonce = params["nonce"], params["nc"], params["cnonce"]
+        if (
+            params.get("algorithm", "MD5").lower() != self.digest_algorithm.lower()
+            or params["uri"] != path
+        ):
+            return fail("mismatch")
+        expected = _digest_response(
+            self.digest_algorithm,
+            _DigestInput(expected_user, _DIGEST_REALM, password, method, path),
+            nonce,
+            nc,
+            cnonce,
+        )
+        # Evaluate every comparison; no short-circuit on the user name.
+        if not (
+            _same(params["username"], expected_user)
+            & _same(params["realm"], _DIGEST_REALM)
+            & _same(params["response"].lower(), expected)
+        ):
+            return fail("mismatch")
+        with self._lock:
+            seen = self._nonces.get(nonce)
+            replayed = seen is not None and nc.lower() in seen
+            if seen is not None:
+                seen.add(nc.lower())
+        if seen is None:
+            # Right password, but a nonce this server did not issue (or forgot).
+            return fail("stale", stale=True)
+        if replayed:
+            return fail("replayed")
+        return _AuthOutcome(user=expected_user)
+
+    # -- NTLM ----------------------------------------------------------------
+
+    def _check_ntlm(self, header: str | None, connection: _ConnectionState) -> _AuthOutcome:
+        def fail(reason: str, detail: str, challenge: str = "NTLM") -> _AuthOutcome:
+            return _AuthOutcome({"check": "ntlm", "reason": reason, "detail": detail}, challenge)
+
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "ntlm":
+            if connection.ntlm_user is not None:
+                return _AuthOutcome(user=connection.ntlm_user)
+            if header is None:
+                return fail("missing", "NTLM authentication required")
+            return fail("malformed", "NTLM authentication required")
+        try:
+            message = base64.b64decode(token.strip(), validate=True)
+        except binascii.Error:
+            message = b""
+        kind = int.from_bytes(message[8:12], "little") if len(message) >= 12 else 0
+        if not message.startswith(_NTLM_SIGNATURE) or kind not in (1, 3):
+            connection.ntlm_context = connection.ntlm_user = None
+            return fail("malformed", "not an NTLM Negotiate or Authenticate message")
+        spnego = _import_spnego()
+        if kind == 1:
+            # A Negotiate message (re)starts the handshake on this connection.
+            connection.ntlm_user = connection.ntlm_context = None
+            try:
+                with self._ntlm_environment():
+                    context = spnego.server(
+                        hostname=_LOOPBACK,
+                        service="http",
+                        protocol="ntlm",
+                        options=spnego.NegotiateOptions.use_ntlm,
+                    )
+                    challenge = context.step(message)
+            except spnego.exceptions.SpnegoError:
+                return fail("malformed", "NTLM Negotiate message refused")
+            connection.ntlm_context = context
+            return fail(
+                "challenge",
+                "NTLM challenge sent; answer it on this connection",
+                "NTLM " + base64.b64encode(challenge).decode("ascii"),
+            )
+        context, connection.ntlm_context = connection.ntlm_context, None
+        if context is None:
+            return fail("unexpected", "NTLM Authenticate message without a Negotiate first")
+        try:
+            with self._ntlm_environment():
+                context.step(message)
+        except spnego.exceptions.SpnegoError:
+            return fail("mismatch", "NTLM credentials mismatch")
+        if not context.complete:
+            return fail("mismatch", "NTLM credentials mismatch")
+        connection.ntlm_user = str(context.client_principal)
+        return _AuthOutcome(user=connection.ntlm_user)
+
+    @contextlib.contextmanager
+    def _ntlm_environment(self) -> Iterator[None]:
+        """Point ``NTLM_USER_FILE`` at this server's credential file while pyspnego runs."""
+        if self._httpd is None:
+            # A request thread outliving stop() must not write the file again.
+            raise RuntimeError("GatewayServer is stopped")
+        path = self._ntlm_user_file()
+        with _NTLM_ENV_LOCK:
+            previous = os.environ.get(_NTLM_USER_FILE_ENV)
+            os.environ[_NTLM_USER_FILE_ENV] = path
+            try:
+                yield
+            finally:
+                if previous is None:
+                    os.environ.pop(_NTLM_USER_FILE_ENV, None)
+                else:
+                    os.environ[_NTLM_USER_FILE_ENV] = previous
+
+    def _ntlm_user_file(self) -> str:
+        """Path of the credential file for ``expect_ntlm``, (re)written as needed."""
+        expected = self.expect_ntlm
+        if expected is None:
+            raise RuntimeError("expect_ntlm is not set")
+        line = _ntlm_user_line(expected)
+        with self._ntlm_lock:
+            if self._ntlm_files is not None and self._ntlm_files[2] == expected:
+                return self._ntlm_files[1]
+            if self._ntlm_files is None:
+                directory = tempfile.mkdtemp(prefix="securesession-ntlm-")  # mode 0700
+                # Removed by stop(), or at interpreter exit if stop() never ran.
+                self._ntlm_cleanup = weakref.finalize(self, shutil.rmtree, directory, True)
+                path = str(Path(directory) / "ntlm-users")
+            else:
+                directory, path = self._ntlm_files[:2]
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(path, flags, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+            self._ntlm_files = (directory, path, expected)
+            return path
+
+    def _remove_ntlm_files(self) -> None:
+        with self._ntlm_lock:
+            cleanup, self._ntlm_cleanup = self._ntlm_cleanup, None
+            self._ntlm_files = None
+        if cleanup is not None:
+            cleanup()
+
+
+def _digest_algorithm(name: str) -> str:
+    """The canonical spelling of a supported Digest algorithm name."""
+    for known in _DIGEST_ALGORITHMS:
+        if name.lower() == known.lower():
+            return known
+    raise ValueError(f"digest_algorithm must be one of {', '.join(_DIGEST_ALGORITHMS)}")
+
+
+def _digest_params(header: str) -> dict[str, str] | None:
+    """The fields of an ``Authorization: Digest`` header, or None if malformed."""
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    try:
+        params = {
+            key.lower(): value for key, value in parse_keqv_list(parse_http_list(rest)).items()
+        }
+    except ValueError:
+        return None
+    required = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+    if any(not params.get(name) for name in required):
+        return None
+    if params["qop"] != "auth" or not _NC_PATTERN.fullmatch(params["nc"]):
+        return None
+    return params
+
+
+@dataclass(frozen=True)
+class _DigestInput:
+    user: str
+    realm: str
+    password: str
+    method: str
+    uri: str
+
+
+def _digest_response(algorithm: str, given: _DigestInput, nonce: str, nc: str, cnonce: str) -> str:
+    """RFC 7616 section 3.4.1 ``response`` for qop=auth, as lower-case hex."""
+    base, _, _ = algorithm.partition("-sess")
+    name = _DIGEST_HASHES[base]
+
+    def digest(text: str) -> str:
+        return hashlib.new(name, text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    ha1 = digest(f"{given.user}:{given.realm}:{given.password}")
+    if algorithm.endswith("-sess"):
+        ha1 = digest(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = digest(f"{given.method}:{given.uri}")
+    return digest(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+
+
+def _ntlm_user_line(credential: tuple[str, str]) -> str:
+    """The ``DOMAIN:user:password`` line pyspnego's acceptor reads for ``credential``."""
+    user, password = credential
+    domain, sep, name = user.partition("\\")
+    if not sep:
+        domain, name = "", user
+    if any(c in text for text in (domain, name, password) for c in ":\r\n") or not name:
+        raise ValueError(
+            "expect_ntlm: the user name must be non-empty, and neither it nor the password "
+            "may contain ':' or line breaks (pyspnego's NTLM_USER_FILE format)"
+        )
+    return f"{domain}:{name}:{password}"
+
+
+def _import_spnego() -> ModuleType:
+    """pyspnego, imported on first use: only NTLM needs it."""
+    try:
+        spnego = importlib.import_module("spnego")
+        importlib.import_module("spnego.exceptions")
+    except ImportError as exc:
+        raise ImportError(
+            "GatewayServer(expect_ntlm=...) needs the 'pyspnego' package "
+            "(pip install pyspnego, or securesession[testing])"
+        ) from exc
+    return spnego
 
 
 def _basic_auth_failure(header: str | None, expected: tuple[str, str]) -> str | None:
