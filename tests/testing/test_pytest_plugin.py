@@ -165,6 +165,33 @@ def test_gateway_server_is_shared_and_pristine_per_test(pytester: pytest.Pyteste
     run(pytester).assert_outcomes(passed=2)
 
 
+def test_gateway_server_digest_setting_is_restored_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from securesession import Credential, ServiceEntry
+
+        def test_digest(gateway_server, securesession_registry, secure_session):
+            gateway_server.expect_digest = ("d-user", "d-SECRET")
+            securesession_registry.put(
+                ServiceEntry(
+                    url=gateway_server.url + "/api",
+                    request=Credential("d-user", "d-SECRET"),
+                    request_auth="digest",
+                )
+            )
+            assert secure_session.get(gateway_server.url + "/api/x").status_code == 200
+            assert gateway_server.requests[-1].authenticated_user == "d-user"
+
+        def test_next_test_has_no_digest(gateway_server):
+            import requests
+
+            assert gateway_server.expect_digest is None
+            assert requests.get(gateway_server.url + "/api/x", timeout=5).status_code == 200
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+
+
 def test_tls_gateway_with_a_client_certificate(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

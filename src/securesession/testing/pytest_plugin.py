@@ -40,7 +40,14 @@ if TYPE_CHECKING:
 ENTRIES_MARKER: Final = "securesession_entries"
 
 # GatewayServer attributes a test may change; restored between tests.
-_SETTINGS: Final = ("expect_gateway", "expect_request", "gateway_headers")
+_SETTINGS: Final = (
+    "expect_gateway",
+    "expect_request",
+    "expect_digest",
+    "digest_algorithm",
+    "expect_ntlm",
+    "gateway_headers",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
