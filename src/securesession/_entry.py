@@ -23,6 +23,12 @@ AUTHORIZATION_MODES: Final = frozenset({"basic", "bearer", "digest", "ntlm"})
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
+#: What a value written literally into a header may hold: printable Latin-1, that is
+#: visible ASCII, space, tab and U+00A0..U+00FF (one byte each on the wire, as
+#: ``http.client`` encodes header values as Latin-1). Everything else is refused:
+#: other control characters (C0, DEL, C1), which RFC 9110 does not allow or servers
+#: reject, and characters above U+00FF, which cannot be encoded at all.
+_NOT_WIRE_SAFE: Final = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,14 @@ class ServiceEntry:
     ``none``     not injected
 
     *secret_headers* are extra headers whose values are secrets (an API key, say).
+
+    A value written literally into a header (``headers`` user name and password,
+    ``bearer`` token, *secret_headers* values, ``digest`` user name) must be
+    printable Latin-1: visible ASCII, space, tab or U+00A0..U+00FF. ``basic`` sends
+    base64 of UTF-8 (RFC 7617 ``charset="UTF-8"``) and ``ntlm`` UTF-16, so their
+    values may hold any character; so may a ``digest`` password (only its hash is
+    sent). No value may hold CR, LF or NUL.
+
     *tls* is the service's :class:`~securesession.TLSProfile` (client certificate,
     TLS versions, CA bundle, pins, CRL); https:// entries only.
     ``revision`` and ``updated_at`` are set by the registry that stores the entry.
@@ -118,6 +132,10 @@ class ServiceEntry:
                 )
             _check_value(where, f"{role} user name", credential.username)
             _check_value(where, f"{role} password", credential.password.reveal())
+            if mode in ("headers", "digest"):  # the user name goes into a header as is
+                _check_wire_safe(where, f"{role} user name", mode, credential.username)
+            if mode in ("headers", "bearer"):  # so does the password
+                _check_wire_safe(where, f"{role} password", mode, credential.password.reveal())
             if mode in AUTHORIZATION_MODES:
                 claim("Authorization", f"{role} credential ({mode})")
             if mode in ("basic", "digest") and ":" in credential.username:
@@ -133,6 +151,7 @@ class ServiceEntry:
         for header, value in self.secret_headers.items():
             claim(header, f"secret header {header!r}")
             _check_value(where, f"secret header {header!r}", value.reveal())
+            _check_wire_safe(where, f"secret header {header!r}", None, value.reveal())
 
     def __repr__(self) -> str:
         return (
@@ -156,3 +175,15 @@ def _check_value(where: str, what: str, value: str) -> None:
     # embedded CR/LF here would split the request; the message never shows the value.
     if _FORBIDDEN_IN_VALUE.search(value):
         raise InvalidEntryError(f"{where}: {what} contains a line break or NUL character")
+
+
+def _check_wire_safe(where: str, what: str, mode: str | None, value: str) -> None:
+    # Checked by pattern, not by encoding: a UnicodeEncodeError would carry the whole
+    # value in ``exc.object``, and would stay reachable as the context of ours. The
+    # message names the field, never the value nor the offending character.
+    if _NOT_WIRE_SAFE.search(value) is not None:
+        how = "" if mode is None else f" in mode {mode!r}"
+        raise InvalidEntryError(
+            f"{where}: {what}{how} holds a character that cannot be sent in an HTTP header "
+            "(only printable Latin-1 can: visible ASCII, space, tab, U+00A0..U+00FF)"
+        ) from None

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 
 import pytest
 
-from securesession import Credential, InvalidEntryError, Secret, ServiceEntry
+from securesession import (
+    Credential,
+    InvalidEntryError,
+    MasterKey,
+    Secret,
+    SecureSession,
+    ServiceEntry,
+    open_registry,
+)
+from securesession.testing import GatewayServer
 
 
 def test_url_is_canonicalised() -> None:
@@ -113,3 +123,134 @@ def test_absent_credentials_are_fine_and_equal_entries_compare_equal() -> None:
     assert first == second
     assert first != ServiceEntry(url="https://h/x", request=Credential("u", "other-SECRET"))
     assert first.with_metadata(revision=7).revision == 7 and first.revision == 0
+
+
+# -- values that cannot go on the wire -------------------------------------------------
+
+NOT_LATIN1 = "pa\u20acss-SECRET-\u00e4\u4e2d"  # the euro sign and CJK are above U+00FF
+
+
+def _fragments(value: str) -> set[str]:
+    """Every piece of *value* a message could give away: its odd characters and windows."""
+    return {ch for ch in value if not ch.isascii()} | {
+        value[i : i + 4] for i in range(len(value) - 3)
+    }
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__context__, current.__cause__]
+    return seen
+
+
+C0, DEL, C1 = "a\x01b-SECRET", "a\x7fb-SECRET", "a\x85-SECRET"  # Latin-1, not printable
+
+
+@pytest.mark.parametrize(
+    ("value", "build", "field"),
+    [
+        pytest.param(
+            NOT_LATIN1,
+            lambda v: {"gateway": Credential(v, "p")},
+            "gateway user name in mode 'headers'",
+            id="headers-user",
+        ),
+        pytest.param(
+            NOT_LATIN1,
+            lambda v: {"gateway": Credential("gw", v)},
+            "gateway password in mode 'headers'",
+            id="headers-password",
+        ),
+        pytest.param(
+            NOT_LATIN1,
+            lambda v: {"request": Credential("alice", v), "request_auth": "headers"},
+            "request password in mode 'headers'",
+            id="request-headers-password",
+        ),
+        pytest.param(
+            NOT_LATIN1,
+            lambda v: {"request": Credential.token(v), "request_auth": "bearer"},
+            "request password in mode 'bearer'",
+            id="bearer-token",
+        ),
+        pytest.param(
+            NOT_LATIN1,
+            lambda v: {"request": Credential(v, "p"), "request_auth": "digest"},
+            "request user name in mode 'digest'",
+            id="digest-user",
+        ),
+        pytest.param(
+            NOT_LATIN1,
+            lambda v: {"secret_headers": {"X-Api-Key": v}},
+            "secret header 'X-Api-Key'",
+            id="secret-header",
+        ),
+        pytest.param(
+            C0,
+            lambda v: {"gateway": Credential("gw", v)},
+            "gateway password in mode 'headers'",
+            id="c0-control",
+        ),
+        pytest.param(
+            DEL,
+            lambda v: {"gateway": Credential(v, "p")},
+            "gateway user name in mode 'headers'",
+            id="del",
+        ),
+        pytest.param(
+            C1,
+            lambda v: {"secret_headers": {"X-Api-Key": v}},
+            "secret header 'X-Api-Key'",
+            id="c1-control",
+        ),
+    ],
+)
+def test_non_wire_safe_values_are_refused_when_built(
+    value: str, build: Callable[[str], dict[str, object]], field: str
+) -> None:
+    with pytest.raises(InvalidEntryError) as caught:
+        ServiceEntry(url="https://gw.example.com/p/", **build(value))  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("entry https://gw.example.com:443/p: ")
+    assert field in message and "cannot be sent in an HTTP header" in message
+    # Neither the message nor anything reachable from the exception holds the value.
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    for exc in _chain(caught.value):
+        texts = [str(exc), repr(exc), *map(str, exc.args), str(getattr(exc, "object", ""))]
+        for text in texts:
+            assert "SECRET" not in text
+            assert not any(fragment in text for fragment in _fragments(value)), text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"request": Credential(NOT_LATIN1, NOT_LATIN1)},  # basic: base64 of UTF-8
+        {"gateway_auth": "basic", "gateway": Credential(NOT_LATIN1, NOT_LATIN1)},
+        {"request_auth": "ntlm", "request": Credential(NOT_LATIN1, NOT_LATIN1)},  # UTF-16
+        {"request_auth": "digest", "request": Credential("alice", NOT_LATIN1)},  # hashed
+        {"gateway": Credential("gr\u00fc\u00df", "caf\u00e9 \u00ff\tSECRET")},  # Latin-1
+    ],
+)
+def test_encoded_values_may_hold_any_character_and_literal_ones_latin1(
+    options: dict[str, object],
+) -> None:
+    ServiceEntry(url="https://gw.example.com/p/", **options)  # type: ignore[arg-type]
+
+
+def test_basic_credentials_with_non_ascii_characters_reach_the_server() -> None:
+    user, password = "j\u00fcrgen-\u4e2d", "p\u00e4ss-\u20ac-SECRET"
+    registry = open_registry("memory://", MasterKey.generate())
+    with GatewayServer(expect_request=(user, password)) as server:
+        registry.put(ServiceEntry(url=f"{server.url}/api/", request=Credential(user, password)))
+        with SecureSession(registry) as session:
+            response = session.get(f"{server.url}/api/x", timeout=10)
+    registry.close()
+    assert response.status_code == 200, response.text
+    assert server.requests[-1].header("Authorization", "").startswith("Basic ")
