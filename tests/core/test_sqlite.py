@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from securesession import (
     ConfigurationError,
     Credential,
+    EntryRef,
     MasterKey,
     RegistryCorruptError,
     RegistryError,
@@ -235,4 +237,48 @@ def test_finished_threads_leave_no_open_connection(tmp_path: Path, key: MasterKe
         thread.join()
     gc.collect()
     assert len(registry.store._connections) <= 2  # type: ignore[attr-defined]
+    registry.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "problem"),
+    [
+        ("revision", "'x'", "revision is not an integer"),
+        ("revision", "1.5", "revision is not an integer"),
+        ("revision", "x'00'", "revision is not an integer"),
+        ("updated_at", "'x'", "updated_at is not a number"),
+        ("updated_at", "x'00'", "updated_at is not a number"),
+    ],
+)
+def test_corrupt_revision_or_updated_at_cells_are_registry_corrupt_errors(
+    tmp_path: Path, key: MasterKey, column: str, cell: str, problem: str
+) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE entries SET {column} = {cell} WHERE key LIKE '%svc0'")  # noqa: S608
+    registry = open_registry(f"sqlite://{path}", key)
+    store = registry.store  # type: ignore[attr-defined]
+    entry_key = "https://gw.example.test:443/svc0"
+    message = rf"registry {re.escape(str(path))}, entry {re.escape(entry_key)}: {problem}"
+    url = "https://gw.example.test/svc0/x"
+    if column == "revision":  # lookup reads the revision; find is what it calls
+        with pytest.raises(RegistryCorruptError, match=message):
+            registry.lookup(url)
+        with pytest.raises(RegistryCorruptError, match=message):
+            store.find([entry_key])
+    else:
+        assert registry.lookup(url) == EntryRef(entry_key, 1)
+    with pytest.raises(RegistryCorruptError, match=message):
+        store.read(entry_key)
+    with pytest.raises(RegistryCorruptError, match=message):
+        registry.load(EntryRef(entry_key, 1))
+    with pytest.raises(RegistryCorruptError, match=message):
+        registry.get(url)
+    with pytest.raises(RegistryCorruptError, match=message):
+        list(store.scan())
+    with pytest.raises(RegistryCorruptError, match=message):
+        list(registry.entries())
+    # The other entry is untouched and still readable on its own.
+    assert registry.get("https://gw.example.test/svc1/x") is not None
     registry.close()

@@ -185,7 +185,9 @@ class SQLiteStore:
             row = connection.execute(query, keys).fetchone()
         except sqlite3.Error as exc:
             raise self._error("cannot read", exc) from exc
-        return None if row is None else EntryRef(row[0], row[1])
+        if row is None:
+            return None
+        return EntryRef(row[0], self._revision(row[0], row[1]))
 
     def read(self, key: str) -> SealedEntry | None:
         try:
@@ -207,9 +209,24 @@ class SQLiteStore:
         tokens = loads(secrets, f"{where}: secrets")
         if not all(isinstance(token, str) for token in tokens.values()):
             raise RegistryCorruptError(f"{where}: secrets are not tokens")
+        # A hand-edited cell may hold any type (SQLite keeps text 'x' in an INTEGER
+        # column): refuse it by name instead of letting int()/float() raise ValueError.
+        if isinstance(updated_at, bool) or not isinstance(updated_at, (int, float)):
+            raise RegistryCorruptError(f"{where}: updated_at is not a number")
         return SealedEntry(
-            key, int(revision), float(updated_at), loads(settings, f"{where}: settings"), tokens
+            key,
+            self._revision(key, revision),
+            float(updated_at),
+            loads(settings, f"{where}: settings"),
+            tokens,
         )
+
+    def _revision(self, key: str, revision: object) -> int:
+        if isinstance(revision, bool) or not isinstance(revision, int):
+            raise RegistryCorruptError(
+                f"registry {self.path}, entry {key}: revision is not an integer"
+            )
+        return revision
 
     def _next_revision(self, connection: sqlite3.Connection) -> int:
         connection.execute(
