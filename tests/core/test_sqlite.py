@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -282,3 +284,115 @@ def test_corrupt_revision_or_updated_at_cells_are_registry_corrupt_errors(
     # The other entry is untouched and still readable on its own.
     assert registry.get("https://gw.example.test/svc1/x") is not None
     registry.close()
+
+
+# -- deleted and replaced ciphertext leaves the file and the WAL --------------------------
+
+
+def _stored_tokens(path: Path) -> list[str]:
+    """The ciphertext tokens as stored, read straight from the secrets column."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT secrets FROM entries").fetchall()
+    finally:
+        db.close()
+    tokens = [token for (secrets,) in rows for token in json.loads(secrets).values()]
+    assert tokens and all(isinstance(token, str) and len(token) > 40 for token in tokens)
+    return tokens
+
+
+def _files_holding(path: Path, tokens: list[str]) -> list[str]:
+    """Which of the database's files (``.db``, ``-wal``, ``-shm``) hold any of *tokens*,
+    whole or by their middle part."""
+    found = []
+    for file in sorted(path.parent.glob(path.name + "*")):
+        data = file.read_bytes()
+        for token in tokens:
+            middle = token[len(token) // 2 - 12 : len(token) // 2 + 12]
+            if token.encode() in data or middle.encode() in data:
+                found.append(file.name)
+                break
+    return found
+
+
+def _other_process_connection(path: Path) -> sqlite3.Connection:
+    """An idle connection, as another process holds: with it open the WAL is not
+    deleted when the registry closes, so only a checkpoint can empty it."""
+    db = sqlite3.connect(path)
+    db.execute("SELECT count(*) FROM entries").fetchone()
+    return db
+
+
+@pytest.fixture
+def secure_delete_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new connection starts with secure_delete OFF, SQLite's own default (some
+    builds, Debian's among them, are compiled with it ON): the store must turn it on."""
+    connect = sqlite3.connect
+
+    def connect_off(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.execute("PRAGMA secure_delete=OFF")
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect_off)
+
+
+@pytest.mark.usefixtures("secure_delete_off_by_default")
+def test_sqlite_connections_use_secure_delete(tmp_path: Path, key: MasterKey) -> None:
+    import threading
+
+    probe = sqlite3.connect(":memory:")
+    assert probe.execute("PRAGMA secure_delete").fetchone() == (0,)  # the fixture works
+    probe.close()
+    registry = open_registry(f"sqlite://{tmp_path / 'registry.db'}", key)
+    store = registry.store  # type: ignore[attr-defined]
+    values = [store._connection().execute("PRAGMA secure_delete").fetchone()]
+    thread = threading.Thread(
+        target=lambda: values.append(store._connection().execute("PRAGMA secure_delete").fetchone())
+    )
+    thread.start()
+    thread.join()
+    assert values == [(1,), (1,)]  # this thread's connection and another thread's
+    registry.close()
+
+
+@pytest.mark.usefixtures("secure_delete_off_by_default")
+@pytest.mark.parametrize("other_process", [False, True], ids=["alone", "wal-kept-open"])
+def test_removed_entry_leaves_no_token_in_the_file_or_wal(
+    tmp_path: Path, key: MasterKey, other_process: bool
+) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 1)
+    tokens = _stored_tokens(path)
+    assert _files_holding(path, tokens)  # the scan does find tokens that are there
+    other = _other_process_connection(path) if other_process else None
+    registry = open_registry(f"sqlite://{path}", key)
+    assert registry.remove("https://gw.example.test/svc0/")
+    registry.close()
+    try:
+        assert _files_holding(path, tokens) == []
+    finally:
+        if other is not None:
+            other.close()
+    assert _files_holding(path, tokens) == []
+
+
+@pytest.mark.usefixtures("secure_delete_off_by_default")
+@pytest.mark.parametrize("other_process", [False, True], ids=["alone", "wal-kept-open"])
+def test_rotation_leaves_no_old_key_token_in_the_file_or_wal(
+    tmp_path: Path, key: MasterKey, other_process: bool
+) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 3)
+    old_tokens = _stored_tokens(path)
+    other = _other_process_connection(path) if other_process else None
+    registry = open_registry(f"sqlite://{path}", key)
+    registry.rotate(MasterKey.generate())
+    registry.close()
+    try:
+        assert _files_holding(path, old_tokens) == []
+        assert _files_holding(path, _stored_tokens(path)) == ["registry.db"]
+    finally:
+        if other is not None:
+            other.close()
+    assert _files_holding(path, old_tokens) == []

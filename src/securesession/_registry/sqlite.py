@@ -5,10 +5,16 @@ the canonical prefix so a lookup is a handful of primary-key probes. WAL mode le
 readers proceed while a writer commits; writers take ``BEGIN IMMEDIATE`` so
 concurrent processes serialise instead of failing half-way. Each thread uses its
 own connection.
+
+Removed and replaced ciphertext does not linger: every connection sets
+``PRAGMA secure_delete=ON`` (freed cells and pages are overwritten with zeros), and
+a removal or a key rotation ends with ``PRAGMA wal_checkpoint(TRUNCATE)``, so the
+page images that still held the old tokens leave the ``-wal`` file too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -22,6 +28,8 @@ from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionErro
 from ._base import EncryptedRegistry, EntryRef, SealedEntry, dumps, loads, now, rekeyed_error
 
 __all__ = ["SQLiteStore", "open_sqlite_registry"]
+
+logger = logging.getLogger("securesession")
 
 SCHEMA_VERSION: Final = 1
 _BUSY_TIMEOUT_S: Final = 30.0
@@ -88,6 +96,9 @@ class SQLiteStore:
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            # Deleted content (a removed entry, the old-key tokens a rotation
+            # replaced) is overwritten with zeros instead of left in free space.
+            connection.execute("PRAGMA secure_delete=ON")
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
         self._local.connection = connection
@@ -256,6 +267,8 @@ class SQLiteStore:
             removed = connection.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
             if removed:
                 self._next_revision(connection)
+        if removed:
+            self._checkpoint("removal")
         return removed
 
     def scan(self) -> Iterator[SealedEntry]:
@@ -284,6 +297,33 @@ class SQLiteStore:
                     (dumps(reseal(sealed)), self._next_revision(connection), sealed.key),
                 )
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (new_key_id,))
+        self._checkpoint("rotation")
+
+    def _checkpoint(self, after: str) -> None:
+        """Copy the WAL into the database and truncate it to zero bytes, so the page
+        images written before *after* (holding tokens now deleted or re-encrypted)
+        are gone from the ``-wal`` file. The change is committed already: a failed
+        checkpoint is reported, never raised (the next one will get them)."""
+        try:
+            row = self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            logger.warning(
+                "registry %s: WAL checkpoint after the %s failed (%s); old ciphertext stays "
+                "in %s-wal until the next checkpoint",
+                self.path,
+                after,
+                exc,
+                self.path,
+            )
+            return
+        if row is not None and row[0]:
+            logger.warning(
+                "registry %s: WAL checkpoint after the %s was blocked by another connection; "
+                "old ciphertext stays in %s-wal until the next checkpoint",
+                self.path,
+                after,
+                self.path,
+            )
 
     def _transaction(self, action: str) -> _Transaction:
         return _Transaction(self, action)
