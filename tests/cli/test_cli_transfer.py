@@ -262,3 +262,84 @@ def test_export_selection_and_refusals(ready: CLI, tmp_path: Path) -> None:
     imported = other.ok("import", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
     assert "1 added" in imported.stdout
     assert [e.url for e in other.open().entries()] == ["https://hr.example.com:443/"]
+
+
+# -- scrypt parameters a bundle may ask for ----------------------------------------------
+
+#: (n, r, p) a crafted bundle header asks for; each needs more than 128 MiB (or p > 1).
+GREEDY_SCRYPT = [
+    pytest.param(2**21, 8, 1, id="n=2**21,r=8:2GiB"),
+    pytest.param(2**20, 16, 1, id="n=2**20,r=16:2GiB"),
+    pytest.param(2**20, 8, 1, id="n=2**20,r=8:1GiB"),
+    pytest.param(2**17, 16, 1, id="n=2**17,r=16:256MiB"),
+    pytest.param(2, 2**20, 1, id="n=2,r=2**20:256MiB"),
+    pytest.param(2**17, 8, 2, id="p=2"),
+]
+
+
+def _header_asking(n: int, r: int, p: int) -> dict[str, object]:
+    return {
+        "format": "securesession-bundle",
+        "version": 1,
+        "created_at": "2024-05-01T12:00:03Z",
+        "protection": {
+            "kind": "passphrase",
+            "kdf": "scrypt",
+            "salt": "AAAAAAAAAAAAAAAAAAAAAA",
+            "n": n,
+            "r": r,
+            "p": p,
+        },
+        "payload": "not-even-a-token",
+    }
+
+
+@pytest.mark.parametrize(("n", "r", "p"), GREEDY_SCRYPT)
+def test_bundle_scrypt_memory_is_capped_at_128_mib_before_any_derivation(
+    n: int, r: int, p: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import securesession._crypto
+    from securesession.cli import _bundle
+    from securesession.cli._common import CommandError
+
+    def no_scrypt(*args: object, **kwargs: object) -> None:
+        raise AssertionError("scrypt was called for a bundle that asks for too much memory")
+
+    monkeypatch.setattr(securesession._crypto, "Scrypt", no_scrypt)
+    header = _header_asking(n, r, p)
+    data = json.dumps(header).encode()
+    refusal = r"allows at most 128 MiB \(128 \* n \* r bytes\) and p=1; nothing was imported"
+    started = time.perf_counter()
+    with pytest.raises(CommandError, match=refusal):  # the clear header, checked first
+        _bundle.read_header(data, "crafted.json")
+    with pytest.raises(CommandError, match=refusal):  # and where the key is derived
+        _bundle.transfer_from_passphrase(header["protection"], PASSPHRASE, "crafted.json")  # type: ignore[arg-type]
+    assert time.perf_counter() - started < 0.2  # arithmetic only: nothing was allocated
+
+
+def test_bundle_scrypt_parameters_within_the_cap_are_accepted() -> None:
+    from securesession.cli import _bundle
+
+    for n, r in ((2**17, 8), (2**16, 16), (2**10, 8)):  # 128, 128 and 1 MiB
+        assert _bundle.read_header(json.dumps(_header_asking(n, r, 1)).encode(), "b.json")
+
+
+def test_import_of_a_greedy_scrypt_bundle_is_refused_before_the_passphrase(
+    ready: CLI, target: CLI, tmp_path: Path
+) -> None:
+    _seed(ready)
+    bundle = tmp_path / "bundle.json"
+    ready.ok("export", str(bundle), "--passphrase-stdin", input=PASSPHRASE + "\n")
+    original = json.loads(bundle.read_text())
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(
+        json.dumps({**original, "protection": {**original["protection"], "n": 2**20, "r": 16}})
+    )
+    # No passphrase option and no terminal: the refusal comes before any prompt.
+    refused = target.run("import", str(crafted))
+    assert refused.code == 1, refused
+    line = one_error_line(refused)
+    assert "n=1048576, r=16, p=1 (2048 MiB)" in line and "at most 128 MiB" in line, line
+    assert json.loads(target.ok("list", "--json").stdout) == []

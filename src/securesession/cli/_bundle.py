@@ -61,9 +61,12 @@ _SALT_BYTES: Final = 16
 _SCRYPT_N: Final = 2**17
 _SCRYPT_R: Final = 8
 # Bounds on what a bundle may ask scrypt for: a crafted file must not make import
-# allocate gigabytes before the authentication check can reject it.
-_MAX_SCRYPT_N: Final = 2**20
-_MAX_SCRYPT_R: Final = 16
+# allocate gigabytes before the authentication check can reject it. scrypt needs
+# 128 * n * r bytes (times p when lanes run in parallel); the limit is what the
+# defaults above take (2**17 * 8 * 128 = 128 MiB). p must be 1: it multiplies the
+# work, and MasterKey.from_passphrase derives with p=1 only.
+_MAX_SCRYPT_MEMORY: Final = 128 * 1024 * 1024
+_SCRYPT_P: Final = 1
 _MAX_BUNDLE_BYTES: Final = 256 * 1024 * 1024
 
 
@@ -85,7 +88,7 @@ def passphrase_transfer(passphrase: str) -> Transfer:
         "salt": _b64(salt),
         "n": _SCRYPT_N,
         "r": _SCRYPT_R,
-        "p": 1,
+        "p": _SCRYPT_P,
     }
     return Transfer(key, protection)
 
@@ -150,22 +153,39 @@ def read_header(data: bytes, name: str) -> dict[str, Any]:
         raise CommandError(f"{corrupt}: unknown protection; nothing was imported")
     if not isinstance(bundle.get("payload"), str):
         raise CommandError(f"{corrupt}: no payload; nothing was imported")
+    if protection["kind"] == "passphrase":
+        scrypt_parameters(protection, name)  # refused before any passphrase is asked for
     return bundle
+
+
+def scrypt_parameters(protection: dict[str, Any], name: str) -> tuple[int, int]:
+    """The (n, r) a passphrase bundle asks scrypt for, checked against the memory
+    limit by arithmetic alone: nothing is allocated for a refused bundle."""
+    n, r, p = protection.get("n"), protection.get("r"), protection.get("p")
+    if (
+        protection.get("kdf") != "scrypt"
+        or type(n) is not int
+        or type(r) is not int
+        or type(p) is not int
+        or n < 2
+        or n & (n - 1)
+        or r < 1
+    ):
+        raise CommandError(f"{name}: unsupported key derivation parameters; nothing was imported")
+    memory = 128 * n * r * p
+    if p != _SCRYPT_P or memory > _MAX_SCRYPT_MEMORY:
+        raise CommandError(
+            f"{name}: its key derivation asks scrypt for n={n}, r={r}, p={p} "
+            f"({memory / 2**20:.0f} MiB); securesession allows at most "
+            f"{_MAX_SCRYPT_MEMORY // 2**20} MiB (128 * n * r bytes) and p=1; "
+            "nothing was imported"
+        )
+    return n, r
 
 
 def transfer_from_passphrase(protection: dict[str, Any], passphrase: str, name: str) -> MasterKey:
     """Re-derive the transfer key a passphrase bundle was sealed under."""
-    n, r, p = protection.get("n"), protection.get("r"), protection.get("p")
-    if (
-        protection.get("kdf") != "scrypt"
-        or not isinstance(n, int)
-        or not isinstance(r, int)
-        or p != 1
-        or not 2 <= n <= _MAX_SCRYPT_N
-        or n & (n - 1)
-        or not 1 <= r <= _MAX_SCRYPT_R
-    ):
-        raise CommandError(f"{name}: unsupported key derivation parameters; nothing was imported")
+    n, r = scrypt_parameters(protection, name)
     try:
         salt = _unb64(str(protection.get("salt", "")))
         return MasterKey.from_passphrase(passphrase, salt, n=n, r=r)
