@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # only for annotations: _vault imports this module
     from ._secret import Secret
     from ._vault import AppRole, VaultConnection
 
-__all__ = ["KEY_ENV_VAR", "MasterKey"]
+__all__ = ["KEY_ENV_VAR", "MasterKey", "token_key_id"]
 
 #: The environment variable :meth:`MasterKey.from_env` reads by default.
 KEY_ENV_VAR: Final = "SECURESESSION_MASTER_KEY"
@@ -254,16 +254,15 @@ class MasterKey:
 
     def decrypt(self, token: str, context: bytes) -> bytes:
         """Decrypt a token made by :meth:`encrypt` with the same key and *context*."""
-        try:
-            raw = base64.urlsafe_b64decode(token.encode("ascii"))
-        except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError):
-            raise DecryptionError("ciphertext is not a securesession token") from None
+        raw = _token_bytes(token)
+        if raw is None:
+            raise DecryptionError("ciphertext is not a securesession token")
         if len(raw) < _MIN_TOKEN_LEN or raw[0] != _VERSION:
             raise DecryptionError("ciphertext is truncated or of an unknown token version")
-        token_key_id = raw[1:_HEADER_LEN].hex()
-        if token_key_id != self.key_id:
+        carried = raw[1:_HEADER_LEN].hex()
+        if carried != self.key_id:
             raise DecryptionError(
-                f"ciphertext was encrypted under key id {token_key_id}, "
+                f"ciphertext was encrypted under key id {carried}, "
                 f"but the master key has id {self.key_id}: wrong master key"
             )
         nonce = raw[_HEADER_LEN : _HEADER_LEN + _NONCE_LEN]
@@ -276,6 +275,24 @@ class MasterKey:
                 "ciphertext failed authentication: tampered, truncated, or moved "
                 "from another entry or field"
             ) from None
+
+
+def token_key_id(token: str) -> str | None:
+    """The key id a token says it was encrypted under, or ``None`` if *token* is not a
+    well-formed token of a known version. Nothing is decrypted, so nothing is proven:
+    this tells which key to expect (a registry that lost its recorded key id), never
+    that the token is authentic."""
+    raw = _token_bytes(token)
+    if raw is None or len(raw) < _MIN_TOKEN_LEN or raw[0] != _VERSION:
+        return None
+    return raw[1:_HEADER_LEN].hex()
+
+
+def _token_bytes(token: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError):
+        return None
 
 
 def _import_keyring() -> ModuleType:
