@@ -16,12 +16,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
-from .._crypto import MasterKey
+from .._crypto import MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import DecryptionError, RegistryCorruptError, TLSConfigError
 from .._secret import Credential, Secret
@@ -38,6 +39,11 @@ ENTRY_FORMAT: Final = 1
 #: profiles refuses them instead of silently dropping their pins and CA bundle.
 ENTRY_FORMAT_TLS: Final = 2
 _READABLE_FORMATS: Final = frozenset({ENTRY_FORMAT, ENTRY_FORMAT_TLS})
+#: The reserved secret field that authenticates a whole entry: an AES-GCM token of an
+#: empty plaintext whose associated data is the entry key, its settings and every other
+#: field token. An entry that has it is an *authenticated* (v3) entry; one without it
+#: was written by securesession 0.1.0 and is read as a *legacy* entry.
+ENTRY_TAG_FIELD: Final = "$entry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,11 @@ class Registry(Protocol):
 
     def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
         """Re-encrypt every secret under *new_key* in one transaction; *progress*, if
-        given, is called once per entry re-encrypted (for a progress bar)."""
+        given, is called once per entry re-encrypted (for a progress bar).
+
+        Every entry is rewritten in the current, authenticated format, so this is also
+        how a registry with legacy (unauthenticated) entries is upgraded; *new_key* may
+        be the current key."""
 
     def close(self) -> None:
         """Release connections; the registry is unusable afterwards."""
@@ -127,7 +137,8 @@ class RegistryStore(Protocol):
 
     def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         """Replace every entry's secrets by ``reseal(entry)`` and record *new_key_id*,
-        all in one transaction: either everything changes or nothing does."""
+        all in one transaction: either everything changes or nothing does. The
+        settings are kept exactly as stored (the new secrets authenticate them)."""
 
     def close(self) -> None: ...
 
@@ -137,7 +148,9 @@ class EncryptedRegistry:
 
     Each secret field is one AES-256-GCM token whose associated data is the entry's
     canonical key and the field's name, so tokens cannot be moved between entries
-    or fields. Thread-safe if the store is.
+    or fields; one more token (:data:`ENTRY_TAG_FIELD`) authenticates the entry as a
+    whole: its key, its settings and the exact set of its field tokens. Thread-safe
+    if the store is.
     """
 
     def __init__(self, store: RegistryStore, key: MasterKey, *, name: str) -> None:
@@ -202,14 +215,17 @@ class EncryptedRegistry:
 
     def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
         old_key = self._key
+        upgraded: set[str] = set()
 
         def reseal(sealed: SealedEntry) -> dict[str, str]:
-            tokens = {
-                name: new_key.encrypt(
-                    old_key.decrypt(token, _context(sealed.key, name)), _context(sealed.key, name)
-                )
-                for name, token in sealed.secrets.items()
-            }
+            # Authenticate first (a tampered authenticated entry stops the rotation; it
+            # must not come out of it re-authenticated), then seal in the current format
+            # over the settings exactly as stored, which rewrite_all keeps.
+            _check_format(sealed)
+            clear, legacy = _open_fields(sealed, old_key)
+            tokens = _seal_fields(sealed.key, sealed.settings, clear, new_key)
+            if legacy:
+                upgraded.add(sealed.key)
             if progress is not None:
                 progress()
             return tokens
@@ -219,6 +235,13 @@ class EncryptedRegistry:
         logger.info(
             "registry %s: rotated from key id %s to %s", self._name, old_key.key_id, new_key.key_id
         )
+        if upgraded:
+            logger.info(
+                "registry %s: %d legacy entr%s upgraded to the authenticated format",
+                self._name,
+                len(upgraded),
+                "y" if len(upgraded) == 1 else "ies",
+            )
 
     def close(self) -> None:
         self._store.close()
@@ -235,12 +258,144 @@ def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
 # -- sealing -----------------------------------------------------------------------
 
 
-def _context(key: str, field_name: str) -> bytes:
-    return b"securesession entry\x00" + key.encode() + b"\x00" + field_name.encode()
+# An entry is sealed in the current format ("v3") as:
+#
+# * one token per secret field, associated data  _FIELD_V3 + key + NUL + field name;
+# * one more field, ENTRY_TAG_FIELD: a token of an empty plaintext whose associated
+#   data is _TAG_V3 + the canonical JSON of {key, settings, [[field, token], ...]}
+#   (every other field, sorted). Editing a setting, adding, dropping or swapping a
+#   field token, or moving the row to another key changes that associated data, so
+#   the tag fails to authenticate and the entry is refused before anything is built.
+#
+# Entries written by securesession 0.1.0 ("legacy") have no tag and their field
+# tokens use _LEGACY; the labels differ, so a v3 token never opens as a legacy one:
+# stripping the tag from a v3 entry does not turn it into a legacy entry.
+_LEGACY: Final = b"securesession entry\x00"
+_FIELD_V3: Final = b"securesession entry v3\x00"
+_TAG_V3: Final = b"securesession entry tag v3\x00"
+_TAG_PLAINTEXT: Final = b""
+
+_legacy_warned: set[tuple[str, int]] = set()
+_legacy_warned_lock = threading.Lock()
+
+
+def _legacy_context(key: str, field_name: str) -> bytes:
+    return _LEGACY + key.encode() + b"\x00" + field_name.encode()
+
+
+def _field_context(key: str, field_name: str) -> bytes:
+    return _FIELD_V3 + key.encode() + b"\x00" + field_name.encode()
+
+
+def _tag_context(key: str, settings: dict[str, Any], secrets: dict[str, str]) -> bytes:
+    fields = sorted([name, token] for name, token in secrets.items() if name != ENTRY_TAG_FIELD)
+    document = {"key": key, "settings": settings, "fields": fields}
+    try:
+        canonical = json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise RegistryCorruptError(f"entry {key}: invalid stored settings ({exc})") from None
+    return _TAG_V3 + canonical.encode("ascii")
+
+
+def _seal_fields(
+    key: str, settings: dict[str, Any], clear: dict[str, str], master: MasterKey
+) -> dict[str, str]:
+    """The field tokens of an entry and the tag that authenticates them with *settings*."""
+    tokens = {
+        name: master.encrypt(value.encode(), _field_context(key, name))
+        for name, value in clear.items()
+    }
+    tokens[ENTRY_TAG_FIELD] = master.encrypt(_TAG_PLAINTEXT, _tag_context(key, settings, tokens))
+    return tokens
+
+
+def _check_format(sealed: SealedEntry) -> None:
+    settings = sealed.settings
+    if not isinstance(settings, dict) or settings.get("format") not in _READABLE_FORMATS:
+        raise RegistryCorruptError(f"entry {sealed.key}: unknown settings format")
+
+
+def _open_field(sealed: SealedEntry, name: str, key: MasterKey, *, legacy: bool) -> str:
+    token = sealed.secrets[name]
+    context = _legacy_context if legacy else _field_context
+    try:
+        return key.decrypt(token, context(sealed.key, name)).decode()
+    except DecryptionError as exc:
+        if legacy and _opens(token, key, _field_context(sealed.key, name)):
+            raise DecryptionError(
+                f"entry {sealed.key}: its authentication field {ENTRY_TAG_FIELD!r} was "
+                "removed outside securesession (its fields are in the authenticated "
+                "format); restore the entry from a backup or put it again"
+            ) from None
+        raise DecryptionError(f"entry {sealed.key}, field {name!r}: {exc}") from None
+    except UnicodeDecodeError:
+        raise RegistryCorruptError(f"entry {sealed.key}, field {name!r}: not UTF-8") from None
+
+
+def _opens(token: str, key: MasterKey, context: bytes) -> bool:
+    try:
+        key.decrypt(token, context)
+    except DecryptionError:
+        return False
+    return True
+
+
+def _verify_tag(sealed: SealedEntry, key: MasterKey) -> None:
+    """Raise unless the entry's tag authenticates its key, settings and field tokens."""
+    tag = sealed.secrets[ENTRY_TAG_FIELD]
+    try:
+        plaintext = key.decrypt(tag, _tag_context(sealed.key, sealed.settings, sealed.secrets))
+    except DecryptionError as exc:
+        carried = token_key_id(tag)
+        if carried is not None and carried != key.key_id:
+            raise DecryptionError(f"entry {sealed.key}: {exc}") from None
+        # Say which field, if one of them is the reason (tampered, or moved here).
+        for name in sorted(sealed.secrets):
+            if name != ENTRY_TAG_FIELD:
+                _open_field(sealed, name, key, legacy=False)
+        raise RegistryCorruptError(
+            f"entry {sealed.key}: invalid stored settings or fields (entry authentication "
+            "failed): they were changed outside securesession; restore the entry from a "
+            "backup or put it again"
+        ) from None
+    if plaintext != _TAG_PLAINTEXT:
+        raise RegistryCorruptError(f"entry {sealed.key}: invalid entry authentication field")
+
+
+def _open_fields(sealed: SealedEntry, key: MasterKey) -> tuple[dict[str, str], bool]:
+    """Every secret field of *sealed* in clear, once the entry is authenticated (or read
+    as a legacy entry); and whether it is a legacy entry."""
+    legacy = ENTRY_TAG_FIELD not in sealed.secrets
+    if not legacy:
+        _verify_tag(sealed, key)
+    clear = {
+        name: _open_field(sealed, name, key, legacy=legacy)
+        for name in sealed.secrets
+        if name != ENTRY_TAG_FIELD
+    }
+    return clear, legacy
+
+
+def _warn_legacy(sealed: SealedEntry) -> None:
+    marker = (sealed.key, sealed.revision)
+    with _legacy_warned_lock:
+        if marker in _legacy_warned:
+            return
+        _legacy_warned.add(marker)
+    logger.warning(
+        "entry %s is in the legacy format of securesession 0.1.0: its settings (injection "
+        "modes, header names, TLS profile: CA bundle, pins, CRL, versions) and its set of "
+        "secret fields are not authenticated, so whoever can write the registry store can "
+        "change them unnoticed; run `securesession rotate-key` to upgrade the registry",
+        sealed.key,
+    )
 
 
 def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
-    """Split *entry* into public settings and encrypted secret fields."""
+    """Split *entry* into public settings and encrypted secret fields, the entry tag
+    (:data:`ENTRY_TAG_FIELD`) among them."""
     clear: dict[str, str] = {}
     for role, credential in (("gateway", entry.gateway), ("request", entry.request)):
         if credential is not None:
@@ -258,26 +413,18 @@ def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str,
     }
     if entry.tls is not None:
         settings["tls"] = _seal_tls(entry.tls, clear)
-    secrets = {
-        name: key.encrypt(value.encode(), _context(entry.url, name))
-        for name, value in clear.items()
-    }
-    return settings, secrets
+    return settings, _seal_fields(entry.url, settings, clear, key)
 
 
 def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
-    """Decrypt a stored entry; any failure names the entry and the field."""
+    """Authenticate and decrypt a stored entry; any failure names the entry (and the
+    field, when one is to blame), never a value. Nothing is built from the settings
+    before the entry tag has authenticated them."""
+    _check_format(sealed)
+    clear, legacy = _open_fields(sealed, key)
+    if legacy:
+        _warn_legacy(sealed)
     settings = sealed.settings
-    if not isinstance(settings, dict) or settings.get("format") not in _READABLE_FORMATS:
-        raise RegistryCorruptError(f"entry {sealed.key}: unknown settings format")
-    clear: dict[str, str] = {}
-    for name, token in sealed.secrets.items():
-        try:
-            clear[name] = key.decrypt(token, _context(sealed.key, name)).decode()
-        except DecryptionError as exc:
-            raise DecryptionError(f"entry {sealed.key}, field {name!r}: {exc}") from None
-        except UnicodeDecodeError:
-            raise RegistryCorruptError(f"entry {sealed.key}, field {name!r}: not UTF-8") from None
 
     def credential(role: str) -> Credential | None:
         if f"{role}.password" not in clear:
