@@ -33,6 +33,7 @@ from securesession import (
     canonicalize,
     open_registry,
 )
+from securesession._crypto import token_key_id
 from securesession._registry import _base
 from securesession._registry.memory import MemoryStore
 from securesession._tls import TLSProfile
@@ -580,6 +581,56 @@ def test_a_put_rewrites_a_legacy_entry_authenticated(
     registry, entry = legacy
     registry.put(entry)
     assert TAG in store.row(entry.url)[1]
+
+
+# -- the key id of a registry that lost its record of it ---------------------------------
+
+
+def test_token_key_id_reads_the_header_without_decrypting() -> None:
+    key = MasterKey.generate()
+    token = key.encrypt(b"x", b"context")
+    assert token_key_id(token) == key.key_id
+    raw = base64.urlsafe_b64decode(token)
+    assert token_key_id(base64.urlsafe_b64encode(b"\x02" + raw[1:]).decode()) is None
+    assert token_key_id(token[:20]) is None
+    assert token_key_id("not a token!") is None
+    assert token_key_id("") is None
+
+
+def test_a_lost_key_id_record_is_not_replaced_by_a_wrong_key(
+    filled: EncryptedRegistry, store: Store, key: MasterKey
+) -> None:
+    filled.close()
+    store.delete_key_id_record()
+    wrong = MasterKey.generate()
+    with pytest.raises(DecryptionError, match="wrong master key") as caught:
+        store.open(wrong)
+    assert key.key_id in str(caught.value) and wrong.key_id in str(caught.value)
+    assert store.key_id_record() is None  # the wrong key was not adopted
+    right = store.open(key)
+    assert store.key_id_record() == key.key_id
+    assert len(list(right.entries())) == 2
+
+
+def test_a_lost_key_id_record_is_checked_against_legacy_tokens(
+    legacy: tuple[EncryptedRegistry, ServiceEntry], store: Store, key: MasterKey
+) -> None:
+    registry, entry = legacy
+    registry.close()
+    store.delete_key_id_record()
+    with pytest.raises(DecryptionError, match="wrong master key"):
+        store.open(MasterKey.generate())
+    assert store.key_id_record() is None
+    assert store.open(key).get(entry.url) == entry
+
+
+def test_an_empty_store_records_the_first_key(store: Store, key: MasterKey) -> None:
+    store.open(key).close()
+    assert store.key_id_record() == key.key_id
+    store.delete_key_id_record()
+    other = MasterKey.generate()
+    store.open(other).close()  # nothing stored: nothing to contradict it
+    assert store.key_id_record() == other.key_id
 
 
 def test_every_failure_is_a_securesession_error(

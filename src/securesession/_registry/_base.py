@@ -155,14 +155,25 @@ class EncryptedRegistry:
 
     def __init__(self, store: RegistryStore, key: MasterKey, *, name: str) -> None:
         stored = store.stored_key_id()
+        if stored is None:
+            # No key id recorded (a new store, or one whose record was lost): never
+            # adopt ours over entries that say they are under another key.
+            found = _key_id_of_entries(store)
+            if found is not None and found != key.key_id:
+                store.close()
+                raise DecryptionError(
+                    f"registry {name} records no key id, but its entries are encrypted "
+                    f"under key id {found}, and the master key has id {key.key_id}: "
+                    "wrong master key"
+                )
+            store.record_key_id(key.key_id)
+            stored = store.stored_key_id()  # another process may have recorded first
         if stored is not None and stored != key.key_id:
             store.close()
             raise DecryptionError(
                 f"registry {name} is encrypted under key id {stored}, "
                 f"but the master key has id {key.key_id}: wrong master key"
             )
-        if stored is None:
-            store.record_key_id(key.key_id)
         self._store = store
         self._key = key
         self._name = name
@@ -391,6 +402,21 @@ def _warn_legacy(sealed: SealedEntry) -> None:
         "change them unnoticed; run `securesession rotate-key` to upgrade the registry",
         sealed.key,
     )
+
+
+def _key_id_of_entries(store: RegistryStore) -> str | None:
+    """The key id the first stored token carries, if the store holds any token."""
+    try:
+        for sealed in store.scan():
+            for name in sorted(sealed.secrets):
+                found = token_key_id(sealed.secrets[name])
+                if found is not None:
+                    return found
+    except RegistryCorruptError:
+        # A store that cannot list entries before a key id is recorded (Vault: no
+        # index document yet) holds none that could be read.
+        return None
+    return None
 
 
 def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
