@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from .. import (
     Credential,
     DecryptionError,
+    EncryptedRegistry,
     EntryRef,
     InvalidURLError,
     MasterKey,
     Registry,
+    RegistryCorruptError,
     Secret,
     ServiceEntry,
 )
+from .._registry._base import ENTRY_TAG_FIELD, RegistryStore, seal
 
 __all__ = ["RegistryContract"]
 
@@ -46,6 +50,33 @@ def _entry(path: str, tag: str = "1", **options: object) -> ServiceEntry:
         request=Credential(f"CORP\\user-{tag}", f"req-SECRET-{tag}"),
         **options,  # type: ignore[arg-type]
     )
+
+
+def _store_of(registry: Registry) -> RegistryStore:
+    if not isinstance(registry, EncryptedRegistry):
+        pytest.skip("not an EncryptedRegistry: no sealed rows to check")
+    return registry.store
+
+
+def _sealed_by_0_1_0(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
+    """*entry* (credentials and secret headers, no TLS profile) as securesession 0.1.0
+    stored it: the same settings, no entry tag, field tokens under the old context."""
+    settings, _ = seal(entry, key)
+    clear: dict[str, str] = {}
+    for role, credential in (("gateway", entry.gateway), ("request", entry.request)):
+        if credential is not None:
+            clear[f"{role}.username"] = credential.username
+            clear[f"{role}.password"] = credential.password.reveal()
+    for header, value in entry.secret_headers.items():
+        clear[f"header.{header}"] = value.reveal()
+    secrets = {
+        name: key.encrypt(
+            value.encode(),
+            b"securesession entry\x00" + entry.url.encode() + b"\x00" + name.encode(),
+        )
+        for name, value in clear.items()
+    }
+    return settings, secrets
 
 
 class RegistryContract:
@@ -180,6 +211,36 @@ class RegistryContract:
         with pytest.raises(DecryptionError, match="re-keyed"):
             stale.put(_entry("/other/", "b"))
         assert [entry.url for entry in registry.entries()] == [BASE + "/svc"]
+
+    def test_an_entry_edited_in_the_store_fails_authentication(self, registry: Registry) -> None:
+        """Settings come back from the store exactly as written (the entry tag covers
+        them), and one changed behind securesession's back is refused."""
+        store = _store_of(registry)
+        stored = registry.put(_entry("/svc/", gateway_headers=("X-Bridge-User", "X-Bridge-Pw")))
+        sealed = store.read(stored.url)
+        assert sealed is not None and ENTRY_TAG_FIELD in sealed.secrets
+        settings = {**sealed.settings, "gateway_headers": ["X-Bridge-User", "X-Elsewhere"]}
+        store.write(stored.url, settings, sealed.secrets, key_id=registry.key_id)
+        with pytest.raises(RegistryCorruptError, match="entry authentication failed"):
+            registry.get(BASE + "/svc/x")
+        store.write(stored.url, sealed.settings, sealed.secrets, key_id=registry.key_id)
+        assert registry.get(BASE + "/svc/x") == stored
+
+    def test_rotation_upgrades_legacy_entries(
+        self, open_registry: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        """Entries written by securesession 0.1.0 (no entry tag) load, and a rotation
+        rewrites them authenticated."""
+        store = _store_of(registry)
+        entry = _entry("/old/", secret_headers={"X-Api-Key": "api-SECRET"})
+        store.write(entry.url, *_sealed_by_0_1_0(entry, key), key_id=registry.key_id)
+        assert registry.get(BASE + "/old/x") == entry
+        new_key = MasterKey.generate()
+        registry.rotate(new_key)
+        sealed = store.read(entry.url)
+        assert sealed is not None and ENTRY_TAG_FIELD in sealed.secrets
+        registry.close()
+        assert open_registry(new_key).get(BASE + "/old/x") == entry
 
     def test_userinfo_url_is_refused(self, registry: Registry) -> None:
         with pytest.raises(InvalidURLError) as caught:
