@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from clihelp import CLI, one_error_line
 
+from secretscan import leaks
 from securesession import Credential, ServiceEntry, TLSProfile
 from securesession.testing import CertificateAuthority, GatewayServer, SilentServer
 
@@ -153,6 +154,56 @@ def test_request_injects_credentials_and_redacts_them(
     assert by_method["POST"].header("Content-Type") == "application/json"
     assert by_method["PUT"].body == b"from a file"
     assert by_method["PUT"].header("X-Trace") == "abc"
+
+
+HOP_GW = ("hop-user", "hopSECRET-second")
+HOP_REQ = ("bob", "bobSECRET-second")
+HOP_HEADERS = ("X-Hop-User", "X-Hop-Proof")  # names entry A never injects
+HOP_SIG = "routeSECRET-second-hop"
+
+
+def test_request_verbose_redacts_the_secrets_of_every_redirect_hop(
+    ready: CLI, plain_gateway: GatewayServer
+) -> None:
+    """Entry A redirects to entry B (other secrets, other header names): ``-v`` shows
+    the headers of both hops, and must redact B's as well as A's."""
+    with GatewayServer(
+        expect_gateway=HOP_GW, gateway_headers=HOP_HEADERS, expect_request=HOP_REQ
+    ) as second:
+        registry = ready.open()
+        registry.put(
+            ServiceEntry(
+                f"{plain_gateway.url}/a",
+                gateway=Credential(*GW),
+                request=Credential(*REQ),
+                secret_headers={"X-Api-Key": "akeySECRET-first"},
+            )
+        )
+        registry.put(
+            ServiceEntry(
+                f"{second.url}/b",
+                gateway=Credential(*HOP_GW),
+                gateway_headers=HOP_HEADERS,
+                request=Credential(*HOP_REQ),
+                secret_headers={"X-Route-Sig": HOP_SIG},
+            )
+        )
+        registry.close()
+        plain_gateway.redirect("/a/start", f"{second.url}/b/landing")
+        # ready.run fails the test if any output holds a test secret (clear or base64).
+        result = ready.run("request", "GET", f"{plain_gateway.url}/a/start", "-v", "-i")
+        assert result.code == 0, result
+        recorded = second.requests[-1]
+    assert json.loads(result.stdout) == {"method": "GET", "path": "/b/landing"}
+    assert "< HTTP 302 Found" in result.stderr and "HTTP 200 OK" in result.stderr
+    assert f"> GET {second.url}/b/landing" in result.stderr
+    for header in ("X-Hop-User", "X-Hop-Proof", "X-Route-Sig", "Authorization"):
+        assert f"> {header}: <redacted>" in result.stderr, header
+    assert not leaks(result.output)
+    # The second hop really carried B's secrets, so redaction had something to hide.
+    assert recorded.header("X-Route-Sig") == HOP_SIG
+    assert recorded.header("X-Hop-Proof") == HOP_GW[1]
+    assert recorded.header("X-Api-Key") is None  # A's secret header stayed behind
 
 
 def test_request_failures(ready: CLI, plain_gateway: GatewayServer) -> None:

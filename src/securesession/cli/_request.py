@@ -2,7 +2,9 @@
 
 The status line and any echoed headers go to stderr, the body to stdout (or ``-o``),
 so ``securesession request GET URL | jq`` works. Header values the registry injected
-(and any header value that contains one of them) are shown as ``<redacted>``.
+(and any header value that contains one of them) are shown as ``<redacted>``, on
+every hop of a redirect chain: each hop's URL has its own entry, so the redactor
+covers what the entries of all of them inject.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Final
 
 import requests
 
-from securesession import SecureSession, canonicalize
+from securesession import InjectionPlan, SecureSession, canonicalize
 
 from ._commands import registry_from_args
 from ._common import EXIT_FAILED, EXIT_OK, CommandError, UsageError, note
@@ -136,6 +138,32 @@ def request_error(exc: requests.RequestException, url: str, timeout: float) -> C
     return CommandError(f"request to {where} failed: {type(exc).__name__}")
 
 
+def _redactor(session: SecureSession, urls: Iterable[str], first: InjectionPlan | None) -> Redactor:
+    """A redactor for everything the entries of *urls* inject: header names and values,
+    and the entries' own secrets (which a server might echo back in a header)."""
+    names: list[str] = []
+    values: list[str] = []
+    plans: list[InjectionPlan | None] = [first]
+    seen: set[str] = set()
+    for url in urls:
+        if url not in seen:
+            seen.add(url)
+            plans.append(session.plan_for(url))
+    for plan in plans:
+        if plan is None:
+            continue
+        names += [name for name, _ in plan.headers]
+        values += [str(value) for _, value in plan.headers]
+        if plan.auth is not None:
+            names.append("Authorization")
+        entry = plan.entry
+        for credential in (entry.gateway, entry.request):
+            if credential is not None:
+                values.append(credential.password.reveal())
+        values += [secret.reveal() for secret in entry.secret_headers.values()]
+    return Redactor(names, values)
+
+
 def cmd_request(args: argparse.Namespace) -> int:
     method = args.method.upper()
     if not _METHOD.fullmatch(method):
@@ -150,13 +178,8 @@ def cmd_request(args: argparse.Namespace) -> int:
         plan = session.plan_for(args.url)
         if plan is None:
             note(f"no registry entry matches {_where(args.url)}; sending without credentials")
-            redactor = Redactor((), ())
         else:
             note(f"entry {plan.key} matched")
-            names = [name for name, _ in plan.headers]
-            if plan.auth is not None:
-                names.append("Authorization")
-            redactor = Redactor(names, [value for _, value in plan.headers])
         try:
             response = session.request(
                 method,
@@ -171,6 +194,12 @@ def cmd_request(args: argparse.Namespace) -> int:
         except requests.RequestException as exc:
             raise request_error(exc, args.url, args.timeout) from exc
         body = response.content
+        # After redirects the later hops carried their own entries' secrets: cover
+        # the entry of every URL the chain went through (and the first URL's plan as
+        # it was before sending, in case a 401 refresh changed it since).
+        hops = [args.url, *(hop.request.url or args.url for hop in [*response.history, response])]
+        shows_headers = args.verbose or args.include
+        redactor = _redactor(session, hops, plan) if shows_headers else Redactor((), ())
     if args.verbose:
         for hop in [*response.history, response]:
             sent = hop.request
