@@ -178,15 +178,14 @@ def test_netrc_is_read_only_for_urls_without_an_entry(
     server: GatewayServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import securesession._session as session_module
-
     reads: list[str] = []
 
     def fake_netrc(url: str) -> tuple[str, str]:
         reads.append(url)
         return ("netrc-user", "netrc-pw")
 
-    monkeypatch.setattr(session_module, "get_netrc_auth", fake_netrc)
+    # Where requests' own tests patch it: read at call time, as requests does.
+    monkeypatch.setattr(requests.sessions, "get_netrc_auth", fake_netrc)
     add(registry, server.url + "/svc/", "svc")
     server.redirect("/svc/hop", server.url + "/public/landing")
     session.get(server.url + "/svc/x")
@@ -396,19 +395,21 @@ def test_warm_cache_decrypts_nothing_and_ttl_uses_the_injected_clock(
     clock = FakeClock()
     with SecureSession(registry, cache_ttl=60, timer=clock) as session:
         session.get(server.url + "/svc/1")
-        assert decryptions[0] == 4  # one per secret field: two credentials, two fields each
+        assert (
+            decryptions[0] == 5
+        )  # one per secret field (two credentials, two fields each), one tag
         for index in range(20):
             session.get(server.url + f"/svc/{index}")
-        assert decryptions[0] == 4
+        assert decryptions[0] == 5
         clock.now += 59
         session.get(server.url + "/svc/x")
-        assert decryptions[0] == 4
+        assert decryptions[0] == 5
         clock.now += 2
         session.get(server.url + "/svc/x")
-        assert decryptions[0] == 8
+        assert decryptions[0] == 10
         session.clear_cache()
         session.get(server.url + "/svc/x")
-        assert decryptions[0] == 12
+        assert decryptions[0] == 15
         info = session.cache_info()
         assert (info.loads, info.size) == (3, 1) and info.hits == 21
 
@@ -452,7 +453,7 @@ def test_concurrent_misses_decrypt_once(
             thread.start()
         for thread in threads:
             thread.join()
-    assert decryptions[0] == 4
+    assert decryptions[0] == 5
 
 
 def test_sixteen_threads_only_ever_send_their_own_credentials(

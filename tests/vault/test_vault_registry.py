@@ -110,6 +110,7 @@ def test_kv_holds_only_ciphertext(bao: Bao, prefix: str, opened: Any) -> None:
     assert entry_docs and all(
         set(doc["data"]["secrets"])
         == {
+            "$entry",
             "gateway.username",
             "gateway.password",
             "request.username",
