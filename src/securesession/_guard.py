@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import requests
 from requests import PreparedRequest, Response
 
 from ._cache import EntryCache, RecentLookups
@@ -37,7 +38,7 @@ from ._inject import InjectionPlan, apply_plan, build_plan
 from ._registry import EntryRef, Registry
 from ._urls import canonicalize
 
-__all__ = ["GuardedRequest", "WireGuard", "adopt", "where"]
+__all__ = ["GuardedRequest", "InvalidRequestURLError", "WireGuard", "adopt", "where"]
 
 logger = logging.getLogger("securesession")
 
@@ -166,10 +167,15 @@ class WireGuard:
         """The injection *url* gets (cached), or ``None`` if no entry matches."""
         if not url[:8].lower().startswith(("https://", "http://")):
             return None
+        if "@" in url and _has_userinfo(url):
+            self._refuse_a_userinfo_match(url)
+            return None
         try:
             ref = self.registry.lookup(url)
         except RegistryError as exc:
             return self._stale_plan(url, exc)
+        except InvalidURLError as exc:
+            raise InvalidRequestURLError(str(exc)) from None
         if self._lookups is not None:
             self._lookups.remember(url, ref)
             if self._serving_stale:
@@ -201,6 +207,19 @@ class WireGuard:
             logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
         return plan
 
+    def _refuse_a_userinfo_match(self, url: str) -> None:
+        """A URL with ``user:password@``: sent as requests sends it (the user
+        information becomes its Basic auth) when no entry matches; refused when one
+        does, since its credentials would then compete with the registry's."""
+        scheme, _, rest = url.partition("://")
+        authority, slash, path = rest.partition("/")
+        bare = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+        if self.plan_for(bare) is not None:
+            raise InvalidRequestURLError(
+                f"URL {where(bare)} carries user information (user:password@) and matches "
+                "a registry entry; keep credentials in the registry, not in the URL"
+            )
+
     def _stale_plan(self, url: str, error: RegistryError) -> InjectionPlan | None:
         """What *url* matched before the registry failed, if still fresh enough;
         otherwise re-raise *error* (fail closed)."""
@@ -222,6 +241,15 @@ class WireGuard:
             )
         logger.debug("registry unavailable; %s served from cache", where(url))
         return plan
+
+
+class InvalidRequestURLError(InvalidURLError, requests.exceptions.InvalidURL):
+    """An :class:`InvalidURLError` met while sending: also requests' ``InvalidURL``, so
+    code written for requests catches it as it would catch requests' own."""
+
+
+def _has_userinfo(url: str) -> bool:
+    return "@" in url.partition("://")[2].partition("/")[0].partition("?")[0]
 
 
 class _EntryRemoved(Exception):

@@ -10,9 +10,10 @@ from typing import Any, Final, NamedTuple, NoReturn
 
 import requests
 from requests import PreparedRequest, Request, Response
+from requests import sessions as requests_sessions
 from requests.adapters import BaseAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
-from requests.utils import get_netrc_auth
+from requests.utils import get_auth_from_url
 
 from ._adapter import SecureAdapter
 from ._exceptions import TLSConfigError
@@ -139,6 +140,14 @@ class SecureSession(requests.Session):
         return self._guard.plan_for(url)
 
     # -- requests hooks ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every mounted adapter once (ours is mounted for both schemes)."""
+        closed: list[BaseAdapter] = []
+        for adapter in self.adapters.values():
+            if not any(adapter is done for done in closed):
+                closed.append(adapter)
+                adapter.close()
 
     def mount(self, prefix: str | bytes, adapter: BaseAdapter) -> None:
         if isinstance(adapter, SecureAdapter):
@@ -302,6 +311,15 @@ def _shallow_copy(request: Request) -> Request:
 
 
 def _apply_netrc(request: PreparedRequest) -> None:
-    credentials = get_netrc_auth(request.url or "")
-    if credentials and "Authorization" not in request.headers:
+    """What requests' prepare step would have done for a URL without an entry: netrc
+    credentials, else the URL's own ``user:password@``."""
+    if "Authorization" in request.headers:
+        return
+    url = request.url or ""
+    # Looked up at call time, where requests' own tests (and users) patch it.
+    credentials = requests_sessions.get_netrc_auth(url)
+    if not credentials:
+        from_url = get_auth_from_url(url)
+        credentials = from_url if any(from_url) else None
+    if credentials:
         HTTPBasicAuth(*credentials)(request)
