@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import os
 from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = ["Credential", "Secret"]
 
 _REDACTED: Final = "**********"
+_HASH_KEY: Final = os.urandom(32)
 
 
 class Secret:
@@ -47,8 +49,11 @@ class Secret:
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
-        # Hashing the value would let a dict leak its equality class; identity is enough.
-        return id(self)
+        # Equal secrets must hash alike (Python's rule); a keyed digest, with a key made
+        # fresh in every process, keeps hash() from being a cheap oracle for the value.
+        return int.from_bytes(
+            hmac.digest(_HASH_KEY, self._value.encode(), "sha256")[:8], "big", signed=True
+        )
 
     def __bool__(self) -> bool:
         return bool(self._value)
