@@ -153,6 +153,11 @@ class ServiceEntry:
             _check_value(where, f"secret header {header!r}", value.reveal())
             _check_wire_safe(where, f"secret header {header!r}", None, value.reveal())
 
+    def __hash__(self) -> int:
+        # Equal entries have equal URLs (eq leaves revision and change time out), and a
+        # URL has one entry per registry: the URL alone keeps hash and eq consistent.
+        return hash(self.url)
+
     def __repr__(self) -> str:
         return (
             f"ServiceEntry(url={self.url!r}, gateway={self.gateway!r}, request={self.request!r}, "
