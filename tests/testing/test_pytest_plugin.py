@@ -212,6 +212,56 @@ def test_tls_gateway_with_a_client_certificate(pytester: pytest.Pytester) -> Non
     run(pytester).assert_outcomes(passed=1)
 
 
+def test_marker_entry_with_a_tls_profile(pytester: pytest.Pytester) -> None:
+    """The marker takes the dict form's ``tls=`` too: the session presents the profile's
+    client certificate to a gateway that requires one."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        from securesession import ClientCertificate, TLSProfile
+        from securesession.testing import GatewayServer
+
+        SERVER = GatewayServer(
+            tls=True, require_client_cert=True, expect_gateway=("gw", "gw-SECRET")
+        ).start()
+        ISSUED = SERVER.ca.issue_client("marker-client")
+        PROFILE = TLSProfile(
+            client_cert=ClientCertificate.from_pkcs12(
+                ISSUED.pkcs12(b"pfx-SECRET"), "pfx-SECRET"
+            ),
+            ca_bundle=SERVER.ca_pem,
+        )
+
+
+        @pytest.fixture(scope="module", autouse=True)
+        def _stop_the_server():
+            yield
+            SERVER.stop()
+
+
+        @pytest.mark.securesession_entries(
+            {SERVER.url + "/api": {"gateway": ("gw", "gw-SECRET"), "tls": PROFILE}}
+        )
+        def test_presents_the_client_certificate(securesession_registry, secure_session):
+            assert securesession_registry.get(SERVER.url + "/api").tls == PROFILE
+            response = secure_session.get(SERVER.url + "/api/orders/7", timeout=5)
+            assert response.status_code == 200
+            (record,) = SERVER.requests
+            assert record.client_cert_subject_cn == "marker-client"
+
+
+        @pytest.mark.securesession_entries({"https://svc.test/": {"tls": "pfx-SECRET"}})
+        def test_a_bad_profile_fails_plainly(securesession_registry):
+            pass
+        """
+    )
+    result = run(pytester, "--strict-markers")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*securesession_entries: entry *tls must be a TLSProfile*"])
+    assert "pfx-SECRET" not in result.stdout.str()
+
+
 def test_a_suite_that_does_not_use_it_starts_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

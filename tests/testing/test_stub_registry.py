@@ -8,12 +8,14 @@ import threading
 import pytest
 
 from securesession import (
+    ClientCertificate,
     Credential,
     InvalidEntryError,
     MasterKey,
     RegistryError,
     SecureSession,
     ServiceEntry,
+    TLSProfile,
     open_registry,
 )
 from securesession.testing import GatewayServer, Lookup, StubRegistry
@@ -114,6 +116,8 @@ def test_an_entry_under_another_url_is_refused() -> None:
         ({"url": "https://x.test/"}, TypeError, "unknown option"),
         ({"request": ("u", "p-SECRET"), "request_auth": "none"}, InvalidEntryError, "'none'"),
         ({"request": ("u", "p-SECRET"), "request_auth": "magic"}, InvalidEntryError, "magic"),
+        ({"tls": {"client_cert": "pfx-SECRET"}}, TypeError, "tls must be a TLSProfile or None"),
+        ({"tls": "pfx-SECRET"}, TypeError, "not str"),
     ],
 )
 def test_bad_specs_are_named_without_their_secrets(
@@ -248,3 +252,42 @@ def test_a_session_looks_up_once_per_request_sent(gateway_server: GatewayServer)
     first = gateway_server.requests[0]
     assert first.header("X-Gateway-User") == "gw"
     assert first.header("Authorization") == "Basic " + base64.b64encode(b"u:u-SECRET").decode()
+
+
+# -- TLS profiles ------------------------------------------------------------------------
+
+PFX_PASSWORD = "pfx-SECRET"
+
+
+def test_a_tls_profile_in_the_plain_data_form() -> None:
+    registry = StubRegistry({API: {"gateway": ("gw", "gw-SECRET"), "tls": None}})
+    entry = registry.get(API)
+    assert entry is not None and entry.tls is None
+    profile = TLSProfile(version="1.3", pins=("sha256/" + "A" * 43 + "=",))
+    registry.add(API, gateway=("gw", "gw-SECRET"), tls=profile)
+    entry = registry.get(API + "x")
+    assert entry is not None and entry.tls == profile
+
+
+def test_an_entry_with_a_tls_profile_presents_its_client_certificate() -> None:
+    """The dict form takes ``tls=``: SecureSession then presents the profile's client
+    certificate to a gateway that requires one, and trusts the profile's CA."""
+    with GatewayServer(
+        tls=True, require_client_cert=True, expect_gateway=("gw", "gw-SECRET")
+    ) as server:
+        issued = server.ca.issue_client("stub-client")
+        profile = TLSProfile(
+            client_cert=ClientCertificate.from_pkcs12(
+                issued.pkcs12(PFX_PASSWORD.encode()), PFX_PASSWORD
+            ),
+            ca_bundle=server.ca_pem,
+        )
+        entry_url = server.url + "/api"
+        registry = StubRegistry({entry_url: {"gateway": ("gw", "gw-SECRET"), "tls": profile}})
+        with SecureSession(registry) as session:
+            response = session.get(entry_url + "/orders/7", timeout=5)
+        assert response.status_code == 200
+        (record,) = server.requests
+        assert record.client_cert_subject_cn == "stub-client"
+        assert record.header("X-Gateway-User") == "gw"
+        registry.assert_used(entry_url, times=1)

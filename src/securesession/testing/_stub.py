@@ -29,6 +29,7 @@ from .. import (
     RegistryStore,
     Secret,
     ServiceEntry,
+    TLSProfile,
     canonicalize,
 )
 
@@ -56,6 +57,7 @@ _OPTIONS: Final = frozenset(
         "request_headers",
         "secret_headers",
         "description",
+        "tls",
     }
 )
 
@@ -73,8 +75,10 @@ class StubRegistry(EncryptedRegistry):
 
     *entries* is ``{url: spec}`` where *spec* holds ``ServiceEntry`` keyword
     arguments (``gateway``, ``request``, ``gateway_auth``, ``request_auth``,
-    ``gateway_headers``, ``request_headers``, ``secret_headers``, ``description``),
-    credentials given as ``(user, password)`` tuples or bare tokens; a spec may also
+    ``gateway_headers``, ``request_headers``, ``secret_headers``, ``description``,
+    ``tls``), credentials given as ``(user, password)`` tuples or bare tokens and
+    ``tls`` as a :class:`~securesession.TLSProfile` (client certificate, trust, pins:
+    the entry's mutual TLS, exactly as in production); a spec may also
     be a ready :class:`~securesession.ServiceEntry`, and *entries* may be an iterable
     of them. *key* defaults to a fresh random key. Pass another stub's :attr:`store`
     (and key) to reopen the same entries, as a second process would.
@@ -274,6 +278,10 @@ def entry_from_spec(url: str, spec: EntrySpec) -> ServiceEntry:
     for names in ("gateway_headers", "request_headers"):
         if names in options:
             options[names] = tuple(options[names])
+    tls = options.get("tls")
+    if tls is not None and not isinstance(tls, TLSProfile):
+        # Never echo the value: it may hold a certificate's password or key.
+        raise TypeError(f"entry {url}: tls must be a TLSProfile or None, not {type(tls).__name__}")
     return ServiceEntry(url=url, **options)
 
 
