@@ -10,7 +10,9 @@ It applies the TLS profile of the registry entry each request matched:
 * a changed profile (a rotated certificate) gets a new context, and the pools of
   the old one are closed;
 * server key pins are checked by the pool's connection class right after the
-  handshake, before urllib3 writes the request;
+  handshake, before urllib3 writes the request; under a vcrpy cassette that class
+  is vcrpy's stub around ours (see ``_CurrentConnectionClass``), so recording and
+  replay work over TLS profiles and a recorded connection is still checked;
 * TLS failures of requests that matched an entry are raised as
   :class:`~securesession.TLSHandshakeError` subclasses saying what happened.
 
@@ -98,8 +100,53 @@ class _ProfileHTTPSConnection(HTTPSConnection):
                 raise
 
 
+# urllib3's own HTTPS connection class, as vcrpy's recording stub names it.
+_URLLIB3_HTTPS: Final = HTTPSConnection
+
+
+# One derived class per stub (vcrpy makes one stub class per cassette), so that
+# connections made under one cassette are recognised, and reused, under it.
+_RECORDING_CLASSES: dict[type[HTTPSConnection], type[HTTPSConnection]] = {}
+_RECORDING_CLASSES_LOCK: Final = threading.Lock()
+
+
+def _recording_class(stub: type[HTTPSConnection]) -> type[HTTPSConnection]:
+    """*stub* (vcrpy's, bound to one cassette) whose real connection is ours."""
+    with _RECORDING_CLASSES_LOCK:
+        derived = _RECORDING_CLASSES.get(stub)
+        if derived is None:
+            if len(_RECORDING_CLASSES) >= 8:  # cassettes that ended: keep none alive
+                _RECORDING_CLASSES.clear()
+            derived = type(stub.__name__, (stub,), {"_baseclass": _ProfileHTTPSConnection})
+            _RECORDING_CLASSES[stub] = derived
+        return derived
+
+
+class _CurrentConnectionClass:
+    """``_ProfileHTTPSConnectionPool.ConnectionCls``, read when a connection is made.
+
+    vcrpy (and pytest-recording, which drives it) records and replays by replacing
+    ``HTTPSConnectionPool.ConnectionCls`` with a stub for the time of a cassette; the
+    stub opens its real connection, when it records, from its ``_baseclass``
+    (urllib3's ``HTTPSConnection``). While such a stub is in place, our pools use it
+    with ``_ProfileHTTPSConnection`` as that real connection: a replayed request
+    opens no connection, a recorded one is checked (pins, the profile's context) as
+    always. Any other replacement is ignored, as a plain class attribute would be.
+    """
+
+    def __get__(self, pool: object, owner: type | None = None) -> type[HTTPSConnection]:
+        current = HTTPSConnectionPool.ConnectionCls
+        if (
+            current is _URLLIB3_HTTPS
+            or not issubclass(current, HTTPSConnection)
+            or getattr(current, "_baseclass", None) is not _URLLIB3_HTTPS
+        ):
+            return _ProfileHTTPSConnection
+        return _recording_class(current)
+
+
 class _ProfileHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _ProfileHTTPSConnection
+    ConnectionCls = _CurrentConnectionClass()
 
 
 _POOL_CLASSES: Final = {"http": HTTPConnectionPool, "https": _ProfileHTTPSConnectionPool}

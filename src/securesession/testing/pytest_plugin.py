@@ -9,6 +9,10 @@ Fixtures:
     pre-loaded with the entries of any ``securesession_entries`` marker.
 ``secure_session``
     A :class:`~securesession.SecureSession` on that registry, closed after the test.
+``securesession_header_names``
+    ``injected_header_names(securesession_registry)``: every header name its entries
+    inject, for the redaction lists of recorders and tracers (pytest-recording's
+    ``vcr_config``, say).
 ``gateway_server`` / ``gateway_server_tls``
     A plain-HTTP / HTTPS :class:`~securesession.testing.GatewayServer` on 127.0.0.1,
     started once per test session and made pristine for every test (records,
@@ -115,6 +119,25 @@ def secure_session(securesession_registry: StubRegistry) -> Iterator[SecureSessi
     session = SecureSession(securesession_registry)
     yield session
     session.close()
+
+
+@pytest.fixture
+def securesession_header_names(securesession_registry: StubRegistry) -> tuple[str, ...]:
+    """Every header name the entries of ``securesession_registry`` inject, plus
+    ``Authorization`` and ``Proxy-Authorization``
+    (:func:`~securesession.integrations.injected_header_names`).
+
+    Read when the fixture is set up, so it covers the ``securesession_entries``
+    markers; an entry added later in the test with other header names is not in it.
+    For pytest-recording::
+
+        @pytest.fixture
+        def vcr_config(securesession_header_names):
+            return {"filter_headers": [(name, "[REDACTED]") for name in securesession_header_names]}
+    """
+    from ..integrations import injected_header_names
+
+    return injected_header_names(securesession_registry)
 
 
 # -- gateway servers ---------------------------------------------------------------------
