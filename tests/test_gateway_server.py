@@ -6,6 +6,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import stat
@@ -21,12 +22,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from securesession import ClientCertificate, SecureSession, TLSProfile
+from securesession._tls import EXPIRY_WARNING_DAYS
 from securesession.testing import (
     CertificateAuthority,
     GatewayServer,
     IssuedCert,
     RecordedRequest,
     SilentServer,
+    StubRegistry,
 )
 
 
@@ -92,6 +96,51 @@ def test_issue_client_eku_and_expired_window(ca: CertificateAuthority) -> None:
     assert cert.not_valid_after_utc == past.replace(microsecond=0)
     assert cert.not_valid_before_utc < cert.not_valid_after_utc
     assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == "alice"
+
+
+def test_default_validity_is_clear_of_the_expiry_warning(ca: CertificateAuthority) -> None:
+    now = datetime.now(timezone.utc)
+    for issued in (ca.issue_client("default-client"), ca.issue_server()):
+        lifetime = issued.certificate.not_valid_after_utc - now
+        assert lifetime > timedelta(days=EXPIRY_WARNING_DAYS + 300)
+        # The CA outlives what it issues by default.
+        assert issued.certificate.not_valid_after_utc <= ca.cert.not_valid_after_utc
+    explicit = ca.issue_client("short", not_after=now + timedelta(days=3))
+    assert explicit.certificate.not_valid_after_utc == (now + timedelta(days=3)).replace(
+        microsecond=0
+    )
+
+
+def _expiry_warnings(
+    ca: CertificateAuthority, issued: IssuedCert, caplog: pytest.LogCaptureFixture
+) -> list[str]:
+    """Send one request through SecureSession with *issued* as the entry's client
+    certificate; return the expiry warnings logged."""
+    password = "pfx-SECRET"
+    profile = TLSProfile(
+        client_cert=ClientCertificate.from_pkcs12(issued.pkcs12(password.encode()), password),
+        ca_bundle=ca.cert_pem,
+    )
+    with GatewayServer(tls=True, ca=ca, require_client_cert=True) as server:
+        registry = StubRegistry({server.url: {"gateway": ("gw", "gw-SECRET"), "tls": profile}})
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING, logger="securesession"),
+            SecureSession(registry) as session,
+        ):
+            assert session.get(server.url + "/x", timeout=5).status_code == 200
+        assert server.requests[-1].client_cert_subject_cn == issued.subject_cn
+    return [r.getMessage() for r in caplog.records if "expires in" in r.getMessage()]
+
+
+def test_a_default_client_certificate_logs_no_expiry_warning(
+    ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert _expiry_warnings(ca, ca.issue_client("default-client"), caplog) == []
+    soon = ca.issue_client("soon-client", not_after=datetime.now(timezone.utc) + timedelta(days=10))
+    (warning,) = _expiry_warnings(ca, soon, caplog)
+    assert "CN=soon-client" in warning
+    assert "expires in 10 day(s); renew it" in warning
 
 
 def test_spki_pin_matches_independent_digest(ca: CertificateAuthority) -> None:

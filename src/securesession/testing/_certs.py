@@ -36,8 +36,11 @@ _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 # Leave a little slack on not_before so a cert issued "now" is valid even if
 # the verifying side's clock is a few seconds behind ours.
 _CLOCK_SKEW = timedelta(minutes=5)
-_DEFAULT_LEAF_LIFETIME = timedelta(days=30)
-_CA_LIFETIME = timedelta(days=365)
+# A year: well clear of the library's client-certificate expiry warning (30 days), so a
+# default test certificate never warns; pass not_after for a short-lived or expired one.
+_DEFAULT_LEAF_LIFETIME = timedelta(days=365)
+# The CA outlives every certificate it issues with the default lifetime.
+_CA_LIFETIME = timedelta(days=3650)
 
 
 def _now() -> datetime:
@@ -316,7 +319,7 @@ class CertificateAuthority:
         """Issue a serverAuth certificate for ``hosts``.
 
         IP literals become IP SANs, everything else DNS SANs; the first host is
-        also the subject CN.
+        also the subject CN. Valid for a year unless ``not_after`` says otherwise.
         """
         if isinstance(hosts, str):
             hosts = (hosts,)
@@ -345,7 +348,9 @@ class CertificateAuthority:
         not_after: datetime | None = None,
         key_type: KeyType | None = None,
     ) -> IssuedCert:
-        """Issue a clientAuth certificate; ``not_after`` in the past gives an expired one."""
+        """Issue a clientAuth certificate, valid for a year unless ``not_after`` says
+        otherwise (a date within 30 days gives one the library warns about; in the past,
+        an expired one)."""
         return self._issue(
             common_name,
             eku=ExtendedKeyUsageOID.CLIENT_AUTH,
