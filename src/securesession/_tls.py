@@ -16,6 +16,14 @@ reads files, so the key is re-encrypted under a one-time random passphrase and
 handed over through an anonymous memory file (``memfd_create`` on Linux) or,
 elsewhere, a private temporary file that holds only the encrypted key and is
 removed as soon as OpenSSL has read it.
+
+Contexts are built from the standard library's own ``ssl.SSLContext`` class,
+captured when this module is imported (or recovered from behind a replacement
+such as ``truststore.inject_into_ssl()`` that ran earlier), and their property
+setters never go through the ``ssl`` module's global name: a profile's trust,
+pins and client certificate stay its own whatever replaces ``ssl.SSLContext``
+process-wide, before or after this import. ``ca_bundle="system"`` asks for the
+operating system's trust store explicitly, through truststore.
 """
 
 from __future__ import annotations
@@ -23,12 +31,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
+import platform
 import re
 import secrets
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -37,7 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -126,6 +137,80 @@ _RC2_OID_DER: Final = bytes.fromhex("060a2a864886f70d010c0106")
 # the temporary-file path.
 _USE_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 _PROBE_TIMEOUT: Final = 3.0
+#: ``TLSProfile(ca_bundle=SYSTEM_TRUST)``: the operating system's trust store, through
+#: truststore, instead of CAs stored in the entry.
+SYSTEM_TRUST: Final = "system"
+_TRUSTSTORE_EXTRA: Final = "pip install 'securesession[truststore]'"
+
+
+# -- the standard library's SSLContext ------------------------------------------------
+
+
+def _standard_ssl_context_class() -> type[ssl.SSLContext]:
+    """The standard library's own ``ssl.SSLContext``, even when something has replaced
+    ``ssl.SSLContext`` before this module was imported (``truststore.inject_into_ssl()``,
+    as pip and many command-line tools call it).
+
+    A replacement subclasses the original (truststore does on CPython) or keeps a
+    reference to it (truststore does everywhere).
+    """
+    current = ssl.SSLContext
+    for klass in current.__mro__:
+        if klass.__module__ == "ssl" and klass.__qualname__ == "SSLContext":
+            return cast("type[ssl.SSLContext]", klass)
+    saved = getattr(sys.modules.get("truststore._ssl_constants"), "_original_SSLContext", None)
+    if isinstance(saved, type) and issubclass(saved, ssl.SSLContext):  # pragma: no cover
+        return saved
+    return current  # pragma: no cover - nothing replaced it in a way we could recognise
+
+
+if TYPE_CHECKING:
+    _StandardSSLContext = ssl.SSLContext
+else:
+    _StandardSSLContext = _standard_ssl_context_class()
+
+#: The C-level attributes under the standard class's Python properties.
+_C_LEVEL: Final[Any] = super(_StandardSSLContext, _StandardSSLContext)
+#: The properties whose setters ``ssl.py`` writes as ``super(SSLContext, SSLContext)``,
+#: with ``SSLContext`` looked up in the ``ssl`` module when the setter runs.
+_C_LEVEL_PROPERTIES: Final = (
+    "minimum_version",
+    "maximum_version",
+    "options",
+    "verify_flags",
+    "verify_mode",
+)
+
+
+def _c_level_property(name: str) -> property:
+    """*name*'s standard getter, and a setter that writes the C-level attribute itself."""
+    standard = inspect.getattr_static(_StandardSSLContext, name)
+    raw = getattr(_C_LEVEL, name)
+
+    def set_value(self: ssl.SSLContext, value: Any) -> None:
+        if name == "minimum_version" and value == ssl.TLSVersion.SSLv3:  # as ssl.py does
+            self.options &= ~ssl.Options.OP_NO_SSLv3
+        raw.__set__(self, value)
+
+    return property(standard.fget, set_value, None, standard.__doc__)
+
+
+class _IsolatedSSLContext(_StandardSSLContext):
+    """The standard ``SSLContext`` class, whatever ``ssl.SSLContext`` names now.
+
+    Once ``ssl.SSLContext`` is replaced by a subclass of itself (truststore's),
+    the standard setters' ``super(SSLContext, SSLContext)`` resolves back to the
+    very same setter, forever: a RecursionError on the first ``verify_mode`` urllib3
+    sets. These setters go to the C level directly. (``_msg_callback``, a private
+    debugging hook nobody here sets, keeps the standard code.)
+    """
+
+    if not TYPE_CHECKING:
+        minimum_version = _c_level_property("minimum_version")
+        maximum_version = _c_level_property("maximum_version")
+        options = _c_level_property("options")
+        verify_flags = _c_level_property("verify_flags")
+        verify_mode = _c_level_property("verify_mode")
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -417,7 +502,9 @@ class TLSProfile:
     ``version``          ``"1.2"`` or ``"1.3"``: pin exactly that version; or give a
                          range with ``min_version`` / ``max_version`` (default 1.2 to 1.3)
     ``ca_bundle``        CAs trusted for this service's server certificate (path or PEM
-                         bytes; stored by content); default: the certifi store, as requests
+                         bytes; stored by content); ``"system"``: the operating system's
+                         trust store, through truststore (``securesession[truststore]``);
+                         default: the certifi store, as requests
     ``pins``             server SubjectPublicKeyInfo pins, ``sha256/<base64>``; the
                          server's (leaf) key must match one, checked right after the
                          handshake, before any request byte is sent
@@ -441,7 +528,7 @@ class TLSProfile:
     version: TLSVersionName | None
     min_version: TLSVersionName | None
     max_version: TLSVersionName | None
-    ca_bundle: bytes | None
+    ca_bundle: bytes | Literal["system"] | None
     pins: tuple[str, ...]
     crl: bytes | None
     crl_scope: CRLScope
@@ -455,7 +542,7 @@ class TLSProfile:
         version: TLSVersionName | None = None,
         min_version: TLSVersionName | None = None,
         max_version: TLSVersionName | None = None,
-        ca_bundle: Source | None = None,
+        ca_bundle: Source | Literal["system"] | None = None,
         pins: Iterable[str] | str = (),
         crl: Source | None = None,
         crl_scope: CRLScope = "leaf",
@@ -492,13 +579,12 @@ class TLSProfile:
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "min_version", min_version)
         object.__setattr__(self, "max_version", max_version)
-        object.__setattr__(
-            self,
-            "ca_bundle",
-            None
-            if ca_bundle is None
-            else _pem_certificates(_read_source(ca_bundle, "CA bundle"), "CA bundle"),
-        )
+        trust: bytes | Literal["system"] | None
+        if ca_bundle is None or (isinstance(ca_bundle, str) and ca_bundle == SYSTEM_TRUST):
+            trust = cast('Literal["system"] | None', ca_bundle)
+        else:
+            trust = _pem_certificates(_read_source(ca_bundle, "CA bundle"), "CA bundle")
+        object.__setattr__(self, "ca_bundle", trust)
         object.__setattr__(self, "pins", pin_tuple)
         object.__setattr__(
             self, "crl", None if crl is None else _pem_crls(_read_source(crl, "CRL"))
@@ -529,12 +615,20 @@ class TLSProfile:
         """``"TLS 1.2 only"`` or ``"TLS 1.2 to 1.3"``."""
         return _describe_versions(*self.versions)
 
+    @property
+    def system_trust(self) -> bool:
+        """True when the server is verified against the operating system's trust store
+        (``ca_bundle="system"``)."""
+        return isinstance(self.ca_bundle, str)
+
     def __hash__(self) -> int:
         return hash((self.client_cert, self.versions, self.pins, self.ca_bundle, self.crl))
 
     def __repr__(self) -> str:
         parts = [f"client_cert={self.client_cert!r}", f"versions={self.describe_versions()!r}"]
-        if self.ca_bundle is not None:
+        if self.system_trust:
+            parts.append("ca_bundle='system'")
+        elif isinstance(self.ca_bundle, bytes):
             parts.append(f"ca_bundle=<{self.ca_bundle.count(b'-----BEGIN')} certificate(s)>")
         if self.pins:
             parts.append(f"pins={self.pins!r}")
@@ -554,12 +648,17 @@ class _PeerSocket(Protocol):
     def version(self) -> str | None: ...
 
 
-class ProfileContext(ssl.SSLContext):
+class ProfileContext(_IsolatedSSLContext):
     """The ``ssl.SSLContext`` of one :class:`TLSProfile`, built by :func:`build_context`.
 
     It is complete when built and never changed afterwards; a new profile (a
     rotated certificate) gets a new context. It also carries what must be checked
     once per connection, after the handshake: see :meth:`check_connection`.
+
+    It is an instance of the standard library's ``SSLContext`` even when
+    ``ssl.SSLContext`` has been replaced process-wide (``truststore.inject_into_ssl()``),
+    before or after this module was imported: the profile's CA scope holds either
+    way. A ``ca_bundle="system"`` profile's context is also a ``truststore.SSLContext``.
     """
 
     profile: TLSProfile
@@ -695,6 +794,56 @@ def _private_path(data: bytes) -> Iterator[str]:
             os.unlink(path)
 
 
+def _truststore_context_class(where: str) -> type[ssl.SSLContext]:
+    try:
+        import truststore
+    except ImportError:
+        raise TLSConfigError(
+            f"entry {where}: ca_bundle='system' (the operating system's trust store) needs "
+            f"the truststore package: {_TRUSTSTORE_EXTRA}"
+        ) from None
+    return truststore.SSLContext
+
+
+_SYSTEM_CLASSES: dict[type[ssl.SSLContext], type[ProfileContext]] = {}
+_SYSTEM_CLASSES_LOCK: Final = threading.Lock()
+
+
+def _system_context_class(base: type[ssl.SSLContext]) -> type[ProfileContext]:
+    """A :class:`ProfileContext` that is also a ``truststore.SSLContext`` (*base*).
+
+    truststore's context hands every setting to an inner standard context, which
+    does the handshake, and verifies the server against the operating system's
+    store. Its property setters, not ``_IsolatedSSLContext``'s, must be the ones
+    that run: they reach that inner context, and are safe from the recursion.
+    """
+    missing = [name for name in _C_LEVEL_PROPERTIES if name not in base.__dict__]
+    if missing:
+        raise TLSConfigError(
+            f"ca_bundle='system': this truststore does not forward {', '.join(missing)} to "
+            f"its inner context; upgrade it ({_TRUSTSTORE_EXTRA} asks for a recent one)"
+        )
+    with _SYSTEM_CLASSES_LOCK:
+        made = _SYSTEM_CLASSES.get(base)
+        if made is None:
+            namespace: dict[str, Any] = {name: base.__dict__[name] for name in _C_LEVEL_PROPERTIES}
+            namespace["__module__"] = __name__
+            namespace["__doc__"] = "A ProfileContext verifying against the OS store (truststore)."
+            made = cast(
+                "type[ProfileContext]",
+                type("SystemProfileContext", (ProfileContext, base), namespace),
+            )
+            _SYSTEM_CLASSES[base] = made
+    return made
+
+
+def _system_store_in_openssl() -> bool:
+    """Whether truststore verifies with OpenSSL here (its Linux/BSD path, which loads
+    OpenSSL's default verify paths) rather than with the platform's own verifier
+    after the handshake (Windows, macOS), which never reads an entry's CRL."""
+    return platform.system() not in ("Windows", "Darwin")
+
+
 def _default_ca_file() -> str | None:
     try:
         import certifi
@@ -710,7 +859,17 @@ def build_context(profile: TLSProfile, *, where: str) -> ProfileContext:
     and :class:`ClientCertificateExpiredError` for an expired client certificate;
     logs a warning when the certificate expires within 30 days.
     """
-    context = ProfileContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the server and its name
+    context_class = ProfileContext
+    if profile.system_trust:
+        context_class = _system_context_class(_truststore_context_class(where))
+        if profile.crl is not None and not _system_store_in_openssl():
+            raise TLSConfigError(
+                f"entry {where}: crl= cannot be checked with ca_bundle='system' on "
+                f"{platform.system()}: the operating system verifies the server there and "
+                f"does not read the entry's CRL; give the gateway's CA as ca_bundle to check "
+                f"a local CRL"
+            )
+    context = context_class(ssl.PROTOCOL_TLS_CLIENT)  # verifies the server and its name
     context.profile = profile
     context.where = where
     context._crl_dp_warned = False
@@ -745,8 +904,10 @@ def build_context(profile: TLSProfile, *, where: str) -> ProfileContext:
             f"TLS {low}; change the entry's TLS versions"
         )
     try:
-        if profile.ca_bundle is not None:
+        if isinstance(profile.ca_bundle, bytes):
             context.load_verify_locations(cadata=profile.ca_bundle.decode("ascii"))
+        elif profile.system_trust:
+            pass  # truststore consults the operating system's store at every handshake
         else:
             default = _default_ca_file()
             if default is not None:
@@ -855,6 +1016,10 @@ _VERIFY_HINTS: Final = {
 }
 
 
+#: OpenSSL verify codes meaning "no trusted CA for this chain".
+_UNTRUSTED_CODES: Final = frozenset({2, 18, 19, 20, 21})
+
+
 def find_ssl_error(error: BaseException) -> ssl.SSLError | None:
     """The ``ssl.SSLError`` somewhere under *error* (through ``reason``, ``args``,
     ``__cause__`` and ``__context__``, as HTTP libraries wrap it), or None."""
@@ -891,7 +1056,7 @@ def probe_server_versions(
     for name in _ORDER:
         if not _LOCALLY_AVAILABLE[name]:
             continue
-        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        probe = _IsolatedSSLContext(ssl.PROTOCOL_TLS_CLIENT)
         probe.check_hostname = False
         probe.verify_mode = ssl.CERT_NONE
         try:
@@ -932,7 +1097,7 @@ def probe_client_verdict(
     if context is None:
         # No profile: only the server's verdict on "no certificate" matters here,
         # and nothing is sent, so the probe need not verify the server.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context = _IsolatedSSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     try:
@@ -994,20 +1159,31 @@ def diagnose(
         return None
     origin = f"{host}:{port}"
     cert = profile.client_cert if profile is not None else None
-    reason = ssl_error.reason or ""
+    reason = getattr(ssl_error, "reason", None) or ""  # unset on errors truststore raises
     detail = _openssl_text(ssl_error)
 
     if isinstance(ssl_error, ssl.SSLCertVerificationError):
-        code = int(ssl_error.verify_code or 0)
-        hint = _VERIFY_HINTS.get(code, "")
-        store = (
-            "the entry's CA bundle"
-            if profile is not None and profile.ca_bundle is not None
-            else "the default CA store (certifi)"
-        )
+        code = int(getattr(ssl_error, "verify_code", 0) or 0)
+        message = getattr(ssl_error, "verify_message", None) or detail
+        system = profile is not None and profile.system_trust
+        # Codes are OpenSSL's unless the platform's verifier (truststore on Windows and
+        # macOS) raised the error.
+        openssl_code = not system or _system_store_in_openssl()
+        hint = _VERIFY_HINTS.get(code, "") if openssl_code else ""
+        if system and openssl_code and code in _UNTRUSTED_CODES:
+            hint = "the CA of the server's certificate is not in the operating system's store"
+        if system:
+            store = (
+                "the operating system's trust store (ca_bundle='system', through truststore); "
+                "if the gateway's CA is a private one, add it to that store or give it as the "
+                "entry's ca_bundle"
+            )
+        elif profile is not None and profile.ca_bundle is not None:
+            store = "the entry's CA bundle"
+        else:
+            store = "the default CA store (certifi)"
         server_error = ServerCertificateError(
-            f"entry {where}: the certificate of {origin} was not accepted: "
-            f"{ssl_error.verify_message or detail}. "
+            f"entry {where}: the certificate of {origin} was not accepted: {message}. "
             + (f"In plain words: {hint}. " if hint else "")
             + f"Trusted here: {store}."
         )

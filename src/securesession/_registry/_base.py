@@ -495,7 +495,10 @@ def _seal_tls(profile: TLSProfile, clear: dict[str, str]) -> dict[str, Any]:
         "version": profile.version,
         "min_version": profile.min_version,
         "max_version": profile.max_version,
-        "ca_bundle": None if profile.ca_bundle is None else profile.ca_bundle.decode("ascii"),
+        # PEM text, "system" (the OS trust store) or None (certifi)
+        "ca_bundle": profile.ca_bundle.decode("ascii")
+        if isinstance(profile.ca_bundle, bytes)
+        else profile.ca_bundle,
         "pins": list(profile.pins),
         "crl": None if profile.crl is None else profile.crl.decode("ascii"),
         "crl_scope": profile.crl_scope,
@@ -522,7 +525,7 @@ def _unseal_tls(settings: Any, clear: dict[str, str]) -> TLSProfile | None:
         version=settings["version"],
         min_version=settings["min_version"],
         max_version=settings["max_version"],
-        ca_bundle=None if ca_bundle is None else ca_bundle.encode("ascii"),
+        ca_bundle=ca_bundle if ca_bundle in (None, "system") else ca_bundle.encode("ascii"),
         pins=tuple(settings["pins"]),
         crl=None if crl is None else crl.encode("ascii"),
         crl_scope=settings["crl_scope"],

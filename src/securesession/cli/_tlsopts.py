@@ -77,7 +77,10 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-min", choices=_VERSIONS, help="lowest TLS version (default 1.2)")
     group.add_argument("--tls-max", choices=_VERSIONS, help="highest TLS version (default 1.3)")
     group.add_argument(
-        "--ca-bundle", metavar="PEM", help="CAs trusted for this service (default: certifi)"
+        "--ca-bundle",
+        metavar="PEM",
+        help="CAs trusted for this service, or 'system' for the OS trust store (needs "
+        "securesession[truststore]); default: certifi",
     )
     group.add_argument(
         "--pin",
@@ -220,9 +223,10 @@ def describe_tls(profile: TLSProfile | None) -> dict[str, Any] | None:
             "format": cert.format,
         },
         "versions": profile.describe_versions(),
-        "ca_bundle_certificates": None
-        if profile.ca_bundle is None
-        else profile.ca_bundle.count(b"-----BEGIN CERTIFICATE-----"),
+        "ca_bundle_certificates": profile.ca_bundle.count(b"-----BEGIN CERTIFICATE-----")
+        if isinstance(profile.ca_bundle, bytes)
+        else None,
+        "system_trust_store": profile.system_trust,
         "pins": list(profile.pins),
         "crl": None
         if profile.crl is None
@@ -245,6 +249,8 @@ def tls_text(tls: dict[str, Any] | None, *, short: bool = False) -> str:
     parts.append(tls["versions"])
     if tls["ca_bundle_certificates"] is not None:
         parts.append("own CA" if short else f"CA bundle ({tls['ca_bundle_certificates']})")
+    if tls.get("system_trust_store"):
+        parts.append("OS store" if short else "OS trust store")
     if tls["pins"]:
         parts.append(f"{len(tls['pins'])} pin(s)" if short else "pins " + ", ".join(tls["pins"]))
     if tls["crl"] is not None:
