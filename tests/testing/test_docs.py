@@ -30,8 +30,9 @@ def test_every_docs_example_passes(pytester: pytest.Pytester) -> None:
         "test_orders_responses.py",
         "test_orders_requests_mock.py",
         "test_orders_unittest.py",
+        "test_orders_tls.py",
     }
     for name, body in examples.items():
         pytester.path.joinpath(name).write_text(body, encoding="utf-8")
     result = pytester.runpytest("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=11)
+    result.assert_outcomes(passed=16)

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -12,8 +14,14 @@ import requests_mock
 import responses
 from responses import matchers
 
-from securesession import SecureSession
-from securesession.testing import StubRegistry
+from securesession import (
+    ClientCertificate,
+    ClientCertificateExpiredError,
+    SecureSession,
+    TLSConfigError,
+    TLSProfile,
+)
+from securesession.testing import CertificateAuthority, StubRegistry
 
 API = "https://svc.test/api/"
 ENTRIES = {
@@ -146,3 +154,101 @@ def test_a_caller_header_still_wins_under_a_mock(session: SecureSession) -> None
         session.get(API + "x", headers={"X-Api-Key": "mine-SECRET"})
         assert mock.last_request.headers["X-Api-Key"] == "mine-SECRET"
         assert mock.last_request.headers["X-Gateway-User"] == "gw"
+
+
+# -- entries with a TLS profile ----------------------------------------------------------
+#
+# What each mock does with an entry whose TLSProfile only SecureAdapter can apply
+# (docs/testing.md, "Entries with a TLS profile").
+
+PFX_PASSWORD = "pfx-SECRET"
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return CertificateAuthority()
+
+
+def _tls_registry(ca: CertificateAuthority, *, days: float = 365) -> StubRegistry:
+    now = datetime.now(timezone.utc)
+    issued = ca.issue_client("mocked-client", not_after=now + timedelta(days=days))
+    profile = TLSProfile(
+        client_cert=ClientCertificate.from_pkcs12(
+            issued.pkcs12(PFX_PASSWORD.encode()), PFX_PASSWORD
+        ),
+        ca_bundle=ca.cert_pem,
+    )
+    return StubRegistry({API: {**ENTRIES[API], "tls": profile}})
+
+
+def test_responses_under_a_tls_profile_entry_loads_the_profile(ca: CertificateAuthority) -> None:
+    """responses patches HTTPAdapter.send, below SecureAdapter.send: the profile's context
+    is built (certificate decrypted and loaded, expiry checked) and only the network is
+    replaced."""
+    with SecureSession(_tls_registry(ca)) as session, responses.RequestsMock() as mock:
+        mock.get(API + "orders/7", json={"id": 7})
+        assert session.get(API + "orders/7").json() == {"id": 7}
+        assert _injected(mock.calls[0].request.headers) == EXPECTED
+
+
+def test_responses_under_a_tls_profile_entry_refuses_an_expired_certificate(
+    ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        SecureSession(_tls_registry(ca, days=-1)) as session,
+        responses.RequestsMock(assert_all_requests_are_fired=False) as mock,
+    ):
+        mock.get(API + "orders/7", json={"id": 7})
+        with pytest.raises(ClientCertificateExpiredError, match="has expired; nothing was sent"):
+            session.get(API + "orders/7")
+        assert not mock.calls
+    with (
+        caplog.at_level(logging.WARNING, logger="securesession"),
+        SecureSession(_tls_registry(ca, days=10)) as session,
+        responses.RequestsMock() as mock,
+    ):
+        mock.get(API + "orders/7", json={"id": 7})
+        session.get(API + "orders/7")
+    assert any("expires in 10 day(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_requests_mock_mocker_under_a_tls_profile_entry_skips_the_profile(
+    ca: CertificateAuthority,
+) -> None:
+    """The Mocker swaps the adapter inside requests.Session.send, after SecureSession
+    has checked it: credentials are injected, the profile is never loaded (an expired
+    certificate goes unnoticed)."""
+    with (
+        SecureSession(_tls_registry(ca, days=-1)) as session,
+        requests_mock.Mocker() as mock,
+    ):
+        mock.get(API + "orders/7", json={"id": 7})
+        assert session.get(API + "orders/7").json() == {"id": 7}
+        assert _injected(mock.last_request.headers) == EXPECTED
+
+
+def test_requests_mock_fixture_under_a_tls_profile_entry(
+    requests_mock: requests_mock.Mocker, ca: CertificateAuthority
+) -> None:
+    requests_mock.get(API + "orders/7", json={"id": 7})
+    with SecureSession(_tls_registry(ca)) as session:
+        assert session.get(API + "orders/7").json() == {"id": 7}
+    assert _injected(requests_mock.last_request.headers) == EXPECTED
+
+
+def test_requests_mock_adapter_mounted_over_a_tls_profile_entry_is_refused(
+    ca: CertificateAuthority,
+) -> None:
+    """As in production: a mounted adapter that is not a SecureAdapter cannot apply the
+    profile, so nothing is sent. The same adapter serves an entry without tls=."""
+    adapter = requests_mock.Adapter()
+    adapter.register_uri("GET", API + "orders/7", json={"id": 7})
+    with SecureSession(_tls_registry(ca)) as session:
+        session.mount("https://svc.test/", adapter)
+        with pytest.raises(TLSConfigError, match=r"not a SecureAdapter.*nothing was sent"):
+            session.get(API + "orders/7")
+    assert adapter.request_history == []
+    with StubRegistry(ENTRIES) as registry, SecureSession(registry) as session:
+        session.mount("https://svc.test/", adapter)
+        assert session.get(API + "orders/7").json() == {"id": 7}
+    assert _injected(adapter.last_request.headers) == EXPECTED
