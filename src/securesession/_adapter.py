@@ -138,6 +138,7 @@ class _CurrentConnectionClass:
         current = HTTPSConnectionPool.ConnectionCls
         if (
             current is _URLLIB3_HTTPS
+            or not isinstance(current, type)  # a mock, say
             or not issubclass(current, HTTPSConnection)
             or getattr(current, "_baseclass", None) is not _URLLIB3_HTTPS
         ):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -242,6 +244,29 @@ def test_a_request_missing_from_the_cassette_is_refused_not_sent(
         assert server.handshakes == 1
 
 
+UNFILTERED_YAML = """
+import sys
+
+import vcr
+import yaml
+
+from securesession import Credential, MasterKey, SecureSession, ServiceEntry, open_registry
+from securesession.testing import GatewayServer
+
+registry = open_registry("memory://", MasterKey.generate())
+with GatewayServer() as server, SecureSession(registry) as session:
+    registry.put(ServiceEntry(url=server.url, gateway=Credential("bridge", "gw-SECRET")))
+    try:
+        with vcr.use_cassette(sys.argv[1]):
+            session.get(server.url + "/orders/7", timeout=5)
+    except yaml.representer.RepresenterError as error:
+        assert "Cassette not saved" in str(error)
+        print("refused")
+    else:
+        print("saved")
+"""
+
+
 def test_without_the_filter_a_cassette_would_hold_the_secrets(
     ca: CertificateAuthority, client: ClientCertificate, registry: Registry, tmp_path: Path
 ) -> None:
@@ -263,19 +288,22 @@ def test_without_the_filter_a_cassette_would_hold_the_secrets(
         (interaction,) = json.loads(text)["interactions"]
         assert interaction["request"]["headers"]["X-Gateway-Password"] == ["[REDACTED]"]
 
-        # YAML: vcrpy 9.4 refuses to save a cassette holding them (they are str
-        # subclasses); vcrpy 7 writes them, in clear, under a python/object tag.
-        unfiltered = tmp_path / "unfiltered.yaml"
-        refused: list[str] = []
-        try:
-            with vcr.use_cassette(str(unfiltered)):
-                session.get(url, timeout=5)
-        except yaml.representer.RepresenterError as error:
-            refused.append(str(error))
-        if refused:
-            assert "Cassette not saved" in refused[0] and not unfiltered.exists()
-        else:
-            assert leaks(unfiltered.read_text(encoding="utf-8"))
+    # YAML: vcrpy 9.4 refuses to save a cassette holding them (they are str subclasses),
+    # vcrpy 7 writes them in clear under a python/object tag. In a child process: after
+    # the refusal vcrpy 9.4 leaves its patches in place (its __exit__ saves, then unpatches).
+    unfiltered = tmp_path / "unfiltered.yaml"
+    result = subprocess.run(
+        [sys.executable, "-c", UNFILTERED_YAML, str(unfiltered)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    if result.stdout.strip() == "refused":
+        assert not unfiltered.exists()
+    else:
+        assert result.stdout.strip() == "saved"
+        assert leaks(unfiltered.read_text(encoding="utf-8"))
 
 
 def test_vcr_options_keeps_the_callers_filters_and_options(registry: Registry) -> None:
@@ -303,3 +331,32 @@ def test_vcr_options_keeps_the_callers_filters_and_options(registry: Registry) -
     ]
     removed = vcr_options(registry, placeholder=None)["filter_headers"]
     assert removed == [(name, None) for name in injected_header_names(registry)]
+
+
+def test_the_pool_follows_vcrpys_stub_only(tmp_path: Path) -> None:
+    """Under a cassette the pool's class is vcrpy's stub over ours; any other
+    replacement of urllib3's class (not a recording stub, not a class) is ignored."""
+    from unittest import mock
+
+    from urllib3.connection import HTTPSConnection
+    from urllib3.connectionpool import HTTPSConnectionPool
+    from vcr.stubs import VCRHTTPSConnection
+
+    from securesession._adapter import _ProfileHTTPSConnection, _ProfileHTTPSConnectionPool
+
+    pool = _ProfileHTTPSConnectionPool("127.0.0.1", 1)
+    assert pool.ConnectionCls is _ProfileHTTPSConnection
+    with vcr.use_cassette(str(tmp_path / "none.yaml")):
+        during = pool.ConnectionCls
+        assert during is _ProfileHTTPSConnectionPool.ConnectionCls  # stable per cassette
+    assert issubclass(during, VCRHTTPSConnection)
+    assert during._baseclass is _ProfileHTTPSConnection  # type: ignore[attr-defined]
+    assert pool.ConnectionCls is _ProfileHTTPSConnection
+
+    class Other(HTTPSConnection):
+        pass
+
+    for replacement in (Other, mock.Mock()):
+        with mock.patch.object(HTTPSConnectionPool, "ConnectionCls", replacement):
+            assert pool.ConnectionCls is _ProfileHTTPSConnection
+    pool.close()
