@@ -39,9 +39,22 @@ EXPECTED: dict[str, list[str]] = {
         "after rotation GET /billing/invoices/2 -> 200",
         "bao dev server stopped",
     ],
+    "zeep_wsse.py": [
+        "GetBalance(A-1) -> 42.00",
+        "GET  /billing/service.wsdl: client certificate billing-service",
+        "POST /billing/endpoint: client certificate billing-service, UsernameToken for soap-alice",
+        "wsse password in an HTTP header: False",
+        "ok",
+    ],
 }
 #: Clear values the examples use, which their output must never show.
-SECRETS = ["gw-secret", "alice-secret", "example-pfx-password", "example-root-token"]
+SECRETS = [
+    "gw-secret",
+    "alice-secret",
+    "example-pfx-password",
+    "example-root-token",
+    "wsse-secret",
+]
 
 
 def test_every_example_is_listed() -> None:

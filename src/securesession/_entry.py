@@ -16,10 +16,13 @@ from ._urls import MAX_DEPTH, canonicalize
 
 __all__ = ["AuthMode", "ServiceEntry"]
 
-AuthMode = Literal["headers", "basic", "bearer", "digest", "ntlm", "none"]
+AuthMode = Literal["headers", "basic", "bearer", "digest", "ntlm", "wsse", "none"]
 AUTH_MODES: Final[tuple[str, ...]] = get_args(AuthMode)
 #: Modes that write the ``Authorization`` header; two of them on one entry would collide.
 AUTHORIZATION_MODES: Final = frozenset({"basic", "bearer", "digest", "ntlm"})
+#: Modes whose credential is never sent as HTTP: integrations read it from the entry
+#: (``wsse``: the WS-Security UsernameToken of ``securesession.integrations.zeep``).
+NOT_HTTP_MODES: Final = frozenset({"wsse"})
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
@@ -29,6 +32,10 @@ _FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
 #: other control characters (C0, DEL, C1), which RFC 9110 does not allow or servers
 #: reject, and characters above U+00FF, which cannot be encoded at all.
 _NOT_WIRE_SAFE: Final = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
+#: What XML 1.0 text cannot hold (a ``wsse`` value goes into a SOAP envelope): C0
+#: controls but tab, LF and CR (which ``_FORBIDDEN_IN_VALUE`` refuses anyway),
+#: surrogates, U+FFFE and U+FFFF.
+_NOT_XML_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,10 @@ class ServiceEntry:
     ``bearer``   ``Authorization: Bearer <password>``
     ``digest``   HTTP Digest, answering the server's challenge
     ``ntlm``     NTLM through the ``ntlm`` extra (``requests-ntlm``)
-    ``none``     not injected
+    ``wsse``     never sent as HTTP: kept (encrypted like every credential) for the
+                 zeep integration, which writes it into the SOAP envelope as a
+                 WS-Security UsernameToken; at most one credential of an entry
+    ``none``     not injected (and no credential may be given)
 
     *secret_headers* are extra headers whose values are secrets (an API key, say).
 
@@ -128,8 +138,18 @@ class ServiceEntry:
                 raise InvalidEntryError(f"{where}: {role} must be a Credential")
             if mode == "none":
                 raise InvalidEntryError(
-                    f"{where}: a {role} credential is given but {role}_auth is 'none'"
+                    f"{where}: a {role} credential is given but {role}_auth is 'none' "
+                    f"(for a credential that is not sent as HTTP, such as a WS-Security "
+                    f"UsernameToken for zeep, use {role}_auth='wsse')"
                 )
+            if mode in NOT_HTTP_MODES:
+                _check_wsse(where, role, credential)
+                if role == "request" and self.gateway is not None and self.gateway_auth == mode:
+                    raise InvalidEntryError(
+                        f"{where}: gateway and request credentials are both {mode!r}: "
+                        "a SOAP envelope carries one UsernameToken"
+                    )
+                continue
             _check_value(where, f"{role} user name", credential.username)
             _check_value(where, f"{role} password", credential.password.reveal())
             if mode in ("headers", "digest"):  # the user name goes into a header as is
@@ -180,6 +200,24 @@ def _check_value(where: str, what: str, value: str) -> None:
     # embedded CR/LF here would split the request; the message never shows the value.
     if _FORBIDDEN_IN_VALUE.search(value):
         raise InvalidEntryError(f"{where}: {what} contains a line break or NUL character")
+
+
+def _check_wsse(where: str, role: str, credential: Credential) -> None:
+    # A UsernameToken needs a user name; both values become XML text.
+    if not credential.username:
+        raise InvalidEntryError(
+            f"{where}: {role}_auth 'wsse' needs a user name (a UsernameToken carries one)"
+        )
+    for what, value in (
+        ("user name", credential.username),
+        ("password", credential.password.reveal()),
+    ):
+        _check_value(where, f"{role} {what}", value)
+        if _NOT_XML_TEXT.search(value) is not None:
+            raise InvalidEntryError(
+                f"{where}: {role} {what} in mode 'wsse' holds a character that XML "
+                "cannot carry (a control character, a surrogate, U+FFFE or U+FFFF)"
+            )
 
 
 def _check_wire_safe(where: str, what: str, mode: str | None, value: str) -> None:

@@ -151,7 +151,7 @@ def build_plan(entry: ServiceEntry, owns: Ownership) -> InjectionPlan:
         (entry.gateway, entry.gateway_auth, entry.gateway_headers),
         (entry.request, entry.request_auth, entry.request_headers),
     ):
-        if credential is None or mode == "none":
+        if credential is None or mode in ("none", "wsse"):  # "wsse": never sent as HTTP
             continue
         if mode == "headers":
             if credential.username:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from secretscan import leaks
 from securesession import (
     Credential,
     InvalidEntryError,
@@ -253,3 +255,111 @@ def test_basic_credentials_with_non_ascii_characters_reach_the_server() -> None:
     registry.close()
     assert response.status_code == 200, response.text
     assert server.requests[-1].header("Authorization", "").startswith("Basic ")
+
+
+# -- mode "wsse": a credential kept for the SOAP envelope, never sent as HTTP ------------
+
+WSSE_USER, WSSE_PASSWORD = "soap-alice", "wsse-SECRET-pw"
+
+
+def test_none_with_a_credential_is_refused_and_points_to_wsse() -> None:
+    with pytest.raises(InvalidEntryError, match="use request_auth='wsse'") as caught:
+        ServiceEntry(url="https://h/", request=Credential("u", "p-SECRET"), request_auth="none")
+    assert "request credential is given but request_auth is 'none'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"request": Credential.token("t-SECRET"), "request_auth": "wsse"},
+            "request_auth 'wsse' needs a user name",
+        ),
+        (
+            {
+                "gateway": Credential("g", "g-SECRET"),
+                "gateway_auth": "wsse",
+                "request": Credential("r", "r-SECRET"),
+                "request_auth": "wsse",
+            },
+            "gateway and request credentials are both 'wsse'",
+        ),
+        (
+            {"request": Credential("u", "a\x01-SECRET"), "request_auth": "wsse"},
+            "request password in mode 'wsse' holds a character that XML cannot carry",
+        ),
+        (
+            {"gateway": Credential("u\ufffe", "g-SECRET"), "gateway_auth": "wsse"},
+            "gateway user name in mode 'wsse' holds a character that XML cannot carry",
+        ),
+        (
+            {"request": Credential("u", "line\r\n-SECRET"), "request_auth": "wsse"},
+            "request password contains a line break",
+        ),
+    ],
+)
+def test_inconsistent_wsse_credentials_are_refused(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidEntryError, match=message) as caught:
+        ServiceEntry(url="https://soap.example/svc", **options)  # type: ignore[arg-type]
+    assert "SECRET" not in str(caught.value)
+
+
+def test_wsse_values_are_xml_text_not_header_values() -> None:
+    # Not written into a header: any character XML carries is fine, Latin-1 or not.
+    entry = ServiceEntry(
+        url="https://soap.example/svc",
+        gateway=Credential("bridge", "gw-SECRET"),  # headers, as usual
+        request=Credential("j\u00fcrgen-\u4e2d:x", f"{NOT_LATIN1}\t:x"),  # ':' is fine too
+        request_auth="wsse",
+    )
+    assert "SECRET" not in repr(entry)
+    # Either role may hold it, beside an HTTP credential of the other.
+    ServiceEntry(
+        url="https://soap.example/svc",
+        gateway=Credential(WSSE_USER, WSSE_PASSWORD),
+        gateway_auth="wsse",
+        request=Credential("alice", "alice-SECRET"),
+        request_auth="basic",
+    )
+
+
+def test_a_wsse_credential_is_sealed_and_never_sent_as_http(tmp_path: Path) -> None:
+    from securesession.cli._output import describe_entry
+
+    directory = tmp_path / "registry"
+    directory.mkdir()
+    key = MasterKey.generate()
+    registry = open_registry(f"sqlite:///{directory / 'registry.db'}", key)
+    with GatewayServer(expect_gateway=("bridge", "gw-SECRET")) as server:
+        registry.put(
+            ServiceEntry(
+                url=f"{server.url}/soap",
+                gateway=Credential("bridge", "gw-SECRET"),
+                request=Credential(WSSE_USER, WSSE_PASSWORD),
+                request_auth="wsse",
+            )
+        )
+        registry.close()
+        stored = b"".join(path.read_bytes() for path in directory.iterdir())
+        assert WSSE_PASSWORD.encode() not in stored and WSSE_USER.encode() not in stored
+
+        registry = open_registry(f"sqlite:///{directory / 'registry.db'}", key)
+        entry = registry.get(f"{server.url}/soap")
+        assert entry is not None and entry.request_auth == "wsse"
+        assert entry.request == Credential(WSSE_USER, WSSE_PASSWORD)
+        with SecureSession(registry) as session:
+            plan = session.plan_for(f"{server.url}/soap/x")
+            assert plan is not None
+            assert [name for name, _ in plan.headers] == ["X-Gateway-User", "X-Gateway-Password"]
+            assert plan.auth is None
+            response = session.post(f"{server.url}/soap/x", data=b"<x/>", timeout=10)
+        registry.close()
+    assert response.status_code == 200, response.text
+    (seen,) = server.requests
+    assert seen.header("Authorization") is None
+    text = " ".join(f"{name}: {value}" for name, value in seen.headers.items())
+    assert WSSE_PASSWORD not in text and WSSE_USER not in text
+    assert not leaks(text.replace("gw-SECRET", ""))  # nor base64 of it
+    assert describe_entry(entry)["request"] == {"auth": "wsse", "headers": []}

@@ -19,7 +19,7 @@ _AUTHORIZATION: Final = "Authorization"
 
 def written_headers(credential: Credential | None, mode: str, names: Sequence[str]) -> list[str]:
     """The request headers a credential writes (names only)."""
-    if credential is None or mode == "none":
+    if credential is None or mode in ("none", "wsse"):  # "wsse" goes into SOAP, not HTTP
         return []
     if mode == "headers":
         return ([names[0]] if credential.username else []) + [names[1]]
