@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import pytest
 
@@ -25,6 +26,12 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
+from securesession._registry.postgres import (
+    PostgresStore,
+    open_postgres_registry,
+    parse_url,
+)
+from securesession._registry.postgres._index import Index
 from securesession.testing import GatewayServer
 
 BASE = "https://gw.example.test:8443"
@@ -162,9 +169,45 @@ def test_unreachable_server_names_it_without_the_password(key: MasterKey) -> Non
     assert "SECRET" not in text
 
 
+def test_open_postgres_registry_takes_the_url_options_as_keywords(
+    postgres_cluster: pgcluster.PostgresCluster, postgres_url: str, key: MasterKey
+) -> None:
+    with (
+        open_postgres_registry(postgres_url, key) as first,
+        open_postgres_registry(
+            postgres_url, key, schema="team_b", application_name="svc_orders", connect_timeout=3
+        ) as second,
+    ):
+        assert isinstance(second.store, PostgresStore)
+        assert "?schema=team_b" in repr(second)
+        second.put(entry("/a", "second"))
+        assert tag_of(second, BASE + "/a/x") == "second"
+        assert first.lookup(BASE + "/a/x") is None  # another schema, another registry
+        with postgres_cluster.admin() as admin:
+            rows = admin.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = %s",
+                (dbname(postgres_url),),
+            ).fetchall()
+        names = {name for (name,) in rows}
+        assert {"svc_orders", "securesession"} <= names  # ours where the caller sets none
+
+
+def test_an_option_is_given_once_and_a_keyword_password_is_never_shown(key: MasterKey) -> None:
+    url = "postgresql://svc@db.example.test/registry?schema=team_a"
+    with pytest.raises(ConfigurationError, match="'schema' is given both in the URL and as a"):
+        open_postgres_registry(url, key, schema="team_b")
+    target = parse_url(url, {"password": "pw/SECRET"})
+    assert target.name == "postgresql://svc@db.example.test/registry?schema=team_a"
+    said = target.redact(f"failed for pw/SECRET and {quote_plus('pw/SECRET')}")
+    assert "SECRET" not in said
+
+
 def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch, key: MasterKey) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    monkeypatch.delitem(sys.modules, "securesession._registry.postgres", raising=False)
+    # As in a fresh interpreter: the backend package and every one of its modules unloaded.
+    package = "securesession._registry.postgres"
+    for name in [name for name in sys.modules if name.startswith(package)]:
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ConfigurationError, match=re.escape("securesession[postgres]")):
         open_registry("postgresql://svc@127.0.0.1:1/registry", key)
 
@@ -427,6 +470,39 @@ def test_index_follows_hand_made_changes_announced_on_the_channel(
         )
     assert wait_until(lambda: registry.lookup(BASE + "/agap/x") is not None, 2)
     assert registry.lookup(BASE + "/nowhere") is None
+
+
+def test_a_row_removed_behind_the_index_is_dropped_when_read(
+    postgres_cluster: pgcluster.PostgresCluster, postgres_url: str, registry: Registry
+) -> None:
+    """The race read() guards: a lookup finds an entry whose row is already gone,
+    before the removal's notification reaches the index."""
+    registry.put(entry("/a", "parent"))
+    registry.put(entry("/a/b", "child"))
+    ref = registry.lookup(BASE + "/a/b/x")
+    assert ref is not None
+    with postgres_cluster.admin(dbname(postgres_url)) as admin:
+        # No notification: the index hears of it only through the read.
+        admin.execute("DELETE FROM securesession.entries WHERE key = %s", (ref.key,))
+    assert registry.lookup(BASE + "/a/b/x") == ref
+    assert registry.load(ref) is None
+    assert tag_of(registry, BASE + "/a/b/x") == "parent"
+    registry.put(entry("/a/b", "again"))  # the index still follows the channel
+    assert tag_of(registry, BASE + "/a/b/x") == "again"
+
+
+def test_forgetting_a_key_keeps_a_change_applied_since_it_was_read() -> None:
+    index = Index()
+    index.put("k", 1)
+    seen = index.get("k")  # read() notes the revision, then finds the row gone ...
+    assert seen == 1
+    index.put("k", 2)  # ... while the listener applies the key's re-adding
+    index.forget("k", seen)
+    assert index.find(["x", "k"]) is not None and index.get("k") == 2
+    index.forget("k", 2)
+    assert index.find(["k"]) is None
+    index.put("k", None)  # a removal of what is not there is a no-op
+    assert index.get("k") is None
 
 
 def test_lookup_is_served_from_memory(

@@ -1,0 +1,172 @@
+"""The tables, their migrations, and every statement run on them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+import psycopg
+from psycopg import sql
+
+from ..._exceptions import RegistryError, SchemaVersionError
+from ._options import PostgresTarget, first_line
+from ._pool import Connection
+
+logger = logging.getLogger("securesession")
+
+SCHEMA_VERSION: Final = 1
+
+_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS {schema}.schema_version (version integer NOT NULL)",
+            """CREATE TABLE IF NOT EXISTS {schema}.state (
+                id       smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+                revision bigint NOT NULL DEFAULT 0,
+                key_id   text
+            )""",
+            "INSERT INTO {schema}.state (id) VALUES (1) ON CONFLICT DO NOTHING",
+            """CREATE TABLE IF NOT EXISTS {schema}.entries (
+                key        text PRIMARY KEY,
+                revision   bigint NOT NULL,
+                updated_at double precision NOT NULL,
+                settings   jsonb NOT NULL,
+                secrets    jsonb NOT NULL
+            )""",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Every statement, with the schema name bound once."""
+
+    version_table: str
+    read_version: sql.Composed
+    key_id: sql.Composed
+    set_key_id: sql.Composed
+    lock_state: sql.Composed
+    set_revision: sql.Composed
+    rotate_state: sql.Composed
+    read: sql.Composed
+    upsert: sql.Composed
+    delete: sql.Composed
+    scan: sql.Composed
+    scan_for_update: sql.Composed
+    reseal: sql.Composed
+    index: sql.Composed
+    state_revision: sql.Composed
+
+    @classmethod
+    def build(cls, schema: str) -> Queries:
+        def q(text: str) -> sql.Composed:
+            return sql.SQL(text).format(schema=sql.Identifier(schema))
+
+        return cls(
+            version_table=f"{schema}.schema_version",
+            read_version=q("SELECT max(version) FROM {schema}.schema_version"),
+            key_id=q("SELECT key_id FROM {schema}.state WHERE id = 1"),
+            set_key_id=q("UPDATE {schema}.state SET key_id = %s WHERE id = 1 AND key_id IS NULL"),
+            lock_state=q("SELECT revision FROM {schema}.state WHERE id = 1 FOR UPDATE"),
+            set_revision=q("UPDATE {schema}.state SET revision = %s WHERE id = 1"),
+            rotate_state=q("UPDATE {schema}.state SET revision = %s, key_id = %s WHERE id = 1"),
+            read=q(
+                "SELECT key, revision, updated_at, settings, secrets"
+                " FROM {schema}.entries WHERE key = %s"
+            ),
+            upsert=q(
+                "INSERT INTO {schema}.entries (key, revision, updated_at, settings, secrets)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET revision = EXCLUDED.revision,"
+                " updated_at = EXCLUDED.updated_at, settings = EXCLUDED.settings,"
+                " secrets = EXCLUDED.secrets"
+            ),
+            delete=q("DELETE FROM {schema}.entries WHERE key = %s"),
+            # COLLATE "C": code-point order, the order Python's sorted() gives.
+            scan=q(
+                "SELECT key, revision, updated_at, settings, secrets"
+                ' FROM {schema}.entries ORDER BY key COLLATE "C"'
+            ),
+            scan_for_update=q(
+                "SELECT key, revision, updated_at, settings, secrets"
+                ' FROM {schema}.entries ORDER BY key COLLATE "C" FOR UPDATE'
+            ),
+            reseal=q("UPDATE {schema}.entries SET secrets = %s, revision = %s WHERE key = %s"),
+            index=q("SELECT key, revision FROM {schema}.entries"),
+            state_revision=q("SELECT revision FROM {schema}.state WHERE id = 1"),
+        )
+
+
+def migrate(connection: Connection, target: PostgresTarget, queries: Queries) -> None:
+    """Bring the registry's tables to :data:`SCHEMA_VERSION`, creating them if needed.
+
+    Reads first and writes only when needed, so a read-only role can open a current
+    registry; the writing runs under an advisory lock, so concurrent first opens do
+    not race.
+    """
+    try:
+        version = _schema_version(connection, queries)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        text = target.redact(first_line(str(exc)))
+        raise RegistryError(
+            f"cannot open registry {target.name}: permission denied ({text}); a service's "
+            f"role needs USAGE on schema {target.schema} and SELECT on its tables"
+        ) from exc
+    _check_version(version, target)
+    if version == SCHEMA_VERSION:
+        return
+    schema = sql.Identifier(target.schema)
+    lock_id = int.from_bytes(
+        hashlib.sha256(f"securesession schema {target.schema}".encode()).digest()[:8],
+        "big",
+        signed=True,
+    )
+    try:
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
+            version = _schema_version(connection, queries)  # someone may have won the race
+            _check_version(version, target)
+            if version == SCHEMA_VERSION:
+                return
+            exists = connection.execute("SELECT to_regnamespace(%s)", (target.schema,)).fetchone()
+            if exists is None or exists[0] is None:
+                # Only when missing: CREATE SCHEMA checks the database privilege
+                # even with IF NOT EXISTS, and a DBA may have created it for us.
+                connection.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+            for step, statements in _MIGRATIONS:
+                if step > version:
+                    for statement in statements:
+                        connection.execute(sql.SQL(statement).format(schema=schema))
+            connection.execute(sql.SQL("DELETE FROM {}.schema_version").format(schema))
+            connection.execute(
+                sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
+                (SCHEMA_VERSION,),
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        text = target.redact(first_line(str(exc)))
+        raise RegistryError(
+            f"cannot open registry {target.name}: its schema is at version {version}, not "
+            f"{SCHEMA_VERSION}, and this role may not create or migrate it ({text}); "
+            "open it once with the registry's owner role"
+        ) from exc
+    logger.info("registry %s: schema migrated to version %d", target.name, SCHEMA_VERSION)
+
+
+def _schema_version(connection: Connection, queries: Queries) -> int:
+    row = connection.execute("SELECT to_regclass(%s)", (queries.version_table,)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    row = connection.execute(queries.read_version).fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _check_version(version: int, target: PostgresTarget) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"registry {target.name} has schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this securesession understands; upgrade securesession"
+        )

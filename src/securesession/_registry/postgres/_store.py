@@ -1,0 +1,168 @@
+""":class:`PostgresStore`: the :class:`RegistryStore` on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ..._crypto import MasterKey
+from ..._exceptions import RegistryCorruptError
+from .._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
+from ._listener import Listener, announce
+from ._options import parse_url
+from ._pool import Connection, Pool, registry_error
+from ._schema import Queries, migrate
+
+#: Rows re-encrypted per UPDATE batch during a rotation.
+_ROTATE_BATCH: Final = 200
+
+
+class PostgresStore:
+    """Sealed entries in PostgreSQL, with an in-process index kept fresh by LISTEN.
+
+    *options* are the URL's query parameters given as keywords instead (``schema``,
+    or any libpq parameter); one given both ways is refused.
+    """
+
+    def __init__(self, url: str, **options: str | int) -> None:
+        self._target = parse_url(url, options)
+        self.name = self._target.name
+        self._q = Queries.build(self._target.schema)
+        self._pool = Pool(self._target)
+        self._listener = Listener(self._target, self._q, self._pool)
+        try:
+            connection = self._pool.take()
+            try:
+                migrate(connection, self._target, self._q)
+            finally:
+                self._pool.give(connection)
+            self._listener.start()
+        except psycopg.Error as exc:
+            self.close()
+            raise registry_error(self._target, "open", exc) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.name}>"
+
+    def stored_key_id(self) -> str | None:
+        row = self._pool.query("read", lambda c: c.execute(self._q.key_id).fetchone())
+        return None if row is None or row[0] is None else str(row[0])
+
+    def record_key_id(self, key_id: str) -> None:
+        self._pool.transact("write", lambda c: c.execute(self._q.set_key_id, (key_id,)))
+
+    def find(self, keys: Sequence[str]) -> EntryRef | None:
+        return self._listener.find(keys)
+
+    def read(self, key: str) -> SealedEntry | None:
+        indexed = self._listener.revision_of(key)
+        row = self._pool.query("read", lambda c: c.execute(self._q.read, (key,)).fetchone())
+        if row is None:
+            # The row is gone but its removal's notification has not arrived yet: have
+            # the listener drop it from the index now, so the next lookup finds the entry
+            # that really matches (unless the listener changed it meanwhile).
+            if indexed is not None:
+                self._listener.forget(key, indexed)
+            return None
+        return self._sealed(row)
+
+    def _sealed(self, row: tuple[Any, ...]) -> SealedEntry:
+        key, revision, updated_at, settings, secrets = row
+        where = f"registry {self.name}, entry {key}"
+        if not isinstance(settings, dict):
+            raise RegistryCorruptError(f"{where}: settings are not a JSON object")
+        if not isinstance(secrets, dict) or not all(
+            isinstance(name, str) and isinstance(token, str) for name, token in secrets.items()
+        ):
+            raise RegistryCorruptError(f"{where}: secrets are not a JSON object of tokens")
+        return SealedEntry(str(key), int(revision), float(updated_at), settings, secrets)
+
+    def _lock_revision(self, connection: Connection) -> int:
+        row = connection.execute(self._q.lock_state).fetchone()
+        if row is None:
+            raise RegistryCorruptError(f"registry {self.name}: its state row is missing")
+        return int(row[0])
+
+    def write(
+        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
+        updated_at = now()
+
+        def body(connection: Connection) -> int:
+            revision = self._lock_revision(connection) + 1
+            # The state row is locked now, so no rotation can slip in before COMMIT.
+            stored = connection.execute(self._q.key_id).fetchone()
+            if stored is not None and stored[0] is not None and stored[0] != key_id:
+                raise rekeyed_error(self.name, stored[0], key_id)
+            connection.execute(self._q.set_revision, (revision,))
+            connection.execute(
+                self._q.upsert, (key, revision, updated_at, Jsonb(settings), Jsonb(secrets))
+            )
+            announce(connection, self._target.channel, "u", revision, key)
+            return revision
+
+        revision = self._pool.transact("write", body)
+        self._listener.await_change(revision)
+        return SealedEntry(key, revision, updated_at, settings, secrets)
+
+    def delete(self, key: str) -> bool:
+        def body(connection: Connection) -> int | None:
+            revision = self._lock_revision(connection) + 1
+            if connection.execute(self._q.delete, (key,)).rowcount == 0:
+                return None
+            connection.execute(self._q.set_revision, (revision,))
+            announce(connection, self._target.channel, "d", revision, key)
+            return revision
+
+        revision = self._pool.transact("write", body)
+        if revision is None:
+            return False
+        self._listener.await_change(revision)
+        return True
+
+    def scan(self) -> Iterator[SealedEntry]:
+        rows = self._pool.query("read", lambda c: c.execute(self._q.scan).fetchall())
+        for row in rows:
+            yield self._sealed(row)
+
+    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+        def body(connection: Connection) -> int:
+            revision = self._lock_revision(connection)
+            rows = connection.execute(self._q.scan_for_update).fetchall()
+            # Batches keep memory flat and make the rotation's progress visible to a
+            # server-side observer; it commits (or not) as a whole either way.
+            for start in range(0, len(rows), _ROTATE_BATCH):
+                batch = []
+                for row in rows[start : start + _ROTATE_BATCH]:
+                    revision += 1
+                    sealed = self._sealed(row)
+                    batch.append((Jsonb(reseal(sealed)), revision, sealed.key))
+                with connection.cursor() as cursor:
+                    cursor.executemany(self._q.reseal, batch)
+            connection.execute(self._q.rotate_state, (revision, new_key_id))
+            announce(connection, self._target.channel, "*", revision)
+            return revision
+
+        revision = self._pool.transact("rotate", body)
+        self._listener.await_change(revision)
+
+    def close(self) -> None:
+        # The pool first: from now on no connection is opened and nothing retried.
+        self._pool.close()
+        self._listener.close()
+
+
+def open_postgres_registry(url: str, key: MasterKey, **options: str | int) -> EncryptedRegistry:
+    """Open (creating or migrating its schema if needed) the registry at *url*.
+
+    *options* are the URL's query parameters as keywords, ``schema`` or any libpq
+    parameter: ``open_postgres_registry(url, key, schema="team_b", sslmode="verify-full")``.
+    """
+    store = PostgresStore(url, **options)
+    return EncryptedRegistry(store, key, name=store.name)
