@@ -29,7 +29,7 @@ import stat
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -38,9 +38,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from ._exceptions import DecryptionError, MasterKeyError
 from ._files import write_private_file
 
-if TYPE_CHECKING:  # only for annotations: _vault imports this module
-    from ._secret import Secret
-    from ._vault import AppRole, VaultConnection
+if TYPE_CHECKING:  # one annotation; the connection module imports nothing of this one
+    from ._vault_connection import VaultConnection
 
 __all__ = ["KEY_ENV_VAR", "MasterKey", "token_key_id"]
 
@@ -192,37 +191,25 @@ class MasterKey:
         key_name: str,
         wrapped_key: str | os.PathLike[str],
         *,
-        token: str | Secret | None = None,
-        approle: AppRole | None = None,
         mount: str = "transit",
-        token_file: str | os.PathLike[str] | None = None,
-        namespace: str | None = None,
-        verify: bool | str | None = None,
-        timeout: float = 5.0,
+        **connection_options: Any,
     ) -> MasterKey:
         """Unwrap a key with Vault/OpenBao Transit key *key_name* (needs the ``vault`` extra).
 
-        *wrapped_key* is Transit ciphertext (``vault:v1:...``) or a file holding it,
-        as made by ``securesession._vault.wrap_new_key``. *url* is the engine
-        (``https://vault:8200``) or a ``VaultConnection``; without ``token=`` or
-        ``approle=`` the credentials come from the environment (``VAULT_TOKEN``, ...).
-        Transit is asked once per process per wrapped text; the Transit key never
-        leaves the engine. See ``securesession._vault`` for rotation and rewrapping.
+        *url* is a ``VaultConnection`` (address, TLS, namespace, timeout and
+        credentials, shareable with the ``vault+https`` registry), or the engine's
+        address (``https://vault:8200``) with the credentials from the environment
+        (``VAULT_TOKEN``, ...). *wrapped_key* is Transit ciphertext (``vault:v1:...``)
+        or a file holding it, as made by ``wrap_new_key``. Transit is asked once per
+        process per wrapped text; the Transit key never leaves the engine. The same
+        as ``TransitKey(url, key_name, wrapped_key).master_key()``; see
+        ``securesession._vault`` for rotation and rewrapping. Connection settings
+        passed here (``token=``, ``approle=``, ...) are deprecated: set them on the
+        ``VaultConnection``.
         """
-        from ._vault import unwrap_key  # lazy: hvac is an optional extra
+        from ._vault import unwrap_key  # lazy: one key source of several; hvac is an extra
 
-        return unwrap_key(
-            url,
-            key_name,
-            wrapped_key,
-            mount=mount,
-            token=token,
-            approle=approle,
-            token_file=token_file,
-            namespace=namespace,
-            verify=verify,
-            timeout=timeout,
-        )
+        return unwrap_key(url, key_name, wrapped_key, mount=mount, **connection_options)
 
     # -- storage ---------------------------------------------------------------
 

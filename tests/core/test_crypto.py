@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import keyring
@@ -12,6 +15,7 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from securesession import DecryptionError, MasterKey, MasterKeyError
+from securesession._keysource import KeySource
 
 
 def test_generate_is_random_and_repr_shows_only_the_id() -> None:
@@ -182,3 +186,36 @@ def test_keys_cannot_be_pickled() -> None:
 
     with pytest.raises(TypeError):
         pickle.dumps(MasterKey.generate())
+
+
+def _modules_after(statement: str) -> list[str]:
+    """The Vault-related modules (and securesession._crypto) a fresh interpreter
+    holds after running *statement*."""
+    code = (
+        f"import json, sys; {statement}; print(json.dumps(sorted(m for m in sys.modules "
+        "if m == 'hvac' or 'vault' in m or m.endswith('_crypto'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    found: list[str] = json.loads(result.stdout)
+    return found
+
+
+def test_crypto_and_key_sources_import_nothing_of_vault() -> None:
+    assert _modules_after("import securesession._crypto") == ["securesession._crypto"]
+    assert _modules_after("import securesession._keysource") == ["securesession._crypto"]
+    # The other way round neither: the connection needs no cryptography (no circle).
+    assert "securesession._crypto" not in _modules_after("import securesession._vault_connection")
+
+
+def test_key_source_protocol() -> None:
+    key = MasterKey.generate()
+
+    class Fixed:
+        def master_key(self) -> MasterKey:
+            return key
+
+    source: KeySource = Fixed()
+    assert isinstance(source, KeySource) and source.master_key() is key
+    assert not isinstance(key, KeySource)  # a key is not a source of one

@@ -27,7 +27,7 @@ def test_sealed_engine_is_named(fresh_bao: Bao) -> None:
     bao = fresh_bao
     wrapped, key = wrap_new_key(bao.operator(), TRANSIT_KEY)
     clear_key_cache()
-    registry = open_vault_registry(bao.registry_url("apps/sealed"), key, approle=bao.approle)
+    registry = open_vault_registry(bao.registry_url("apps/sealed"), key, connection=bao.app())
     registry.put(
         ServiceEntry(url="https://gw.example.test/svc/", request=Credential(USER, PASSWORD))
     )
@@ -39,7 +39,7 @@ def test_sealed_engine_is_named(fresh_bao: Bao) -> None:
     assert caught.value.reason == "sealed"
     assert "sealed" in str(caught.value) and bao.url in str(caught.value)
     with pytest.raises(VaultError, match="sealed") as unwrapping:
-        MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, wrapped, approle=bao.approle)
+        MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, wrapped)
     assert unwrapping.value.reason == "sealed"
 
     root.sys.submit_unseal_key(bao.unseal_key)
@@ -61,7 +61,7 @@ def test_stopped_engine_warm_cache_serves_cold_cache_fails_clearly(
     bao = fresh_bao
     key = MasterKey.generate()
     url = bao.registry_url("apps/outage", refresh=0.1)
-    registry = open_vault_registry(url, key, approle=bao.approle)
+    registry = open_vault_registry(url, key, connection=bao.app())
     registry.put(ServiceEntry(url=gateway.url + "/svc/", request=Credential(USER, PASSWORD)))
 
     warm = SecureSession(registry, cache_ttl=60, stale_on_error=30)
@@ -84,7 +84,7 @@ def test_stopped_engine_warm_cache_serves_cold_cache_fails_clearly(
         lambda: warm.get(gateway.url + "/svc/never-seen"),
         lambda: fail_closed.get(gateway.url + "/svc/a"),
         lambda: SecureSession(registry).get(gateway.url + "/svc/a"),
-        lambda: open_vault_registry(url, key, approle=bao.approle),
+        lambda: open_vault_registry(url, key, connection=bao.app()),
     ):
         sent = len(gateway.requests)
         with pytest.raises(VaultError) as caught:

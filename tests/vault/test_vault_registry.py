@@ -26,6 +26,7 @@ from securesession import (
 )
 from securesession._exceptions import VaultError
 from securesession._registry.vault import VaultStore, _parse_time, open_vault_registry
+from securesession._vault_connection import VaultConnection
 
 BASE = "https://gw.example.test:8443"
 
@@ -49,10 +50,12 @@ def _store(registry: EncryptedRegistry) -> VaultStore:
 def opened(bao: Bao, prefix: str) -> Iterator[Any]:
     """``opened(key, **url_options)``: the test's registry, as the app's AppRole."""
     registries: list[EncryptedRegistry] = []
+    connections: list[VaultConnection] = []
 
     def opener(key: MasterKey, **options: object) -> EncryptedRegistry:
+        connections.append(bao.app())  # one per registry, as in separate processes
         registry = open_vault_registry(
-            bao.registry_url(prefix, **options), key, approle=bao.approle
+            bao.registry_url(prefix, **options), key, connection=connections[-1]
         )
         registries.append(registry)
         return registry
@@ -60,6 +63,8 @@ def opened(bao: Bao, prefix: str) -> Iterator[Any]:
     yield opener
     for registry in registries:
         registry.close()
+    for connection in connections:
+        connection.close()
 
 
 def _documents(bao: Bao, prefix: str) -> dict[str, list[Any]]:
@@ -150,7 +155,8 @@ def test_works_on_a_mount_that_requires_check_and_set(bao: Bao) -> None:
     root.secrets.kv.v2.configure(cas_required=True, mount_point="casreq")
     key = MasterKey.generate()
     url = f"vault+{bao.url}/casreq/app"
-    registry = open_vault_registry(url, key, token=bao.root_token)
+    root_connection = VaultConnection(bao.url, token=bao.root_token)
+    registry = open_vault_registry(url, key, connection=root_connection)
     registry.put(_entry("/a/", "a"))
     registry.put(_entry("/a/", "b"))
     registry.remove(BASE + "/a/")
@@ -158,7 +164,7 @@ def test_works_on_a_mount_that_requires_check_and_set(bao: Bao) -> None:
     new_key = MasterKey.generate()
     registry.rotate(new_key)
     registry.close()
-    reopened = open_vault_registry(url, new_key, token=bao.root_token)
+    reopened = open_vault_registry(url, new_key, connection=root_connection)
     assert [e.gateway.username for e in reopened.entries() if e.gateway] == ["gw-c"]
     reopened.close()
 
@@ -334,8 +340,12 @@ def test_tokens_are_renewed_and_replaced(bao: Bao, prefix: str) -> None:
     bao.add_role("capped", token_ttl="3s", token_max_ttl="3s")
     key = MasterKey.generate()
     url = bao.registry_url(prefix, refresh=0)
-    short = open_vault_registry(url, key, approle=bao.role_credentials("short"))
-    capped = open_vault_registry(url, key, approle=bao.role_credentials("capped"))
+    short = open_vault_registry(
+        url, key, connection=VaultConnection(bao.url, approle=bao.role_credentials("short"))
+    )
+    capped = open_vault_registry(
+        url, key, connection=VaultConnection(bao.url, approle=bao.role_credentials("capped"))
+    )
     renewals = bao.audited("auth/token/renew-self")
     logins = bao.audited("auth/approle/login")
     time.sleep(2.2)  # past two thirds of the TTL
@@ -363,12 +373,47 @@ def test_revoked_approle_token_logs_in_again(bao: Bao, opened: Any) -> None:
 def test_revoked_static_token_is_a_clear_error(bao: Bao, prefix: str) -> None:
     root = bao.root()
     token = root.auth.token.create(policies=["securesession-app"], ttl="1h")["auth"]["client_token"]
-    registry = open_vault_registry(bao.registry_url(prefix), MasterKey.generate(), token=token)
+    registry = open_vault_registry(
+        bao.registry_url(prefix),
+        MasterKey.generate(),
+        connection=VaultConnection(bao.url, token=token),
+    )
     root.auth.token.revoke(token)
     with pytest.raises(VaultError) as caught:
         registry.put(_entry("/svc/"))
     assert caught.value.reason == "token"
     assert "token argument" in str(caught.value) and token not in str(caught.value)
+    registry.close()
+
+
+def test_a_connection_carries_every_connection_setting(bao: Bao, prefix: str) -> None:
+    """Credentials, namespace, timeout or CA beside connection= would be ignored: refused."""
+    connection = bao.app()
+    key = MasterKey.generate()
+    url = bao.registry_url(prefix)
+    for loose in ({"token": "t-SECRET"}, {"approle": bao.approle}, {"token_file": "/nope"}):
+        with pytest.raises(ConfigurationError, match="would be ignored") as caught:
+            open_vault_registry(url, key, connection=connection, **loose)
+        assert f"{next(iter(loose))}=" in str(caught.value)
+        assert "SECRET" not in str(caught.value)
+    for option in ("namespace=team", "timeout=3", "ca=/etc/ca.pem"):
+        with pytest.raises(ConfigurationError, match="set them on the connection"):
+            open_vault_registry(f"{url}?{option}", key, connection=connection)
+    assert connection.request_count == 0
+    # refresh= is the registry's own option, and fine beside a connection.
+    registry = open_vault_registry(bao.registry_url(prefix, refresh=5), key, connection=connection)
+    registry.close()
+    assert connection.request_count > 0
+
+
+def test_loose_credentials_still_work_with_a_deprecation_warning(bao: Bao, prefix: str) -> None:
+    key = MasterKey.generate()
+    with pytest.warns(DeprecationWarning, match="approle=") as caught:
+        registry = open_vault_registry(bao.registry_url(prefix), key, approle=bao.approle)
+    assert caught[0].filename == __file__
+    registry.put(_entry("/svc/"))
+    assert registry.get(BASE + "/svc/") is not None
+    assert _store(registry)._owns_connection  # built for it, so closed with it
     registry.close()
 
 
@@ -399,7 +444,10 @@ def test_rewritten_token_file_is_picked_up(bao: Bao, prefix: str, tmp_path: Path
     first = new_token()
     path = tmp_path / "agent-sink-token"
     path.write_text(first + "\n")
-    registry = open_vault_registry(bao.registry_url(prefix), MasterKey.generate(), token_file=path)
+    agent_sink = VaultConnection(bao.url, token_file=path)
+    registry = open_vault_registry(
+        bao.registry_url(prefix), MasterKey.generate(), connection=agent_sink
+    )
     root.auth.token.revoke(first)
     path.write_text(new_token() + "\n")  # as Vault Agent rewrites its sink file
     registry.put(_entry("/svc/"))

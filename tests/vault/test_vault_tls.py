@@ -24,7 +24,7 @@ from securesession import (
     open_registry,
 )
 from securesession._exceptions import VaultError
-from securesession._vault import clear_key_cache, wrap_new_key
+from securesession._vault import VaultConnection, clear_key_cache, wrap_new_key
 from securesession.testing import CertificateAuthority
 from securesession.testing.contract import OpenRegistry, RegistryContract
 
@@ -117,16 +117,15 @@ def test_transit_unwrap_over_https(
     wrapped, key = wrap_new_key(tls_bao.operator(), TRANSIT_KEY, path=path)
     clear_key_cache()  # as in a new process: only the wrapped text is known
 
-    unwrapped = MasterKey.from_vault_transit(
-        tls_bao.url, TRANSIT_KEY, path, approle=tls_bao.approle, verify=str(tls_bao.ca_file)
-    )
+    connection = VaultConnection(tls_bao.url, approle=tls_bao.approle, verify=str(tls_bao.ca_file))
+    unwrapped = MasterKey.from_vault_transit(connection, TRANSIT_KEY, path)
     assert unwrapped == key
 
     # The CA from the environment, as the bao/vault CLI takes it.
     clear_key_cache()
     monkeypatch.setenv("VAULT_CACERT", str(tls_bao.ca_file))
     from_env = MasterKey.from_vault_transit(
-        tls_bao.url, TRANSIT_KEY, wrapped, approle=tls_bao.approle
+        VaultConnection(tls_bao.url, approle=tls_bao.approle), TRANSIT_KEY, wrapped
     )
     assert from_env == key
 
@@ -154,7 +153,7 @@ def test_untrusted_certificate_fails_clearly_without_secrets(
         "registry, another CA": lambda: open_registry(_https_url(tls_bao, prefix, other_ca), key),
         "transit, token": lambda: MasterKey.from_vault_transit(tls_bao.url, TRANSIT_KEY, wrapped),
         "transit, approle": lambda: MasterKey.from_vault_transit(
-            tls_bao.url, TRANSIT_KEY, wrapped, approle=tls_bao.approle
+            VaultConnection(tls_bao.url, approle=tls_bao.approle), TRANSIT_KEY, wrapped
         ),
     }
     for name, attempt in attempts.items():

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from baoserver import TRANSIT_KEY, Bao
@@ -17,11 +21,14 @@ from securesession import (
     open_registry,
 )
 from securesession._exceptions import VaultError
+from securesession._keysource import KeySource
 from securesession._vault import (
+    TransitKey,
     VaultConnection,
     clear_key_cache,
     rewrap_key,
     transit_key_version,
+    unwrap_key,
     wrap_new_key,
 )
 
@@ -49,7 +56,7 @@ def wrapped_file(bao: Bao, tmp_path: Path) -> tuple[Path, MasterKey]:
 def test_unwrap_once_per_process(bao: Bao, wrapped_file: tuple[Path, MasterKey]) -> None:
     path, key = wrapped_file
     before = bao.audited(DECRYPT)
-    first = MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, path, approle=bao.approle)
+    first = MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, path)
     assert first == key
     assert bao.audited(DECRYPT) == before + 1
     # Again, by value and with other connections: answered from the process cache.
@@ -60,7 +67,7 @@ def test_unwrap_once_per_process(bao: Bao, wrapped_file: tuple[Path, MasterKey])
         assert again is first
     assert bao.audited(DECRYPT) == before + 1
     clear_key_cache()
-    MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, path, approle=bao.approle)
+    MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, path)
     assert bao.audited(DECRYPT) == before + 2
 
 
@@ -82,8 +89,8 @@ def test_transit_rotation_then_rewrap_keeps_entries(
     assert new_text != old_text
 
     before = bao.audited(DECRYPT)
-    unwrapped = MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, path, approle=bao.approle)
-    MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, path, approle=bao.approle)
+    unwrapped = MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, path)
+    MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, path)
     assert bao.audited(DECRYPT) == before + 1  # once more, for the new key version only
     assert unwrapped == key  # same data key: nothing to re-encrypt
 
@@ -100,10 +107,10 @@ def test_transit_rotation_then_rewrap_keeps_entries(
     root.adapter.close()
     clear_key_cache()
     with pytest.raises(VaultError) as caught:
-        MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, old_text, approle=bao.approle)
+        MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, old_text)
     assert caught.value.reason == "invalid"
     assert DECRYPT in str(caught.value)
-    assert MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, path, approle=bao.approle) == key
+    assert MasterKey.from_vault_transit(bao.app(), TRANSIT_KEY, path) == key
 
 
 def test_policy_denial_names_the_path_not_the_token(bao: Bao) -> None:
@@ -125,7 +132,7 @@ def test_rejected_token_is_named_by_source_only(bao: Bao, tmp_path: Path) -> Non
     clear_key_cache()
     token = "hvs.bogus-SECRET-token"
     with pytest.raises(VaultError) as caught:
-        MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, wrapped, token=token)
+        MasterKey.from_vault_transit(VaultConnection(bao.url, token=token), TRANSIT_KEY, wrapped)
     assert caught.value.reason == "token"
     assert "token argument" in str(caught.value)
     assert "SECRET" not in str(caught.value)
@@ -143,7 +150,8 @@ def test_token_from_environment_and_file(
     clear_key_cache()
     token_file = tmp_path / "token"
     token_file.write_text(app_token + "\n")
-    assert MasterKey.from_vault_transit(bao.url, TRANSIT_KEY, wrapped, token_file=token_file) == key
+    from_file = VaultConnection(bao.url, token_file=token_file)
+    assert MasterKey.from_vault_transit(from_file, TRANSIT_KEY, wrapped) == key
     clear_key_cache()
     (tmp_path / ".vault-token").write_text(app_token)  # HOME is tmp_path
     connection = VaultConnection(bao.url)
@@ -183,6 +191,158 @@ def test_plain_http_only_on_loopback() -> None:
 def test_missing_hvac_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "hvac", None)  # import hvac -> ImportError
     with pytest.raises(ConfigurationError, match=r"securesession\[vault\]"):
-        MasterKey.from_vault_transit("https://vault.example.com", "k", "vault:v1:AAAA", token="t")
+        MasterKey.from_vault_transit("https://vault.example.com", "k", "vault:v1:AAAA")
     with pytest.raises(ConfigurationError, match=r"securesession\[vault\]"):
         open_registry("vault+https://vault.example.com/kv/app", MasterKey.generate())
+
+
+# -- the connection carries the settings ------------------------------------------------------
+
+
+def test_loose_connection_settings_still_work_with_a_deprecation_warning(
+    bao: Bao, tmp_path: Path
+) -> None:
+    """For one release: token=, approle=, ... beside an address build the connection."""
+    operator = {"token": bao.operator_token}
+    path = tmp_path / "wrapped"
+    with pytest.warns(DeprecationWarning, match=r"passing token= beside a Vault address") as caught:
+        wrapped, key = wrap_new_key(bao.url, TRANSIT_KEY, path=path, **operator)
+    assert caught[0].filename == __file__  # attributed to the caller's line
+    with pytest.warns(DeprecationWarning, match="token="):
+        rewrapped = rewrap_key(bao.url, TRANSIT_KEY, path, timeout=5, **operator)
+    assert rewrapped == path.read_text().strip()
+    clear_key_cache()
+    before = bao.audited(DECRYPT)
+    with pytest.warns(DeprecationWarning, match=r"approle=, timeout=") as caught:
+        unwrapped = MasterKey.from_vault_transit(
+            bao.url, TRANSIT_KEY, path, approle=bao.approle, timeout=5
+        )
+    assert caught[0].filename == __file__  # through from_vault_transit too
+    assert unwrapped == key and bao.audited(DECRYPT) == before + 1
+    with pytest.warns(DeprecationWarning, match="approle=") as caught:
+        assert unwrap_key(bao.url, TRANSIT_KEY, wrapped, approle=bao.approle) == key
+    assert "SECRET" not in str(caught[0].message)  # names the keywords, not the values
+
+
+def test_loose_settings_beside_a_connection_are_refused(bao: Bao) -> None:
+    """Beside a VaultConnection they would be ignored: an error, before any request."""
+    connection = bao.app()
+    wrapped, _ = wrap_new_key(bao.operator(), TRANSIT_KEY)
+    attempts: list[Callable[[], object]] = [
+        lambda: MasterKey.from_vault_transit(connection, TRANSIT_KEY, wrapped, namespace="x"),
+        lambda: unwrap_key(connection, TRANSIT_KEY, wrapped, token="t-SECRET"),
+        lambda: wrap_new_key(connection, TRANSIT_KEY, verify=False),
+        lambda: rewrap_key(connection, TRANSIT_KEY, wrapped, approle=bao.approle, timeout=1),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ConfigurationError, match="would be ignored beside a VaultConnection"):
+            attempt()
+    assert connection.request_count == 0
+    with pytest.raises(ConfigurationError) as caught:
+        unwrap_key(connection, TRANSIT_KEY, wrapped, token="t-SECRET")
+    assert "token=" in str(caught.value) and "SECRET" not in str(caught.value)
+
+
+def test_transit_key_is_a_key_source(bao: Bao, tmp_path: Path) -> None:
+    path = tmp_path / "wrapped"
+    _, key = wrap_new_key(bao.operator(), TRANSIT_KEY, path=path)
+    clear_key_cache()
+    connection = bao.app()
+    source: KeySource = TransitKey(connection, TRANSIT_KEY, path)
+    assert isinstance(source, KeySource)
+    assert connection.request_count == 0  # nothing read or sent until asked
+    before = bao.audited(DECRYPT)
+    assert source.master_key() == key
+    assert source.master_key() is source.master_key()
+    assert bao.audited(DECRYPT) == before + 1
+    # The file is read on each call: a rewrapped one is unwrapped (once) afresh.
+    bao.root().secrets.transit.rotate_key(TRANSIT_KEY)
+    rewrap_key(bao.operator(), TRANSIT_KEY, path)
+    assert source.master_key() == key
+    assert bao.audited(DECRYPT) == before + 2
+    assert "SECRET" not in repr(source)
+
+
+class _HeldTransit:
+    """Holds every Transit request of *connection* inside the engine call until
+    released, counting how many are inside at once."""
+
+    def __init__(self, connection: VaultConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inside = 0
+        self.most_inside = 0
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        call = connection.call
+
+        def held(fn: Callable[[Any], Any], **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls += 1
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            self.entered.set()
+            try:
+                assert self.release.wait(10), "never released"
+                return call(fn, **kwargs)
+            finally:
+                with self._lock:
+                    self.inside -= 1
+
+        monkeypatch.setattr(connection, "call", held)
+
+
+def _in_threads(*calls: Callable[[], MasterKey]) -> tuple[list[MasterKey], list[threading.Thread]]:
+    results: list[MasterKey] = []
+    threads = [threading.Thread(target=lambda call=call: results.append(call())) for call in calls]
+    for thread in threads:
+        thread.start()
+    return results, threads
+
+
+def test_unwraps_of_different_texts_do_not_wait_for_each_other(
+    bao: Bao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No process-wide lock is held while Transit answers."""
+    operator = bao.operator()
+    (first, first_key), (second, second_key) = (wrap_new_key(operator, TRANSIT_KEY) for _ in "ab")
+    clear_key_cache()
+    connection = bao.app()
+    held = _HeldTransit(connection, monkeypatch)
+
+    results, threads = _in_threads(
+        lambda: unwrap_key(connection, TRANSIT_KEY, first),
+        lambda: unwrap_key(connection, TRANSIT_KEY, second),
+    )
+    deadline = time.monotonic() + 2
+    while held.most_inside < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # both requests reach the engine while neither has an answer
+    inside_at_once = held.most_inside
+    held.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert inside_at_once == 2
+    assert sorted(key.key_id for key in results) == sorted((first_key.key_id, second_key.key_id))
+
+
+def test_concurrent_unwraps_of_one_text_ask_transit_once(
+    bao: Bao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapped, key = wrap_new_key(bao.operator(), TRANSIT_KEY)
+    clear_key_cache()
+    connection = bao.app()
+    held = _HeldTransit(connection, monkeypatch)
+    before = bao.audited(DECRYPT)
+
+    results, first = _in_threads(lambda: unwrap_key(connection, TRANSIT_KEY, wrapped))
+    assert held.entered.wait(10)  # the first asks Transit...
+    more, others = _in_threads(
+        *[lambda: MasterKey.from_vault_transit(connection, TRANSIT_KEY, wrapped)] * 3
+    )
+    time.sleep(0.2)  # ...while the others arrive and wait for its answer
+    held.release.set()
+    for thread in first + others:
+        thread.join(10)
+    assert held.calls == 1 and bao.audited(DECRYPT) == before + 1
+    assert len(results + more) == 4 and all(got is results[0] for got in results + more)
+    assert results[0] == key

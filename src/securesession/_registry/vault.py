@@ -45,9 +45,10 @@ values over ``max_entry_size``, 1 MiB by default); split larger registries.
 **Last changed**: an entry's ``updated_at`` is the KV ``created_time`` of the
 document version that holds it (kept across rotations).
 
-URL options (query string): ``namespace``, ``refresh`` (seconds), ``timeout``
-(seconds), ``ca`` (CA bundle path). Credentials never go in the URL: see
-:class:`securesession._vault.VaultConnection` for where they come from.
+URL options (query string): ``refresh`` (seconds); and, for the connection that
+:func:`open_vault_registry` builds when it is given none, ``namespace``, ``timeout``
+(seconds) and ``ca`` (CA bundle path). Credentials never go in the URL: see
+:class:`securesession._vault_connection.VaultConnection` for where they come from.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ from .._exceptions import (
     SchemaVersionError,
     VaultError,
 )
-from .._secret import Secret
-from .._vault import DEFAULT_TIMEOUT, AppRole, VaultConnection
+from .._vault_connection import VaultConnection, check_loose_options
 from ._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
 
 __all__ = ["VaultStore", "open_vault_registry", "parse_vault_url"]
@@ -107,10 +107,10 @@ class VaultTarget:
     engine_url: str
     mount: str
     prefix: str
-    namespace: str | None
     refresh: float
-    timeout: float
-    ca: str | None
+    #: What the URL says of the connection (``namespace``, ``timeout``, ``ca`` as
+    #: ``verify``): keywords of :class:`VaultConnection`, only those given.
+    connection_options: Mapping[str, Any]
 
     @property
     def name(self) -> str:
@@ -151,10 +151,10 @@ def parse_vault_url(url: str) -> VaultTarget:
         values = options.get(name)
         return values[-1] if values else None
 
-    def seconds(name: str, default: float) -> float:
+    def seconds(name: str) -> float | None:
         text = option(name)
         if text is None:
-            return default
+            return None
         try:
             value = float(text)
         except ValueError:
@@ -164,14 +164,19 @@ def parse_vault_url(url: str) -> VaultTarget:
         return value
 
     netloc = parts.netloc if port is not None else f"{parts.netloc}:{_DEFAULT_PORT}"
+    refresh = seconds("refresh")
+    given = {
+        "namespace": option("namespace"),
+        "timeout": seconds("timeout"),
+        "verify": option("ca"),
+    }
     return VaultTarget(
         engine_url=f"{scheme.removeprefix('vault+')}://{netloc}",
         mount=segments[0],
         prefix="/".join(segments[1:]),
-        namespace=option("namespace") or None,
-        refresh=seconds("refresh", DEFAULT_REFRESH),
-        timeout=seconds("timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
-        ca=option("ca") or None,
+        refresh=DEFAULT_REFRESH if refresh is None else refresh,
+        # Empty (and a timeout of 0) mean the connection's default.
+        connection_options={name: value for name, value in given.items() if value},
     )
 
 
@@ -781,30 +786,34 @@ def open_vault_registry(
     key: MasterKey,
     *,
     connection: VaultConnection | None = None,
-    token: str | Secret | None = None,
-    approle: AppRole | None = None,
-    token_file: str | os.PathLike[str] | None = None,
+    **connection_options: Any,
 ) -> EncryptedRegistry:
     """Open (creating if needed) the registry at ``vault+https://host:8200/<mount>/<prefix>``.
 
-    Credentials: *connection* (shared, e.g. with ``MasterKey.from_vault_transit``),
-    or *token* / *approle* / *token_file*, or the environment (``VAULT_TOKEN``, ...).
+    *connection* is a :class:`VaultConnection` to the engine the URL names (shared,
+    e.g. with ``MasterKey.from_vault_transit``; left open on close). Without one, a
+    connection is built from the URL's ``namespace``, ``timeout`` and ``ca`` options
+    and the credentials in the environment (``VAULT_TOKEN``, ...), and closed with
+    the registry. Beside *connection* those URL options, like any *connection_options*,
+    would be ignored, so they are refused. *connection_options* (``token=``,
+    ``approle=``, ``token_file=``) without *connection* are deprecated: pass
+    ``connection=VaultConnection(...)``.
     """
     target = parse_vault_url(url)
+    check_loose_options(target.engine_url if connection is None else connection, connection_options)
     owns = connection is None
     if connection is None:
         connection = VaultConnection(
-            target.engine_url,
-            token=token,
-            approle=approle,
-            token_file=token_file,
-            namespace=target.namespace,
-            verify=target.ca,
-            timeout=target.timeout,
+            target.engine_url, **target.connection_options, **connection_options
         )
     elif connection.url != target.engine_url:
         raise ConfigurationError(
             f"registry URL names {target.engine_url}, but the connection is to {connection.url}"
+        )
+    elif target.connection_options:
+        raise ConfigurationError(
+            "the registry URL's namespace, timeout and ca options would be ignored beside a "
+            "VaultConnection: set them on the connection (namespace=, timeout=, verify=)"
         )
     store = VaultStore(
         connection,

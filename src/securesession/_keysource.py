@@ -1,0 +1,29 @@
+"""Where a master key comes from: the :class:`KeySource` protocol.
+
+A key source says where a key lives and fetches it when asked, so it can be handed
+around (configuration, dependency injection) before any key is read. Anything with
+a ``master_key()`` method returning a :class:`~securesession.MasterKey` is one:
+Vault/OpenBao Transit (:class:`securesession._vault.TransitKey`) is the built-in
+provider; a cloud KMS or a secrets manager of your own is another. The
+``MasterKey.from_*`` classmethods read a key at once instead.
+
+This module and :mod:`securesession._crypto` know nothing of Vault: the Transit
+provider depends on them, never the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ._crypto import MasterKey
+
+__all__ = ["KeySource"]
+
+
+@runtime_checkable
+class KeySource(Protocol):
+    """A source of the registry's master key."""
+
+    def master_key(self) -> MasterKey:
+        """The key: fetched, unwrapped or derived as the source needs (and may cache)."""
+        ...
