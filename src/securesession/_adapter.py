@@ -43,6 +43,7 @@ from requests.utils import select_proxy
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
+from urllib3.util.retry import Retry
 
 from ._entry import ServiceEntry
 from ._exceptions import ConfigurationError, TLSConfigError
@@ -198,7 +199,7 @@ class SecureAdapter(HTTPAdapter):
         self,
         pool_connections: int = DEFAULT_POOL_CONNECTIONS,
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
-        max_retries: int = 0,
+        max_retries: int | Retry = 0,
         pool_block: bool = False,
     ) -> None:
         self._guard: WireGuard | None = None

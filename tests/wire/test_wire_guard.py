@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from urllib3.util.retry import Retry
 from wire_helpers import (
     DIGEST_PASSWORD,
     DIGEST_USER,
@@ -366,6 +367,28 @@ def test_group5_an_unbound_secure_adapter_is_bound_by_mount(
         session.mount(server.url + "/svc", SecureAdapter(pool_maxsize=2))
         session.get(server.url + "/svc/x")
     assert server.requests[0].client_cert_subject_cn == "mounted"
+
+
+def test_urllib3_retries_resend_only_their_entry_over_its_profile(
+    origins: Origins, registry: Registry
+) -> None:
+    """urllib3 retries below the adapter: each attempt is the same request, over the
+    same profile's pool, and a retried redirect is still handled (and guarded) by the
+    session, not by urllib3."""
+    server = origins.tls_a
+    registry.put(gateway_entry(server.url + "/svc", "rt", tls=profile(origins.ca, "retry-client")))
+    server.respond("/svc/busy", status=503)
+    server.redirect("/svc/away", origins.plain_c.url + "/landing")
+    retry = Retry(total=2, status_forcelist=[503], backoff_factor=0, raise_on_status=False)
+    with SecureSession(registry, adapter=SecureAdapter(max_retries=retry)) as session:
+        assert session.get(server.url + "/svc/busy").status_code == 503
+        assert session.get(server.url + "/svc/away").status_code == 200
+    busy = [r for r in server.requests if r.path == "/svc/busy"]
+    assert len(busy) == 3
+    assert all(r.client_cert_subject_cn == "retry-client" for r in busy)
+    assert all(tags_seen(r, ["rt"]) == {"rt"} for r in busy)
+    (landing,) = origins.plain_c.requests
+    assert tags_seen(landing, ["rt"]) == set()
 
 
 # -- 7. smaller ones (the session's own) ------------------------------------------------
