@@ -386,8 +386,8 @@ def tls_missing() -> str | None:
         missing.append("ServiceEntry(tls=...)")
     from securesession import SecureAdapter
 
-    if not hasattr(SecureAdapter, "context_for"):
-        missing.append("SecureAdapter.context_for (one SSLContext per profile)")
+    if not hasattr(SecureAdapter, "_context_for"):
+        missing.append("SecureAdapter._context_for (one SSLContext per profile)")
     return f"missing: {', '.join(missing)}" if missing else None
 
 

@@ -179,7 +179,7 @@ def main(bindir: Path) -> int:
                 )
             )
             # No polling of the database: host B's listener applies the NOTIFY.
-            seen_after = wait_for(lambda: session.plan_for(invoice) is not None, 1.0)
+            seen_after = wait_for(lambda: session.entry_for(invoice) is not None, 1.0)
             if seen_after is None:
                 print("host B did not see host A's entry within a second")
                 return 1

@@ -42,15 +42,15 @@ def watch_entry(
     registry = open_registry(url, MasterKey.from_base64(key_b64))
     try:
         with SecureSession(registry, cache_ttl=3600) as session:
-            plan = session.plan_for(entry_url)
-            first = plan.entry.gateway.password if plan and plan.entry.gateway else None
+            entry = session.entry_for(entry_url)
+            first = entry.gateway.password if entry and entry.gateway else None
             ready.set()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                plan = session.plan_for(entry_url)
-                now = plan.entry.gateway.password if plan and plan.entry.gateway else None
+                entry = session.entry_for(entry_url)
+                now = entry.gateway.password if entry and entry.gateway else None
                 if now != first:
-                    out.put(("changed", time.monotonic(), plan is None))
+                    out.put(("changed", time.monotonic(), entry is None))
                     return
                 time.sleep(0.001)
             out.put(("timeout", time.monotonic(), False))

@@ -13,13 +13,16 @@ Quick start::
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+# Names imported "as" themselves are the deprecated ones of _MOVED: typed, so code
+# that uses them still type-checks while it moves to their new homes.
 if TYPE_CHECKING:
     from ._adapter import SecureAdapter
-    from ._cache import EntryCache
+    from ._cache import EntryCache as EntryCache
     from ._crypto import KEY_ENV_VAR, MasterKey
     from ._entry import AuthMode, ServiceEntry
     from ._exceptions import (
@@ -43,39 +46,37 @@ if TYPE_CHECKING:
         TLSHandshakeError,
         VaultError,
     )
-    from ._inject import InjectionPlan
-    from ._registry import (
-        ENTRY_POINT_GROUP,
-        EncryptedRegistry,
-        EntryRef,
-        Registry,
-        RegistryStore,
-        SealedEntry,
-        open_registry,
-    )
-    from ._registry.memory import MemoryStore
-    from ._registry.sqlite import SQLiteStore
-    from ._registry.vault import open_vault_registry
+    from ._guard import EntrySource
+    from ._inject import InjectionPlan as InjectionPlan
+    from ._inject import injected_by
+    from ._keysource import KeySource
+    from ._registry import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+    from ._registry import EncryptedRegistry as EncryptedRegistry
+    from ._registry import EntryRef, Registry, open_registry
+    from ._registry import RegistryStore as RegistryStore
+    from ._registry import SealedEntry as SealedEntry
+    from ._registry.memory import MemoryStore as MemoryStore
+    from ._registry.sqlite import SQLiteStore as SQLiteStore
+    from ._registry.vault import open_vault_registry as open_vault_registry
     from ._secret import Credential, Secret
     from ._session import CacheInfo, SecureSession
     from ._tls import ClientCertificate, TLSProfile, TLSVersionName, spki_pin
     from ._urls import CanonicalURL, canonicalize
-    from ._vault import (
-        AppRole,
-        VaultConnection,
-        rewrap_key,
-        transit_key_version,
-        unwrap_key,
-        wrap_new_key,
-    )
+    from ._vault import AppRole as AppRole
+    from ._vault import VaultConnection as VaultConnection
+    from ._vault import rewrap_key as rewrap_key
+    from ._vault import transit_key_version as transit_key_version
+    from ._vault import unwrap_key as unwrap_key
+    from ._vault import wrap_new_key as wrap_new_key
 
-# Each public name and the private module that defines it. Names are imported on
-# first use (PEP 562): the pytest plugin makes every test run import this package,
-# and a suite that never touches securesession should not pay for requests and
-# cryptography.
+# The application tier: each public name and the private module that defines it.
+# Names are imported on first use (PEP 562): the pytest plugin makes every test run
+# import this package, and a suite that never touches securesession should not pay
+# for requests and cryptography. Backend authors' names live in
+# ``securesession.registry``; each backend's own names in its module
+# (``securesession.sqlite``, ``.postgres``, ``.vault``, ``.memory``).
 _EXPORTS: dict[str, str] = {
     "SecureAdapter": "_adapter",
-    "EntryCache": "_cache",
     "KEY_ENV_VAR": "_crypto",
     "MasterKey": "_crypto",
     "AuthMode": "_entry",
@@ -99,17 +100,12 @@ _EXPORTS: dict[str, str] = {
     "TLSConfigError": "_exceptions",
     "TLSHandshakeError": "_exceptions",
     "VaultError": "_exceptions",
-    "InjectionPlan": "_inject",
-    "ENTRY_POINT_GROUP": "_registry",
-    "EncryptedRegistry": "_registry",
+    "EntrySource": "_guard",
+    "injected_by": "_inject",
+    "KeySource": "_keysource",
     "EntryRef": "_registry",
     "Registry": "_registry",
-    "RegistryStore": "_registry",
-    "SealedEntry": "_registry",
     "open_registry": "_registry",
-    "MemoryStore": "_registry.memory",
-    "SQLiteStore": "_registry.sqlite",
-    "open_vault_registry": "_registry.vault",
     "Credential": "_secret",
     "Secret": "_secret",
     "CacheInfo": "_session",
@@ -120,18 +116,30 @@ _EXPORTS: dict[str, str] = {
     "spki_pin": "_tls",
     "CanonicalURL": "_urls",
     "canonicalize": "_urls",
-    "AppRole": "_vault",
-    "VaultConnection": "_vault",
-    "rewrap_key": "_vault",
-    "transit_key_version": "_vault",
-    "unwrap_key": "_vault",
-    "wrap_new_key": "_vault",
+}
+
+# Names 0.1.0 exported from here, and where they live now: they still resolve, with a
+# DeprecationWarning, until 0.3. (module that defines it, where to import it from)
+_MOVED: dict[str, tuple[str, str]] = {
+    "ENTRY_POINT_GROUP": ("_registry", "securesession.registry"),
+    "EncryptedRegistry": ("_registry", "securesession.registry"),
+    "RegistryStore": ("_registry", "securesession.registry"),
+    "SealedEntry": ("_registry", "securesession.registry"),
+    "MemoryStore": ("_registry.memory", "securesession.memory"),
+    "SQLiteStore": ("_registry.sqlite", "securesession.sqlite"),
+    "open_vault_registry": ("_registry.vault", "securesession.vault"),
+    "AppRole": ("_vault", "securesession.vault"),
+    "VaultConnection": ("_vault", "securesession.vault"),
+    "rewrap_key": ("_vault", "securesession.vault"),
+    "transit_key_version": ("_vault", "securesession.vault"),
+    "unwrap_key": ("_vault", "securesession.vault"),
+    "wrap_new_key": ("_vault", "securesession.vault"),
+    "EntryCache": ("_cache", ""),
+    "InjectionPlan": ("_inject", ""),
 }
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "KEY_ENV_VAR",
-    "AppRole",
     "AuthMode",
     "CacheInfo",
     "CanonicalURL",
@@ -142,25 +150,20 @@ __all__ = [
     "ConfigurationError",
     "Credential",
     "DecryptionError",
-    "EncryptedRegistry",
-    "EntryCache",
     "EntryRef",
-    "InjectionPlan",
+    "EntrySource",
     "InvalidEntryError",
     "InvalidURLError",
+    "KeySource",
     "MasterKey",
     "MasterKeyError",
-    "MemoryStore",
     "NoCredentialsError",
     "PinMismatchError",
     "ProtocolVersionMismatchError",
     "Registry",
     "RegistryCorruptError",
     "RegistryError",
-    "RegistryStore",
-    "SQLiteStore",
     "SchemaVersionError",
-    "SealedEntry",
     "Secret",
     "SecureAdapter",
     "SecureSession",
@@ -171,24 +174,29 @@ __all__ = [
     "TLSHandshakeError",
     "TLSProfile",
     "TLSVersionName",
-    "VaultConnection",
     "VaultError",
     "__version__",
     "canonicalize",
+    "injected_by",
     "open_registry",
-    "open_vault_registry",
-    "rewrap_key",
     "spki_pin",
-    "transit_key_version",
-    "unwrap_key",
-    "wrap_new_key",
 ]
 
 
 def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        moved = _MOVED.get(name)
+        if moved is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module, new_home = moved
+        where = f"import it from {new_home}" if new_home else "it is internal"
+        warnings.warn(
+            f"securesession.{name} is deprecated here and goes in 0.3: {where}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(f".{module}", __name__), name)
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # later lookups are plain attribute reads
     return value

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -244,6 +245,16 @@ class SecureAdapter(HTTPAdapter):
         return guard.guard(request, run_auth=False)
 
     def context_for(self, entry: ServiceEntry) -> ProfileContext:
+        """Deprecated (the context type is internal); goes in 0.3."""
+        warnings.warn(
+            "SecureAdapter.context_for() is deprecated and goes in 0.3: the TLS context "
+            "of a profile is internal",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._context_for(entry)
+
+    def _context_for(self, entry: ServiceEntry) -> ProfileContext:
         """The TLS context of *entry*'s profile, built on first use.
 
         One context per entry: when the entry comes back with a different profile
@@ -368,7 +379,7 @@ class SecureAdapter(HTTPAdapter):
         entry = plan.entry if plan is not None else None
         context: ProfileContext | None = None
         if entry is not None and entry.tls is not None:
-            context = self.context_for(entry)
+            context = self._context_for(entry)
             context.refuse_if_expired()
             if verify is False or cert is not None:
                 logger.warning(

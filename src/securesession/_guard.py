@@ -28,19 +28,41 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import requests
 from requests import PreparedRequest, Response
 
 from ._cache import EntryCache, RecentLookups
+from ._entry import ServiceEntry
 from ._exceptions import InvalidURLError, NoCredentialsError, RegistryError
 from ._inject import InjectionPlan, apply_plan, build_plan
-from ._registry import EntryRef, Registry
+from ._registry import EntryRef
 from ._urls import canonicalize
 
-__all__ = ["GuardedRequest", "InvalidRequestURLError", "WireGuard", "adopt", "where"]
+__all__ = [
+    "EntrySource",
+    "GuardedRequest",
+    "InvalidRequestURLError",
+    "WireGuard",
+    "adopt",
+    "where",
+]
 
 logger = logging.getLogger("securesession")
+
+
+@runtime_checkable
+class EntrySource(Protocol):
+    """What a session needs of a registry: which entry a URL matches (cheap, on every
+    request) and that entry decrypted (on a cache miss). Every :class:`Registry` is
+    one; a test double needs only these two methods."""
+
+    def lookup(self, url: str) -> EntryRef | None:
+        """Which entry *url* matches, without decrypting anything."""
+
+    def load(self, ref: EntryRef) -> ServiceEntry | None:
+        """The entry *ref* names, decrypted; ``None`` if it was removed meanwhile."""
 
 
 class GuardedRequest(PreparedRequest):
@@ -80,7 +102,7 @@ class WireGuard:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: EntrySource,
         *,
         cache_ttl: float,
         cache_maxsize: int,

@@ -30,7 +30,7 @@ from ._entry import ServiceEntry
 from ._exceptions import ConfigurationError
 from ._secret import Credential
 
-__all__ = ["EntryBoundAuth", "InjectionPlan", "Tagged", "apply_plan", "build_plan"]
+__all__ = ["EntryBoundAuth", "InjectionPlan", "Tagged", "apply_plan", "build_plan", "injected_by"]
 
 AUTHORIZATION: Final = "Authorization"
 Hook = Callable[..., Any]
@@ -68,6 +68,14 @@ class Tagged(str):
 
     def __deepcopy__(self, memo: object) -> Tagged:
         return self
+
+
+def injected_by(value: object) -> ServiceEntry | None:
+    """The entry a header value was injected for, or ``None`` for any other value.
+
+    For code that stores or exports headers (caches, recorders, log filters): a value
+    the registry injected must never be written out, whatever its header's name."""
+    return value.plan.entry if type(value) is Tagged else None
 
 
 @dataclass(eq=False, repr=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple, NoReturn
 
@@ -16,10 +17,10 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from requests.utils import get_auth_from_url
 
 from ._adapter import SecureAdapter
+from ._entry import ServiceEntry
 from ._exceptions import TLSConfigError
-from ._guard import WireGuard, adopt, is_downgraded
+from ._guard import EntrySource, WireGuard, adopt, is_downgraded
 from ._inject import InjectionPlan
-from ._registry import Registry
 
 __all__ = ["CacheInfo", "SecureSession"]
 
@@ -74,7 +75,7 @@ class SecureSession(requests.Session):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: EntrySource,
         *,
         cache_ttl: float = 300.0,
         cache_maxsize: int = 1024,
@@ -110,7 +111,7 @@ class SecureSession(requests.Session):
         raise TypeError(_NOT_COPIED)
 
     @property
-    def registry(self) -> Registry:
+    def registry(self) -> EntrySource:
         return self._guard.registry
 
     @property
@@ -135,8 +136,20 @@ class SecureSession(requests.Session):
         cache = self._guard.cache
         return CacheInfo(cache.hits, cache.loads, len(cache))
 
+    def entry_for(self, url: str) -> ServiceEntry | None:
+        """The decrypted entry *url* matches (from the session's cache, at the
+        registry's current revision), or ``None`` if no entry matches."""
+        plan = self._guard.plan_for(url)
+        return None if plan is None else plan.entry
+
     def plan_for(self, url: str) -> InjectionPlan | None:
-        """The injection *url* would get (cached), or ``None`` if no entry matches."""
+        """Deprecated: use :meth:`entry_for`. The injection plan is an internal type."""
+        warnings.warn(
+            "SecureSession.plan_for() is deprecated and will be removed in 0.3: use "
+            "entry_for(url), which returns the matched ServiceEntry",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self._guard.plan_for(url)
 
     # -- requests hooks ------------------------------------------------------------
@@ -252,7 +265,7 @@ class SecureSession(requests.Session):
         kwargs: dict[str, Any],
     ) -> Response:
         self._guard.cache.invalidate(plan.key)
-        fresh = self.plan_for(request.url or "")
+        fresh = self._guard.plan_for(request.url or "")
         if fresh is None or fresh.entry == plan.entry:
             logger.debug(
                 "entry %s: %d, and the stored credentials are unchanged",

@@ -350,7 +350,7 @@ def test_a_wsse_credential_is_sealed_and_never_sent_as_http(tmp_path: Path) -> N
         assert entry is not None and entry.request_auth == "wsse"
         assert entry.request == Credential(WSSE_USER, WSSE_PASSWORD)
         with SecureSession(registry) as session:
-            plan = session.plan_for(f"{server.url}/soap/x")
+            plan = session._guard.plan_for(f"{server.url}/soap/x")
             assert plan is not None
             assert [name for name, _ in plan.headers] == ["X-Gateway-User", "X-Gateway-Password"]
             assert plan.auth is None

@@ -446,7 +446,7 @@ def test_concurrent_misses_decrypt_once(
 
         def miss() -> None:
             barrier.wait()
-            assert session.plan_for("https://svc.test/x") is not None
+            assert session.entry_for("https://svc.test/x") is not None
 
         threads = [threading.Thread(target=miss) for _ in range(8)]
         for thread in threads:
@@ -516,8 +516,14 @@ def test_reprs_hold_no_secret(
     session: SecureSession, registry: Registry, server: GatewayServer
 ) -> None:
     add(registry, server.url + "/svc/", "svc")
-    plan = session.plan_for(server.url + "/svc/x")
-    for obj in (session, registry, plan, plan.entry if plan else None, session.cache_info()):
+    plan = session._guard.plan_for(server.url + "/svc/x")
+    for obj in (
+        session,
+        registry,
+        plan,
+        session.entry_for(server.url + "/svc/x"),
+        session.cache_info(),
+    ):
         assert "SECRET" not in repr(obj) and "SECRET" not in str(obj)
 
 
@@ -536,3 +542,29 @@ def test_matched_entry_and_cache_miss_are_logged(
     assert text.count(f"cache hit: entry {server.url}/svc (revision 1)") == 1
     injected = "X-Gateway-User, X-Gateway-Password, Authorization"
     assert f"entry {server.url}/svc matched; injected {injected}" in text
+
+
+def test_entry_for_is_the_matched_entry_and_plan_for_is_deprecated(
+    session: SecureSession, registry: Registry, server: GatewayServer
+) -> None:
+    add(registry, server.url + "/svc/", "svc")
+    entry = session.entry_for(server.url + "/svc/x")
+    assert entry is not None and entry.url == server.url + "/svc"
+    assert session.entry_for(server.url + "/other") is None
+    with pytest.warns(DeprecationWarning, match="entry_for"):
+        plan = session.plan_for(server.url + "/svc/x")
+    assert plan is not None and plan.entry == entry
+
+
+def test_injected_by_names_the_entry_of_an_injected_value(
+    session: SecureSession, registry: Registry, server: GatewayServer
+) -> None:
+    from securesession import injected_by
+
+    add(registry, server.url + "/svc/", "svc")
+    sent = session.get(server.url + "/svc/x", headers={"X-Mine": "mine"}).request
+    entry = session.entry_for(server.url + "/svc/x")
+    assert injected_by(sent.headers["X-Gateway-Password"]) == entry
+    assert injected_by(sent.headers["Authorization"]) == entry
+    assert injected_by(sent.headers["X-Mine"]) is None
+    assert injected_by("gw-SECRET") is None

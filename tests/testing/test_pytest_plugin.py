@@ -83,8 +83,8 @@ def test_marker_preloads_entries_closest_wins(pytester: pytest.Pytester) -> None
                 assert securesession_registry.get("https://other.test/").request_auth == "bearer"
 
             def test_class_marker_wins(self, secure_session):
-                plan = secure_session.plan_for("https://svc.test/api/x")
-                assert dict(plan.headers)["X-Gateway-User"] == "class-gw"
+                entry = secure_session.entry_for("https://svc.test/api/x")
+                assert entry.gateway.username == "class-gw"
 
         def test_module_marker_only(securesession_registry):
             assert securesession_registry.get(API).gateway.username == "module-gw"

@@ -151,7 +151,8 @@ def test_injects_exactly_like_a_memory_registry() -> None:
         real.put(entry)
     with SecureSession(stub) as via_stub, SecureSession(real) as via_real:
         for url in ("https://svc.test/api/x", "https://svc.test/api/bearer/y", "https://n.test/"):
-            plan_stub, plan_real = via_stub.plan_for(url), via_real.plan_for(url)
+            # What would be injected: the session's (internal) plan of each.
+            plan_stub, plan_real = via_stub._guard.plan_for(url), via_real._guard.plan_for(url)
             if plan_real is None:
                 assert plan_stub is None
                 continue

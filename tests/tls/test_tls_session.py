@@ -68,7 +68,7 @@ def test_pkcs12_client_certificate_and_credentials(
     # context must still trust the entry's CA alone.
     entry = registry.get(server.url + "/pay")
     assert entry is not None
-    assert session.adapter.context_for(entry).cert_store_stats()["x509_ca"] == 1
+    assert session.adapter._context_for(entry).cert_store_stats()["x509_ca"] == 1
 
 
 def test_pin_match_and_mismatch(

@@ -129,7 +129,7 @@ with SecureSession(registry) as session:
                 "message": str(exc)[:600],
                 "verify_code": getattr(exc, "verify_code", None),
             }
-        context = session.adapter.context_for(entry)
+        context = session.adapter._context_for(entry)
         mro = [f"{k.__module__}.{k.__qualname__}" for k in type(context).__mro__]
         outcome["profile_context"] = isinstance(context, ProfileContext)
         outcome["truststore_context"] = "truststore._api.SSLContext" in mro
@@ -316,7 +316,7 @@ def test_system_trust_uses_the_os_store_not_certifi(
     entry = put(
         server.url + "/api", client_cert=pfx(issue(ca, "system-client")), ca_bundle="system"
     )
-    context = session.adapter.context_for(entry)
+    context = session.adapter._context_for(entry)
     assert isinstance(context, ProfileContext)
     assert isinstance(context, truststore.SSLContext)
     # Nothing of certifi (nor any CA) was loaded into the context doing the handshake.

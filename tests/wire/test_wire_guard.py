@@ -184,7 +184,7 @@ def test_group1_bound_hooks_answer_only_responses_of_their_entry(
     registry.put(_digest_entry(origins))
     with SecureSession(registry) as session:
         url = origins.digest.url + "/d/x"
-        plan = session.plan_for(url)
+        plan = session._guard.plan_for(url)
         assert plan is not None and plan.auth is not None
         request = session.prepare_request(requests.Request("GET", url))
         plan.auth(request)

@@ -19,7 +19,8 @@ from typing import Any, Final
 
 import requests
 
-from securesession import InjectionPlan, SecureSession, canonicalize
+from securesession import SecureSession, ServiceEntry, canonicalize
+from securesession.integrations import injected_header_names
 
 from ._commands import registry_from_args
 from ._common import EXIT_FAILED, EXIT_OK, CommandError, UsageError, note
@@ -138,30 +139,26 @@ def request_error(exc: requests.RequestException, url: str, timeout: float) -> C
     return CommandError(f"request to {where} failed: {type(exc).__name__}")
 
 
-def _redactor(session: SecureSession, urls: Iterable[str], first: InjectionPlan | None) -> Redactor:
+def _redactor(session: SecureSession, urls: Iterable[str], first: ServiceEntry | None) -> Redactor:
     """A redactor for everything the entries of *urls* inject: header names and values,
     and the entries' own secrets (which a server might echo back in a header)."""
-    names: list[str] = []
+    entries: dict[str, ServiceEntry] = {} if first is None else {first.url: first}
+    for url in dict.fromkeys(urls):
+        entry = session.entry_for(url)
+        if entry is not None:
+            entries.setdefault(entry.url, entry)
     values: list[str] = []
-    plans: list[InjectionPlan | None] = [first]
-    seen: set[str] = set()
-    for url in urls:
-        if url not in seen:
-            seen.add(url)
-            plans.append(session.plan_for(url))
-    for plan in plans:
-        if plan is None:
-            continue
-        names += [name for name, _ in plan.headers]
-        values += [str(value) for _, value in plan.headers]
-        if plan.auth is not None:
-            names.append("Authorization")
-        entry = plan.entry
-        for credential in (entry.gateway, entry.request):
+    for entry in entries.values():
+        for credential, mode in (
+            (entry.gateway, entry.gateway_auth),
+            (entry.request, entry.request_auth),
+        ):
             if credential is not None:
                 values.append(credential.password.reveal())
+                if mode == "headers":
+                    values.append(credential.username)
         values += [secret.reveal() for secret in entry.secret_headers.values()]
-    return Redactor(names, values)
+    return Redactor(injected_header_names(entries.values()), values)
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -175,11 +172,11 @@ def cmd_request(args: argparse.Namespace) -> int:
         registry_from_args(args) as registry,
         SecureSession(registry, strict=args.strict) as session,
     ):
-        plan = session.plan_for(args.url)
-        if plan is None:
+        first = session.entry_for(args.url)
+        if first is None:
             note(f"no registry entry matches {_where(args.url)}; sending without credentials")
         else:
-            note(f"entry {plan.key} matched")
+            note(f"entry {first.url} matched")
         try:
             response = session.request(
                 method,
@@ -195,11 +192,11 @@ def cmd_request(args: argparse.Namespace) -> int:
             raise request_error(exc, args.url, args.timeout) from exc
         body = response.content
         # After redirects the later hops carried their own entries' secrets: cover
-        # the entry of every URL the chain went through (and the first URL's plan as
+        # the entry of every URL the chain went through (and the first URL's entry as
         # it was before sending, in case a 401 refresh changed it since).
         hops = [args.url, *(hop.request.url or args.url for hop in [*response.history, response])]
         shows_headers = args.verbose or args.include
-        redactor = _redactor(session, hops, plan) if shows_headers else Redactor((), ())
+        redactor = _redactor(session, hops, first) if shows_headers else Redactor((), ())
     if args.verbose:
         for hop in [*response.history, response]:
             sent = hop.request

@@ -26,7 +26,13 @@ def injected_header_names(
     request.
     """
     if isinstance(source, SecureSession):
-        source = source.registry
+        registry = source.registry
+        if not isinstance(registry, Registry):
+            raise TypeError(
+                f"the session's registry ({type(registry).__name__}) cannot list its "
+                "entries; pass the entries themselves"
+            )
+        source = registry
     entries = source.entries() if isinstance(source, Registry) else source
     names = {name.lower(): name for name in ALWAYS}
     for entry in entries:

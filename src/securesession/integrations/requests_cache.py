@@ -49,7 +49,7 @@ from requests_cache.policy.actions import CacheActions
 from requests_cache.policy.directives import CacheDirectives
 from requests_cache.session import get_504_response
 
-from .. import InjectionPlan, Registry, SecureAdapter, SecureSession, canonicalize
+from .. import Registry, SecureAdapter, SecureSession, ServiceEntry, canonicalize, injected_by
 from ._names import injected_header_names
 
 __all__ = ["CachedSecureSession"]
@@ -179,22 +179,22 @@ class CachedSecureSession(CacheMixin, _SecureBase):
                 )
             return self._send_uncached(request, kwargs)
         downgraded = bool(getattr(request, "securesession_downgraded", False))
-        plan = None if downgraded else self.plan_for(request.url or "")
-        if self.strict and plan is None:
+        entry = None if downgraded else self.entry_for(request.url or "")
+        if self.strict and entry is None:
             # SecureSession.send raises NoCredentialsError, before anything is sent.
             return self._send_uncached(request, kwargs)
-        request.__dict__[_STAMP] = self._stamp(plan)
+        request.__dict__[_STAMP] = self._stamp(entry)
         response: AnyResponse = super().send(request, **kwargs)
         return response
 
     # -- internals -------------------------------------------------------------------
 
-    def _stamp(self, plan: InjectionPlan | None) -> _Stamp:
-        if plan is None:
+    def _stamp(self, entry: ServiceEntry | None) -> _Stamp:
+        if entry is None:
             return _NO_ENTRY
-        entry = plan.entry
+        key_id = str(getattr(self.registry, "key_id", ""))
         identity = "\0".join(
-            ("entry", self.registry.key_id, entry.url, str(entry.revision), repr(entry.updated_at))
+            ("entry", key_id, entry.url, str(entry.revision), repr(entry.updated_at))
         )
         return _Stamp(identity, entry.url, entry.revision)
 
@@ -206,7 +206,7 @@ class CachedSecureSession(CacheMixin, _SecureBase):
             return stamp
         if getattr(request, "securesession_downgraded", False):
             return _NO_ENTRY
-        return self._stamp(self.plan_for(getattr(request, "url", None) or ""))
+        return self._stamp(self.entry_for(getattr(request, "url", None) or ""))
 
     def _carries_caller_credentials(self, request: PreparedRequest) -> bool:
         if getattr(request, "securesession_caller_auth", False):
@@ -280,18 +280,15 @@ def _fetched_under_another_entry(session: CachedSecureSession, response: Respons
     if not isinstance(stamp, _Stamp):
         return False
     for value in request.headers.values():
-        plan = getattr(value, "plan", None)
-        if isinstance(plan, InjectionPlan) and (plan.key, plan.entry.revision) != (
-            stamp.key,
-            stamp.revision,
-        ):
+        entry = injected_by(value)
+        if entry is not None and (entry.url, entry.revision) != (stamp.key, stamp.revision):
             return True
     return False
 
 
 def _injected(value: object) -> bool:
-    """Whether *value* is a header value a session injected (it remembers its plan)."""
-    return isinstance(getattr(value, "plan", None), InjectionPlan)
+    """Whether *value* is a header value a session injected (it remembers its entry)."""
+    return injected_by(value) is not None
 
 
 def _clean_headers(

@@ -119,8 +119,8 @@ class SecureTransport(Transport):  # type: ignore[misc]
         """zeep's ``UsernameToken`` for the entry *address* matches (through the
         session's cache), or ``None`` when no entry matches or the entry holds no
         ``"wsse"`` credential."""
-        plan = self.secure_session.plan_for(address)
-        credential = None if plan is None else wsse_credential(plan.entry)
+        entry = self.secure_session.entry_for(address)
+        credential = None if entry is None else wsse_credential(entry)
         if credential is None:
             return None
         return UsernameToken(
