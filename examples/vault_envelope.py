@@ -30,18 +30,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from securesession import (
-    Credential,
-    MasterKey,
-    SecureSession,
-    ServiceEntry,
+from securesession import Credential, MasterKey, SecureSession, ServiceEntry
+from securesession.testing import GatewayServer
+from securesession.vault import (
     VaultConnection,
     open_vault_registry,
     rewrap_key,
     transit_key_version,
     wrap_new_key,
 )
-from securesession.testing import GatewayServer
 
 TRANSIT_KEY = "securesession"
 KV_MOUNT = "registry"
