@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from wire_helpers import DIGEST_PASSWORD, DIGEST_USER, Origins
+from wire_helpers import DIGEST_PASSWORD, DIGEST_USER, NTLM_PASSWORD, NTLM_USER, Origins
 
 from securesession import MasterKey, Registry, open_registry
 from securesession.testing import CertificateAuthority, GatewayServer
@@ -33,6 +33,7 @@ def origins_once(
         ),
         GatewayServer(),
         GatewayServer(),
+        GatewayServer(tls=True, ca=wire_ca, expect_ntlm=(NTLM_USER, NTLM_PASSWORD)),
     ]
     for server in servers:
         server.start()

@@ -15,17 +15,27 @@ from dataclasses import dataclass
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wire_helpers import DIGEST_PASSWORD, DIGEST_USER, Origins, profile, tags_seen
+from wire_helpers import (
+    DIGEST_PASSWORD,
+    DIGEST_USER,
+    NTLM_PASSWORD,
+    NTLM_USER,
+    Origins,
+    ntlm_user_seen,
+    profile,
+    tags_seen,
+)
 
 from securesession import Credential, MasterKey, SecureSession, ServiceEntry, open_registry
 from securesession.testing import GatewayServer, RecordedRequest
 
-ORIGINS = ("tls_a", "tls_b", "digest", "plain_c", "plain_d")
+ORIGINS = ("tls_a", "tls_b", "digest", "plain_c", "plain_d", "ntlm")
 # Per origin, the path prefixes a hop may land under: inside an entry, or outside all.
 PREFIXES = {
     "tls_a": ("/e", "/o"),
     "tls_b": ("/e", "/e/deep", "/o"),
     "digest": ("/d", "/o"),
+    "ntlm": ("/n", "/o"),
     "plain_c": ("/e", "/o"),
     "plain_d": ("/o",),
 }
@@ -79,9 +89,10 @@ ENTRIES = (
     Entry("tls_b", "/e/deep", "ed", "deep-client"),
     Entry("digest", "/d", "dg", "digest-client"),
     Entry("plain_c", "/e", "ec", None),
+    Entry("ntlm", "/n", "nt", "ntlm-client"),
 )
 TAGS = [entry.tag for entry in ENTRIES]
-_HTTPS = frozenset({"tls_a", "tls_b", "digest"})
+_HTTPS = frozenset({"tls_a", "tls_b", "digest", "ntlm"})
 # Headers a re-send with another method or body must not inherit.
 _BODY_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding"})
 
@@ -91,6 +102,8 @@ def _service_entry(origins: Origins, entry: Entry, mode: str) -> ServiceEntry:
     tls = None if entry.client_cn is None else profile(origins.ca, entry.client_cn)
     if entry.origin == "digest":
         request, request_auth = Credential(DIGEST_USER, DIGEST_PASSWORD), "digest"
+    elif entry.origin == "ntlm":
+        request, request_auth = Credential(NTLM_USER, NTLM_PASSWORD), "ntlm"
     elif mode == "none":
         request, request_auth = None, "basic"
     else:
@@ -217,6 +230,7 @@ def _check(
     assert tags_seen(record, TAGS) == allowed, where
     digest_user_seen = DIGEST_USER in (record.header("Authorization") or "")
     assert digest_user_seen <= (allowed == {"dg"}), where
+    assert ntlm_user_seen(record) <= (allowed == {"nt"}), where
     if origin in _HTTPS:
         expected_cn = None if entry is None else entry.client_cn
         assert record.client_cert_subject_cn == expected_cn, where

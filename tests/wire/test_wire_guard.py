@@ -1,11 +1,21 @@
 """Regression tests of the wire guard, one group per defect of the security review:
 every request carries only its own entry's credentials, over its own entry's TLS,
-on every path into the wire."""
+on every path into the wire.
+
+Group 6 (entry integrity) is tested edit by edit in tests/core/test_entry_integrity.py;
+the smaller defects of group 7 beside the code they touch: wire-safe values
+(tests/core/test_entry.py), corrupt revision cells and secure_delete
+(tests/core/test_sqlite.py), the key id carried in tokens
+(tests/core/test_entry_integrity.py), the scrypt cap (tests/cli/test_cli_transfer.py),
+`request -v` after redirects (tests/cli/test_cli_network.py), IPv6 zone ids
+(tests/core/test_urls.py). The session's own (pickling) are below."""
 
 from __future__ import annotations
 
 import copy
+import json
 import pickle
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -29,6 +39,7 @@ from securesession import (
     MasterKey,
     NoCredentialsError,
     Registry,
+    RegistryCorruptError,
     SecureAdapter,
     SecureSession,
     ServiceEntry,
@@ -389,6 +400,44 @@ def test_urllib3_retries_resend_only_their_entry_over_its_profile(
     assert all(tags_seen(r, ["rt"]) == {"rt"} for r in busy)
     (landing,) = origins.plain_c.requests
     assert tags_seen(landing, ["rt"]) == set()
+
+
+# -- 6. entry integrity ------------------------------------------------------------------
+
+
+def test_group6_a_store_writer_cannot_swap_the_ca_and_drop_the_pins(
+    wire_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """The review's scenario: someone who can write the store (not the key) swaps the
+    entry's CA for an impostor's and removes its pins; the next request would go to the
+    impostor with the entry's password. Now the edit fails the entry's authentication
+    and nothing is sent. (Every other edit: tests/core/test_entry_integrity.py.)"""
+    impostor_ca = CertificateAuthority("impostor CA")
+    with GatewayServer(tls=True, ca=impostor_ca) as impostor:
+        key = MasterKey.generate()
+        url = f"sqlite:///{tmp_path}/registry.db"
+        with open_registry(url, key) as registry:
+            pin = impostor.server_cert.spki_sha256_pin  # type: ignore[union-attr]
+            registry.put(
+                gateway_entry(
+                    impostor.url + "/pay",
+                    "al",
+                    tls=profile(wire_ca, "alice", pins=(wire_ca.spki_sha256_pin,)),
+                )
+            )
+        with sqlite3.connect(tmp_path / "registry.db") as db:
+            (settings,) = db.execute("SELECT settings FROM entries").fetchone()
+            edited = json.loads(settings)
+            edited["tls"]["pins"] = [pin]
+            edited["tls"]["ca_bundle"] = impostor_ca.cert_pem.decode()
+            db.execute("UPDATE entries SET settings = ?", (json.dumps(edited),))
+        with (
+            open_registry(url, key) as registry,
+            SecureSession(registry) as session,
+            pytest.raises(RegistryCorruptError, match="entry authentication failed"),
+        ):
+            session.get(impostor.url + "/pay/x")
+        assert impostor.requests == []
 
 
 # -- 7. smaller ones (the session's own) ------------------------------------------------

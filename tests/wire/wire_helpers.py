@@ -28,9 +28,10 @@ class Origins:
     digest: GatewayServer  # https, asks for a client certificate, HTTP Digest
     plain_c: GatewayServer  # http
     plain_d: GatewayServer  # http
+    ntlm: GatewayServer  # https, asks for a client certificate, NTLM (pyspnego acceptor)
 
     def all(self) -> list[GatewayServer]:
-        return [self.tls_a, self.tls_b, self.digest, self.plain_c, self.plain_d]
+        return [self.tls_a, self.tls_b, self.digest, self.plain_c, self.plain_d, self.ntlm]
 
     def reset(self) -> None:
         for server in self.all():
@@ -74,3 +75,13 @@ def tags_seen(record: RecordedRequest, tags: list[str]) -> set[str]:
     """Which of *tags* (entry markers) appear in *record*'s headers."""
     text = values_seen(record)
     return {tag for tag in tags if f"{tag}-" in text}
+
+
+def ntlm_user_seen(record: RecordedRequest) -> bool:
+    """Whether *record* carries an NTLM message naming :data:`NTLM_USER` (the
+    Authenticate message holds the user name in UTF-16LE)."""
+    scheme, _, token = (record.header("Authorization") or "").partition(" ")
+    if scheme.upper() != "NTLM" or not token:
+        return False
+    message = base64.b64decode(token + "=" * (-len(token) % 4))
+    return NTLM_USER.split("\\")[-1].encode("utf-16-le") in message
