@@ -21,6 +21,11 @@ apply to https hops.
 Chain state travels with the request: requests' ``PreparedRequest.copy()`` keeps only
 the HTTP fields, so the session's requests are :class:`GuardedRequest` objects whose
 ``copy()`` also keeps the chain's downgrade and caller-auth flags.
+
+What does not depend on requests (the lookup, the cache of plans, stale-on-error, the
+refusal of URLs with user information that match an entry) is :class:`EntryGuard`,
+generic over the plan a front-end builds from a decrypted entry; :class:`WireGuard` is
+requests' guard over it, and ``securesession.httpx`` builds its own on the same base.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import requests
 from requests import PreparedRequest, Response
@@ -41,6 +46,7 @@ from ._registry import EntryRef
 from ._urls import canonicalize
 
 __all__ = [
+    "EntryGuard",
     "EntrySource",
     "GuardedRequest",
     "InvalidRequestURLError",
@@ -50,6 +56,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("securesession")
+
+#: What a front-end caches per entry revision: requests' :class:`InjectionPlan`, or
+#: another HTTP client's own plan type.
+P = TypeVar("P")
 
 
 @runtime_checkable
@@ -97,13 +107,30 @@ def is_downgraded(request: PreparedRequest) -> bool:
     return getattr(request, "securesession_downgraded", False)
 
 
-class WireGuard:
-    """Registry lookups, the decrypted-entry cache and the injection rule of one session."""
+class InvalidRequestURLError(InvalidURLError, requests.exceptions.InvalidURL):
+    """An :class:`InvalidURLError` met while sending: also requests' ``InvalidURL``, so
+    code written for requests catches it as it would catch requests' own."""
+
+
+class EntryGuard(Generic[P]):
+    """Registry lookups, the decrypted-entry cache and the stale-on-error rule, for any
+    HTTP front-end: *build* turns a decrypted entry into that front-end's plan (what
+    the cache keeps per entry revision). Nothing here knows an HTTP library.
+
+    :meth:`plan_for` is the whole path in one blocking call. A front-end that must not
+    block (an event loop) uses its steps instead: :meth:`match` (the cheap registry
+    lookup), :meth:`cached` (a cache read that never waits) and, off the loop,
+    :meth:`load`.
+    """
+
+    #: What :meth:`plan_for` raises for a URL that cannot be matched safely.
+    invalid_url_error: type[InvalidURLError] = InvalidURLError
 
     def __init__(
         self,
         registry: EntrySource,
         *,
+        build: Callable[[ServiceEntry], P],
         cache_ttl: float,
         cache_maxsize: int,
         strict: bool,
@@ -118,9 +145,8 @@ class WireGuard:
         self.registry = registry
         self.strict = strict
         self.stale_on_error = stale_on_error
-        self.cache: EntryCache[InjectionPlan] = EntryCache(
-            ttl=cache_ttl, maxsize=cache_maxsize, timer=timer
-        )
+        self._build = build
+        self.cache: EntryCache[P] = EntryCache(ttl=cache_ttl, maxsize=cache_maxsize, timer=timer)
         # Only a guard that may serve stale entries remembers what URLs matched.
         self._lookups: RecentLookups[EntryRef | None] | None = (
             RecentLookups(ttl=stale_on_error, maxsize=4 * cache_maxsize, timer=timer)
@@ -128,9 +154,181 @@ class WireGuard:
             else None
         )
         self._serving_stale = False
+        self.peeked_hits = 0
+        """Hits served by :meth:`cached` (the cache counts those of :meth:`plan_for`)."""
 
     def __repr__(self) -> str:
-        return f"<WireGuard registry={self.registry!r} strict={self.strict}>"
+        return f"<{type(self).__name__} registry={self.registry!r} strict={self.strict}>"
+
+    # -- the whole path ------------------------------------------------------------------
+
+    def plan_for(self, url: str, *, retry: bool = True) -> P | None:
+        """The plan *url* gets (cached), or ``None`` if no entry matches."""
+        if not url[:8].lower().startswith(("https://", "http://")):
+            return None
+        if "@" in url and _has_userinfo(url):
+            self._refuse_a_userinfo_match(url)
+            return None
+        try:
+            ref = self.registry.lookup(url)
+        except RegistryError as exc:
+            return self._stale_plan(url, exc)
+        except InvalidURLError as exc:
+            raise self.invalid_url_error(str(exc)) from None
+        if self._lookups is not None:
+            self._remember(url, ref)
+        if ref is None:
+            return None
+
+        loaded = False
+
+        def load() -> P:
+            nonlocal loaded
+            loaded = True
+            return self._decrypt(ref)
+
+        try:
+            plan = self.cache.get_or_load(ref.key, ref.revision, load)
+        except _EntryRemoved:
+            return self._removed(url, ref, retry=retry)
+        if not loaded:
+            logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
+        return plan
+
+    # -- the same path in steps, for front-ends that must not block ------------------------
+
+    def match(self, url: str) -> EntryRef | P | None:
+        """Which entry *url* matches: its :class:`EntryRef` (then :meth:`cached` or
+        :meth:`load` gives the plan), ``None`` for no entry, or, while the registry
+        is unreachable and *stale_on_error* allows it, the plan served from the cache.
+        Only the registry's lookup runs: no decryption, no waiting on the cache."""
+        if not url[:8].lower().startswith(("https://", "http://")):
+            return None
+        if "@" in url and _has_userinfo(url):
+            bare = _without_userinfo(url)
+            if self.match(bare) is not None:
+                raise self._userinfo_error(bare)
+            return None
+        try:
+            ref = self.registry.lookup(url)
+        except RegistryError as exc:
+            return self._stale_plan(url, exc)
+        except InvalidURLError as exc:
+            raise self.invalid_url_error(str(exc)) from None
+        if self._lookups is not None:
+            self._remember(url, ref)
+        return ref
+
+    def cached(self, ref: EntryRef) -> P | None:
+        """The cached plan of *ref*'s revision, or ``None``; never loads, never waits
+        (a load under way in another thread counts as a miss)."""
+        plan = self.cache.peek(ref.key, ref.revision, max_age=float("inf"))
+        if plan is not None:
+            self.peeked_hits += 1
+            logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
+        return plan
+
+    def load(self, ref: EntryRef, url: str) -> P | None:
+        """The plan of *ref* (matched by *url*), decrypted once however many callers
+        ask at the same time; blocking (registry I/O and decryption), so an event
+        loop calls it from a worker thread. ``None`` when the entry was removed
+        meanwhile and *url* now matches nothing."""
+        try:
+            return self.cache.get_or_load(ref.key, ref.revision, lambda: self._decrypt(ref))
+        except _EntryRemoved:
+            return self._removed(url, ref, retry=True)
+
+    def invalidate(self, key: str) -> None:
+        """Forget every cached revision of entry *key* (the 401 refresh)."""
+        self.cache.invalidate(key)
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def _decrypt(self, ref: EntryRef) -> P:
+        logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
+        entry = self.registry.load(ref)
+        if entry is None:
+            raise _EntryRemoved
+        return self._build(entry)
+
+    def _removed(self, url: str, ref: EntryRef, *, retry: bool) -> P | None:
+        # Removed between our lookup and the load (by another process): what the
+        # URL matches now is the answer; if the registry still names the removed
+        # entry (a change feed not caught up), there is no entry to send.
+        logger.debug("entry %s was removed while it was loaded; looking up again", ref.key)
+        return self.plan_for(url, retry=False) if retry else None
+
+    def _remember(self, url: str, ref: EntryRef | None) -> None:
+        assert self._lookups is not None
+        self._lookups.remember(url, ref)
+        if self._serving_stale:
+            self._serving_stale = False
+            logger.warning("registry reachable again; no longer serving cached entries")
+
+    def _refuse_a_userinfo_match(self, url: str) -> None:
+        """A URL with ``user:password@``: sent as the HTTP library sends it (the user
+        information becomes its Basic auth) when no entry matches; refused when one
+        does, since its credentials would then compete with the registry's."""
+        bare = _without_userinfo(url)
+        if self.plan_for(bare) is not None:
+            raise self._userinfo_error(bare)
+
+    def _userinfo_error(self, bare: str) -> InvalidURLError:
+        return self.invalid_url_error(
+            f"URL {where(bare)} carries user information (user:password@) and matches "
+            "a registry entry; keep credentials in the registry, not in the URL"
+        )
+
+    def _stale_plan(self, url: str, error: RegistryError) -> P | None:
+        """What *url* matched before the registry failed, if still fresh enough;
+        otherwise re-raise *error* (fail closed)."""
+        recalled = self._lookups.recall(url) if self._lookups is not None else None
+        if recalled is None:
+            raise error
+        ref = recalled[0]
+        plan = None
+        if ref is not None:
+            plan = self.cache.peek(ref.key, ref.revision, max_age=self.stale_on_error)
+            if plan is None:
+                raise error
+        if not self._serving_stale:
+            self._serving_stale = True
+            logger.warning(
+                "registry unavailable (%s); serving cached entries for up to %g s",
+                error,
+                self.stale_on_error,
+            )
+        logger.debug("registry unavailable; %s served from cache", where(url))
+        return plan
+
+
+class WireGuard(EntryGuard[InjectionPlan]):
+    """Registry lookups, the decrypted-entry cache and the injection rule of one session."""
+
+    invalid_url_error = InvalidRequestURLError
+
+    def __init__(
+        self,
+        registry: EntrySource,
+        *,
+        cache_ttl: float,
+        cache_maxsize: int,
+        strict: bool,
+        timer: Callable[[], float] = time.monotonic,
+        stale_on_error: float = 0.0,
+    ) -> None:
+        super().__init__(
+            registry,
+            build=self._build_plan,
+            cache_ttl=cache_ttl,
+            cache_maxsize=cache_maxsize,
+            strict=strict,
+            timer=timer,
+            stale_on_error=stale_on_error,
+        )
+
+    def _build_plan(self, entry: ServiceEntry) -> InjectionPlan:
+        return build_plan(entry, self.owns)
 
     # -- the rule ----------------------------------------------------------------------
 
@@ -183,95 +381,15 @@ class WireGuard:
             return False  # fail closed: never answer a challenge we cannot place
         return ref is not None and ref.key == plan.key
 
-    # -- lookups and the cache ------------------------------------------------------
-
-    def plan_for(self, url: str, *, retry: bool = True) -> InjectionPlan | None:
-        """The injection *url* gets (cached), or ``None`` if no entry matches."""
-        if not url[:8].lower().startswith(("https://", "http://")):
-            return None
-        if "@" in url and _has_userinfo(url):
-            self._refuse_a_userinfo_match(url)
-            return None
-        try:
-            ref = self.registry.lookup(url)
-        except RegistryError as exc:
-            return self._stale_plan(url, exc)
-        except InvalidURLError as exc:
-            raise InvalidRequestURLError(str(exc)) from None
-        if self._lookups is not None:
-            self._lookups.remember(url, ref)
-            if self._serving_stale:
-                self._serving_stale = False
-                logger.warning("registry reachable again; no longer serving cached entries")
-        if ref is None:
-            return None
-
-        loaded = False
-
-        def load() -> InjectionPlan:
-            nonlocal loaded
-            loaded = True
-            logger.debug("cache miss: decrypting entry %s (revision %d)", ref.key, ref.revision)
-            entry = self.registry.load(ref)
-            if entry is None:
-                raise _EntryRemoved
-            return build_plan(entry, self.owns)
-
-        try:
-            plan = self.cache.get_or_load(ref.key, ref.revision, load)
-        except _EntryRemoved:
-            # Removed between our lookup and the load (by another process): what the
-            # URL matches now is the answer; if the registry still names the removed
-            # entry (a change feed not caught up), there is no entry to send.
-            logger.debug("entry %s was removed while it was loaded; looking up again", ref.key)
-            return self.plan_for(url, retry=False) if retry else None
-        if not loaded:
-            logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
-        return plan
-
-    def _refuse_a_userinfo_match(self, url: str) -> None:
-        """A URL with ``user:password@``: sent as requests sends it (the user
-        information becomes its Basic auth) when no entry matches; refused when one
-        does, since its credentials would then compete with the registry's."""
-        scheme, _, rest = url.partition("://")
-        authority, slash, path = rest.partition("/")
-        bare = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
-        if self.plan_for(bare) is not None:
-            raise InvalidRequestURLError(
-                f"URL {where(bare)} carries user information (user:password@) and matches "
-                "a registry entry; keep credentials in the registry, not in the URL"
-            )
-
-    def _stale_plan(self, url: str, error: RegistryError) -> InjectionPlan | None:
-        """What *url* matched before the registry failed, if still fresh enough;
-        otherwise re-raise *error* (fail closed)."""
-        recalled = self._lookups.recall(url) if self._lookups is not None else None
-        if recalled is None:
-            raise error
-        ref = recalled[0]
-        plan = None
-        if ref is not None:
-            plan = self.cache.peek(ref.key, ref.revision, max_age=self.stale_on_error)
-            if plan is None:
-                raise error
-        if not self._serving_stale:
-            self._serving_stale = True
-            logger.warning(
-                "registry unavailable (%s); serving cached entries for up to %g s",
-                error,
-                self.stale_on_error,
-            )
-        logger.debug("registry unavailable; %s served from cache", where(url))
-        return plan
-
-
-class InvalidRequestURLError(InvalidURLError, requests.exceptions.InvalidURL):
-    """An :class:`InvalidURLError` met while sending: also requests' ``InvalidURL``, so
-    code written for requests catches it as it would catch requests' own."""
-
 
 def _has_userinfo(url: str) -> bool:
     return "@" in url.partition("://")[2].partition("/")[0].partition("?")[0]
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 class _EntryRemoved(Exception):
