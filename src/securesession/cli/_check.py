@@ -1,10 +1,12 @@
 """``check URL``: the TLS handshake of the entry a URL matches, explained.
 
 The handshake uses exactly the ``SSLContext`` a :class:`SecureSession` would (built
-by :meth:`SecureAdapter.context_for` from the entry's TLS profile) and sends no
-request byte. On success it prints the protocol, cipher, server certificate and its
-pin, the pins the entry accepts, and the client certificate offered; on failure,
-the library's plain-words diagnosis of what failed and how to fix it.
+by the library from the entry's TLS profile). No request is ever sent, so no
+credential leaves: neither by the check nor by its diagnosis. On success it prints
+the protocol, cipher, server certificate and its pin, the pins the entry accepts,
+and the client certificate offered; on failure, the library's plain-words diagnosis
+of what failed and how to fix it, which may handshake with the server again (to ask
+which TLS versions it accepts, or why it dropped the connection), never further.
 """
 
 from __future__ import annotations
@@ -17,18 +19,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Final
 
-import requests
 from cryptography import x509
 
-from securesession import (
-    Registry,
-    SecureAdapter,
-    SecureSession,
-    SecureSessionError,
-    ServiceEntry,
-    TLSHandshakeError,
-    canonicalize,
-)
+from securesession import Registry, SecureSessionError, ServiceEntry, canonicalize
+from securesession._tls import build_context, diagnose
+from securesession._tls.model import EXPIRY_WARNING_DAYS
 
 from ._commands import registry_from_args
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, emit_json, out
@@ -39,8 +34,6 @@ __all__ = ["cmd_check", "run_check"]
 #: How long to listen after a TLS 1.3 handshake for the server's verdict on the
 #: client certificate, which TLS 1.3 sends after the client considers itself done.
 _VERDICT_WAIT: Final = 0.3
-#: Warn about a certificate that expires within this many seconds.
-_SOON: Final = 14 * 86400
 
 
 def _when(moment: datetime) -> str:
@@ -77,26 +70,27 @@ def _default_context(cafile: str | None) -> ssl.SSLContext:
 
 
 def _diagnosis(
-    registry: Registry, entry: ServiceEntry | None, url: str, error: BaseException, timeout: float
+    entry: ServiceEntry | None,
+    error: BaseException,
+    *,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
 ) -> str:
     """The plain-words reason of a failed handshake.
 
-    For a URL with an entry the library explains it: the same URL goes through a
-    :class:`SecureSession`, whose adapter diagnoses TLS failures (probing the
-    server's versions, or its verdict on our certificate). Its handshake fails as
-    ours did, so no request byte is sent.
+    For a URL with an entry, the library's TLS diagnosis explains it, as a session
+    would explain it (which versions the server accepts, its verdict on our client
+    certificate): it may handshake again, and sends no request.
     """
     if isinstance(error, SecureSessionError):
         return str(error)
     if entry is not None:
-        with SecureSession(registry, strict=True) as session:
-            session.trust_env = False
-            try:
-                session.head(url, timeout=timeout, allow_redirects=False)
-            except TLSHandshakeError as diagnosed:
-                return str(diagnosed)
-            except (requests.RequestException, SecureSessionError, OSError):
-                pass
+        diagnosed = diagnose(
+            error, where=entry.url, host=host, port=port, profile=entry.tls, context=context
+        )
+        if diagnosed is not None:
+            return str(diagnosed)
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"the server certificate was not accepted: {error.verify_message}"
     if isinstance(error, ssl.SSLError):
@@ -130,41 +124,43 @@ def run_check(
         "error": None,
         "hints": [],
     }
-    adapter = SecureAdapter()
     try:
-        try:
-            profile_context = adapter.context_for(entry) if entry and entry.tls else None
-        except SecureSessionError as exc:  # an expired certificate, an unusable profile
-            result["error"] = str(exc)
-            return result
-        context = profile_context or _default_context(cafile)
-        try:
-            raw = socket.create_connection((host, canonical.port), timeout=timeout)
-        except OSError as exc:
-            result["error"] = f"cannot connect to {host}:{canonical.port}: {exc.strerror or exc}"
-            return result
-        try:
-            with context.wrap_socket(raw, server_hostname=host) as sock:
-                result["protocol"] = sock.version()
-                cipher = sock.cipher()
-                if cipher is not None:
-                    result["cipher"] = {"name": cipher[0], "bits": cipher[2]}
-                der = sock.getpeercert(binary_form=True)
-                if der:
-                    result["server_certificate"] = _server_certificate(der)
-                if profile_context is not None:
-                    profile_context.check_connection(sock, host)  # type: ignore[arg-type]
-                if result["protocol"] == "TLSv1.3":
-                    _await_verdict(sock)
-        except (OSError, SecureSessionError) as exc:  # ssl.SSLError is an OSError
-            result["error"] = _diagnosis(registry, entry, url, exc, timeout)
-            if result["server_certificate"] and profile and profile.pins:
-                result["pins"]["match"] = result["server_certificate"]["pin"] in profile.pins
-            return result
-        finally:
-            raw.close()
+        profile_context = (
+            None
+            if entry is None or entry.tls is None
+            else build_context(entry.tls, where=entry.url)
+        )
+    except SecureSessionError as exc:  # an expired certificate, an unusable profile
+        result["error"] = str(exc)
+        return result
+    context = profile_context or _default_context(cafile)
+    try:
+        raw = socket.create_connection((host, canonical.port), timeout=timeout)
+    except OSError as exc:
+        result["error"] = f"cannot connect to {host}:{canonical.port}: {exc.strerror or exc}"
+        return result
+    try:
+        with context.wrap_socket(raw, server_hostname=host) as sock:
+            result["protocol"] = sock.version()
+            cipher = sock.cipher()
+            if cipher is not None:
+                result["cipher"] = {"name": cipher[0], "bits": cipher[2]}
+            der = sock.getpeercert(binary_form=True)
+            if der:
+                result["server_certificate"] = _server_certificate(der)
+            if profile_context is not None:
+                profile_context.check_connection(sock, host)  # type: ignore[arg-type]
+            if result["protocol"] == "TLSv1.3":
+                _await_verdict(sock)
+    except (OSError, SecureSessionError) as exc:  # ssl.SSLError is an OSError
+        result["error"] = _diagnosis(
+            entry, exc, host=host, port=canonical.port, context=profile_context
+        )
+        if result["server_certificate"] and profile and profile.pins:
+            result["pins"]["match"] = result["server_certificate"]["pin"] in profile.pins
+        return result
     finally:
-        adapter.close()
+        raw.close()
     result["ok"] = True
     if profile is not None and profile.pins:
         result["pins"]["match"] = True
@@ -185,12 +181,12 @@ def _hints(result: dict[str, Any], entry: ServiceEntry | None) -> list[str]:
     server = result["server_certificate"]
     if server is not None and not result["pins"]["configured"] and entry is not None:
         hints.append(f"the server key is not pinned; to pin it: add ... --pin {server['pin']}")
-    if server is not None and server["expires_in_days"] < _SOON // 86400:
+    if server is not None and server["expires_in_days"] < EXPIRY_WARNING_DAYS:
         hints.append(f"the server certificate expires in {server['expires_in_days']} day(s)")
     profile = entry.tls if entry is not None else None
     if profile is not None and profile.client_cert is not None:
         days = profile.client_cert.expires_in() / 86400
-        if days < _SOON / 86400:
+        if days < EXPIRY_WARNING_DAYS:
             hints.append(f"the client certificate expires in {days:.0f} day(s); renew it")
     if result["protocol"] in ("TLSv1", "TLSv1.1"):
         hints.append("the server speaks legacy TLS; ask for TLS 1.2 or newer")
