@@ -49,8 +49,10 @@ TIERS: tuple[Tier, ...] = (
     ),
     Tier(
         "Integrations",
-        "recorders, caches, tracers and SOAP clients combined with securesession",
+        "httpx clients, and recorders, caches, tracers and SOAP clients combined with "
+        "securesession",
         (
+            "securesession.httpx",
             "securesession.integrations",
             "securesession.integrations.betamax",
             "securesession.integrations.otel",
