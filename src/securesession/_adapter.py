@@ -48,14 +48,10 @@ from urllib3.util.retry import Retry
 
 from ._entry import ServiceEntry
 from ._exceptions import ConfigurationError, TLSConfigError
-from ._tls import (
-    ProfileContext,
-    TLSProfile,
-    build_context,
-    describe_iis_403,
-    diagnose,
-    iis_substatus,
-)
+from ._tls.context import ProfileContext, build_context
+from ._tls.diagnosis import diagnose
+from ._tls.iis import describe_iis_403, iis_substatus
+from ._tls.model import TLSProfile
 
 if TYPE_CHECKING:
     from requests.adapters import _HostParams, _PoolKwargs

@@ -11,7 +11,7 @@ from typing import Final, Literal, get_args
 
 from ._exceptions import InvalidEntryError, InvalidURLError
 from ._secret import Credential, Secret
-from ._tls import TLSProfile
+from ._tls.model import TLSProfile
 from ._urls import MAX_DEPTH, canonicalize
 
 __all__ = ["AuthMode", "ServiceEntry"]

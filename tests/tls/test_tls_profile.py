@@ -24,10 +24,10 @@ from securesession import (
     TLSConfigError,
     open_registry,
 )
-from securesession import _tls as tls
 from securesession._exceptions import ClientCertificateExpiredError
 from securesession._registry._base import ENTRY_FORMAT, ENTRY_FORMAT_TLS
 from securesession._tls import ClientCertificate, ProfileContext, TLSProfile, build_context
+from securesession._tls import context as tls_context
 from securesession.testing import CertificateAuthority
 
 # -- client certificates -------------------------------------------------------------
@@ -242,12 +242,12 @@ def test_no_clear_key_file_ever_exists(
     monkeypatch: pytest.MonkeyPatch,
     use_memfd: bool,
 ) -> None:
-    if use_memfd and not tls._USE_MEMFD:
+    if use_memfd and not tls_context._USE_MEMFD:
         pytest.skip("this platform has no memfd_create")
     temp_root = tmp_path / "tmp"
     temp_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
-    monkeypatch.setattr(tls, "_USE_MEMFD", use_memfd)
+    monkeypatch.setattr(tls_context, "_USE_MEMFD", use_memfd)
     seen: list[tuple[str, bytes, list[str], int]] = []
 
     def spy(self: ssl.SSLContext, certfile: str, keyfile: str | None = None, password=None):  # type: ignore[no-untyped-def]

@@ -34,9 +34,9 @@ from securesession import (
     TLSConfigError,
     open_registry,
 )
-from securesession import _tls as tls
 from securesession._exceptions import ServerCertificateError
-from securesession._tls import ProfileContext, TLSProfile, build_context
+from securesession._tls import ProfileContext, TLSProfile, build_context, diagnosis
+from securesession._tls import context as tls_context
 from securesession.cli import main as cli_main
 from securesession.testing import CertificateAuthority, GatewayServer
 
@@ -58,7 +58,8 @@ if case["inject"] == "before":
     truststore.inject_into_ssl()
 
 from securesession import ClientCertificate, MasterKey, SecureSession, ServiceEntry, open_registry
-from securesession._tls import ProfileContext, TLSProfile, _StandardSSLContext
+from securesession._tls import TLSProfile
+from securesession._tls.context import ProfileContext, _StandardSSLContext
 
 if case["inject"] == "after":
     import truststore
@@ -193,7 +194,7 @@ def run_client(case: dict[str, Any], files: dict[str, str], *, os_store: str | N
 
 
 def _linux_only() -> None:
-    if not tls._system_store_in_openssl():  # pragma: no cover - Windows, macOS
+    if not tls_context._system_store_in_openssl():  # pragma: no cover - Windows, macOS
         pytest.skip("SSL_CERT_FILE feeds truststore's OpenSSL path only (Linux, BSD)")
 
 
@@ -401,7 +402,7 @@ def test_system_trust_refuses_a_crl_where_the_os_verifies(
     truststore: Any, ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     profile = TLSProfile(ca_bundle="system", crl=ca.crl())
-    monkeypatch.setattr(tls, "_system_store_in_openssl", lambda: False)
+    monkeypatch.setattr(tls_context, "_system_store_in_openssl", lambda: False)
     with pytest.raises(TLSConfigError, match=r"crl= cannot be checked with ca_bundle='system'"):
         build_context(profile, where="https://gw.example/")
     build_context(TLSProfile(ca_bundle="system"), where="https://gw.example/")  # no CRL: fine
@@ -473,9 +474,9 @@ def test_cli_add_accepts_ca_bundle_system(
 def test_profile_contexts_are_standard_contexts() -> None:
     """In a process nothing patched, the captured class is ssl.SSLContext itself, and
     profile contexts keep the standard property behaviour."""
-    assert tls._StandardSSLContext is ssl.SSLContext
+    assert tls_context._StandardSSLContext is ssl.SSLContext
     context = build_context(TLSProfile(version="1.2"), where="https://gw.example/")
-    assert type(context).__mro__[1:3] == (tls._IsolatedSSLContext, ssl.SSLContext)
+    assert type(context).__mro__[1:3] == (tls_context._IsolatedSSLContext, ssl.SSLContext)
     assert context.minimum_version is ssl.TLSVersion.TLSv1_2
     assert context.maximum_version is ssl.TLSVersion.TLSv1_2
     assert isinstance(context.options, ssl.Options)
@@ -490,14 +491,14 @@ def test_system_trust_diagnosis_of_a_platform_verifier_error(
 ) -> None:
     """On Windows and macOS truststore raises its own SSLCertVerificationError: codes
     that are not OpenSSL's (or none at all) get no OpenSSL hint, and no crash."""
-    monkeypatch.setattr(tls, "_system_store_in_openssl", lambda: False)
+    monkeypatch.setattr(diagnosis, "_system_store_in_openssl", lambda: False)
     profile = TLSProfile(ca_bundle="system")
     platform_error = ssl.SSLCertVerificationError("certificate is not trusted")
     platform_error.verify_message = "“127.0.0.1” certificate is not trusted"
     platform_error.verify_code = 20  # an OS status code, not OpenSSL's X509_V_ERR 20
     bare = ssl.SSLCertVerificationError("Peer sent no certificates to verify")  # no code
     for error in (platform_error, bare):
-        diagnosed = tls.diagnose(
+        diagnosed = diagnosis.diagnose(
             error, where="https://gw.example/", host="gw.example", port=443, profile=profile
         )
         assert isinstance(diagnosed, ServerCertificateError)
