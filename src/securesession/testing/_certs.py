@@ -8,8 +8,6 @@ material is ever committed to the repository.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
@@ -23,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from securesession import spki_pin
 
 __all__ = ["CertificateAuthority", "IssuedCert", "KeyType"]
 
@@ -62,14 +62,6 @@ def _load_key(key_pem: bytes) -> _PrivateKey:
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise TypeError(f"unexpected private key type {type(key).__name__}")
     return key
-
-
-def _spki_pin(cert: x509.Certificate) -> str:
-    spki_der = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    digest = hashlib.sha256(spki_der).digest()
-    return "sha256/" + base64.b64encode(digest).decode("ascii")
 
 
 def _validity(not_before: datetime | None, not_after: datetime | None) -> tuple[datetime, datetime]:
@@ -124,7 +116,7 @@ class IssuedCert:
     @property
     def spki_sha256_pin(self) -> str:
         """``sha256/<base64>`` pin of the DER SubjectPublicKeyInfo (OkHttp/HPKP form)."""
-        return _spki_pin(self.certificate)
+        return spki_pin(self.certificate)
 
     def encrypted_key_pem(self, passphrase: bytes) -> bytes:
         """The private key as PKCS#8 PEM encrypted with ``passphrase``."""
@@ -239,7 +231,7 @@ class CertificateAuthority:
     @property
     def spki_sha256_pin(self) -> str:
         """``sha256/<base64>`` SPKI pin of the CA certificate."""
-        return _spki_pin(self.cert)
+        return spki_pin(self.cert)
 
     def write_cert_pem(self, directory: str | os.PathLike[str]) -> Path:
         """Write the CA certificate to ``directory`` (e.g. for ``requests`` ``verify=``)."""
