@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/run_all.py`
 from benchmarks import _common as common
 
 #: In the order of the issue's targets.
-SCRIPTS = ("overhead", "lookup", "cache", "handshakes", "memory", "concurrency")
+SCRIPTS = ("overhead", "lookup", "cache", "handshakes", "memory", "concurrency", "coldstart")
 ROOT = Path(__file__).resolve().parents[1]
 
 
