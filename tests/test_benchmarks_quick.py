@@ -64,7 +64,14 @@ def test_quick_benchmarks_run_and_their_counts_hold() -> None:
     rows = _rows(result.stdout)
     by_measurement = {row[1]: row for row in rows}
     targets = {row[0] for row in rows}
-    assert {"1 overhead", "2 lookup", "3 cache", "5 memory", "6 concurrency"} <= targets
+    assert {
+        "1 overhead",
+        "2 lookup",
+        "3 cache",
+        "5 memory",
+        "6 concurrency",
+        "7 cold start",
+    } <= targets
 
     warm = next(row for name, row in by_measurement.items() if name.startswith("warm path"))
     assert warm[2] == "0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Final
 
 from .._crypto import MasterKey
@@ -79,6 +78,10 @@ def open_registry(url: str, key: MasterKey) -> Registry:
 
 
 def _plugin(scheme: str) -> RegistryFactory:
+    # Imported on use: importlib.metadata pulls in email and socket machinery, which a
+    # registry of a built-in scheme never needs.
+    from importlib.metadata import entry_points
+
     for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
         factory: RegistryFactory = entry_point.load()
         return factory
