@@ -24,7 +24,6 @@ import pytest
 from securesession import (
     Credential,
     DecryptionError,
-    EncryptedRegistry,
     MasterKey,
     RegistryCorruptError,
     SecureSession,
@@ -34,9 +33,10 @@ from securesession import (
     open_registry,
 )
 from securesession._crypto import token_key_id
-from securesession._registry import _base
-from securesession._registry.memory import MemoryStore
+from securesession._registry import _codec
 from securesession._tls import TLSProfile
+from securesession.memory import MemoryStore
+from securesession.registry import EncryptedRegistry, SealedEntry
 from securesession.testing import CertificateAuthority, GatewayServer
 
 TAG = "$entry"
@@ -92,7 +92,7 @@ class Store:
             if key in rows:
                 rows[key] = replace(rows[key], settings=settings, secrets=secrets)
             else:
-                rows[key] = _base.SealedEntry(key, 10_000 + len(rows), 0.0, settings, secrets)
+                rows[key] = SealedEntry(key, 10_000 + len(rows), 0.0, settings, secrets)
             return
         self._sql(
             "INSERT OR REPLACE INTO entries VALUES (?, "
@@ -125,7 +125,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 def _fresh_legacy_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The legacy warning is logged once per entry and revision per process; tests
     reuse URLs and revisions, so each starts with none logged yet."""
-    monkeypatch.setattr(_base, "_legacy_warned", set())
+    monkeypatch.setattr(_codec, "_legacy_warned", set())
 
 
 # -- a TLS gateway and two entries that reach it -------------------------------------

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from securesession import EncryptedRegistry, MasterKey, open_registry
-from securesession._registry.memory import MemoryStore
-from securesession.testing.contract import OpenRegistry, RegistryContract
+from securesession import MasterKey, open_registry
+from securesession.memory import MemoryStore
+from securesession.registry import EncryptedRegistry, OpenRegistry, RegistryContract
 
 
 class TestMemoryRegistry(RegistryContract):

@@ -9,41 +9,42 @@ Two extension points, one per concern:
   settings plus ciphertext tokens), an indexed probe of candidate keys, and one
   atomic rewrite for key rotation. It never sees a clear secret or a key, so a
   new backend (SQL, KV, ...) cannot get the cryptography wrong.
+
+How an entry becomes a row (the format, its versions, the entry tag, legacy rows) is
+the codec's, :mod:`._codec`. Backend authors import these names from
+:mod:`securesession.registry`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._crypto import MasterKey, token_key_id
 from .._entry import ServiceEntry
-from .._exceptions import DecryptionError, RegistryCorruptError, TLSConfigError
-from .._secret import Credential, Secret
-from .._tls import ClientCertificate, TLSProfile
+from .._exceptions import DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
+from ._codec import ENTRY_FORMAT as ENTRY_FORMAT
+from ._codec import ENTRY_FORMAT_TLS as ENTRY_FORMAT_TLS
+from ._codec import reseal, seal, unseal
 
-__all__ = ["EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"]
+__all__ = [
+    "EncryptedRegistry",
+    "EntryRef",
+    "Registry",
+    "RegistryStore",
+    "SealedEntry",
+    "dumps",
+    "loads",
+    "now",
+    "rekeyed_error",
+]
 
 logger = logging.getLogger("securesession")
-
-#: Version of the settings/secrets layout inside one sealed entry.
-ENTRY_FORMAT: Final = 1
-#: Entries with a TLS profile are written as format 2: a version that predates TLS
-#: profiles refuses them instead of silently dropping their pins and CA bundle.
-ENTRY_FORMAT_TLS: Final = 2
-_READABLE_FORMATS: Final = frozenset({ENTRY_FORMAT, ENTRY_FORMAT_TLS})
-#: The reserved secret field that authenticates a whole entry: an AES-GCM token of an
-#: empty plaintext whose associated data is the entry key, its settings and every other
-#: field token. An entry that has it is an *authenticated* (v3) entry; one without it
-#: was written by securesession 0.1.0 and is read as a *legacy* entry.
-ENTRY_TAG_FIELD: Final = "$entry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,13 @@ class Registry(Protocol):
     def entries(self) -> Iterator[ServiceEntry]:
         """Every entry, decrypted, in key order."""
 
+    def urls(self) -> Iterator[str]:
+        """The URL (canonical prefix, ``entry.url``) of every entry, in key order,
+        without decrypting anything: for listings, near-miss reports, progress bars."""
+
+    def count(self) -> int:
+        """How many entries the registry holds, without decrypting anything."""
+
     def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
         """Re-encrypt every secret under *new_key* in one transaction; *progress*, if
         given, is called once per entry re-encrypted (for a progress bar).
@@ -100,7 +108,8 @@ class Registry(Protocol):
         be the current key."""
 
     def close(self) -> None:
-        """Release connections; the registry is unusable afterwards."""
+        """Release connections. Closing twice is harmless; every other method of a
+        closed registry raises :class:`~securesession.RegistryError`."""
 
 
 class RegistryStore(Protocol):
@@ -135,12 +144,18 @@ class RegistryStore(Protocol):
     def scan(self) -> Iterator[SealedEntry]:
         """Every stored entry in key order."""
 
+    def keys(self) -> Iterator[str]:
+        """The key of every stored entry in key order (those :meth:`scan` yields),
+        without reading the entries where the store can avoid it: listings and
+        progress bars use it, and must not cost one read per entry."""
+
     def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         """Replace every entry's secrets by ``reseal(entry)`` and record *new_key_id*,
         all in one transaction: either everything changes or nothing does. The
         settings are kept exactly as stored (the new secrets authenticate them)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store's connections. It may be called more than once."""
 
 
 class EncryptedRegistry:
@@ -148,9 +163,10 @@ class EncryptedRegistry:
 
     Each secret field is one AES-256-GCM token whose associated data is the entry's
     canonical key and the field's name, so tokens cannot be moved between entries
-    or fields; one more token (:data:`ENTRY_TAG_FIELD`) authenticates the entry as a
-    whole: its key, its settings and the exact set of its field tokens. Thread-safe
-    if the store is.
+    or fields; one more token, the entry tag, authenticates the entry as a whole: its
+    key, its settings and the exact set of its field tokens (the format is
+    :mod:`._codec`'s). Thread-safe if the store is. Once closed, it refuses every call
+    with :class:`~securesession.RegistryError`, whatever the store would do.
     """
 
     def __init__(self, store: RegistryStore, key: MasterKey, *, name: str) -> None:
@@ -177,6 +193,7 @@ class EncryptedRegistry:
         self._store = store
         self._key = key
         self._name = name
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name} key_id={self._key.key_id}>"
@@ -196,19 +213,30 @@ class EncryptedRegistry:
         """The storage under this registry (for tools that copy sealed rows)."""
         return self._store
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _open_store(self) -> RegistryStore:
+        if self._closed:
+            raise RegistryError(f"registry {self._name} is closed")
+        return self._store
+
     def put(self, entry: ServiceEntry) -> ServiceEntry:
+        store = self._open_store()
         settings, secrets = seal(entry, self._key)
-        sealed = self._store.write(entry.url, settings, secrets, key_id=self._key.key_id)
+        sealed = store.write(entry.url, settings, secrets, key_id=self._key.key_id)
         logger.debug(
             "registry %s: stored entry %s (revision %d)", self._name, entry.url, sealed.revision
         )
         return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
 
     def lookup(self, url: str) -> EntryRef | None:
-        return self._store.find(canonicalize(url).prefix_keys)
+        return self._open_store().find(canonicalize(url).prefix_keys)
 
     def load(self, ref: EntryRef) -> ServiceEntry | None:
-        sealed = self._store.read(ref.key)
+        sealed = self._open_store().read(ref.key)
         return None if sealed is None else unseal(sealed, self._key)
 
     def get(self, url: str) -> ServiceEntry | None:
@@ -216,32 +244,34 @@ class EncryptedRegistry:
         return None if ref is None else self.load(ref)
 
     def remove(self, url: str) -> bool:
-        removed = self._store.delete(canonicalize(url).key)
+        removed = self._open_store().delete(canonicalize(url).key)
         logger.debug("registry %s: remove %s: %s", self._name, url, removed)
         return removed
 
     def entries(self) -> Iterator[ServiceEntry]:
-        for sealed in self._store.scan():
-            yield unseal(sealed, self._key)
+        rows = self._open_store().scan()
+        return (unseal(sealed, self._key) for sealed in rows)
+
+    def urls(self) -> Iterator[str]:
+        return self._open_store().keys()
+
+    def count(self) -> int:
+        return sum(1 for _ in self.urls())
 
     def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
+        store = self._open_store()
         old_key = self._key
         upgraded: set[str] = set()
 
-        def reseal(sealed: SealedEntry) -> dict[str, str]:
-            # Authenticate first (a tampered authenticated entry stops the rotation; it
-            # must not come out of it re-authenticated), then seal in the current format
-            # over the settings exactly as stored, which rewrite_all keeps.
-            _check_format(sealed)
-            clear, legacy = _open_fields(sealed, old_key)
-            tokens = _seal_fields(sealed.key, sealed.settings, clear, new_key)
+        def resealed(sealed: SealedEntry) -> dict[str, str]:
+            tokens, legacy = reseal(sealed, old_key, new_key)
             if legacy:
                 upgraded.add(sealed.key)
             if progress is not None:
                 progress()
             return tokens
 
-        self._store.rewrite_all(reseal, new_key.key_id)
+        store.rewrite_all(resealed, new_key.key_id)
         self._key = new_key
         logger.info(
             "registry %s: rotated from key id %s to %s", self._name, old_key.key_id, new_key.key_id
@@ -255,152 +285,18 @@ class EncryptedRegistry:
             )
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._store.close()
 
 
 def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
-    """What a store raises when a write comes with a key the registry no longer uses."""
+    """What a store's :meth:`~RegistryStore.write` raises when it comes with a key the
+    registry no longer uses (*stored* is the store's key id, *ours* the writer's)."""
     return DecryptionError(
         f"registry {name} was re-keyed to key id {stored} (by another process?), but this "
         f"process holds key id {ours}: wrong master key; reopen the registry with the new key"
-    )
-
-
-# -- sealing -----------------------------------------------------------------------
-
-
-# An entry is sealed in the current format ("v3") as:
-#
-# * one token per secret field, associated data  _FIELD_V3 + key + NUL + field name;
-# * one more field, ENTRY_TAG_FIELD: a token of an empty plaintext whose associated
-#   data is _TAG_V3 + the canonical JSON of {key, settings, [[field, token], ...]}
-#   (every other field, sorted). Editing a setting, adding, dropping or swapping a
-#   field token, or moving the row to another key changes that associated data, so
-#   the tag fails to authenticate and the entry is refused before anything is built.
-#
-# Entries written by securesession 0.1.0 ("legacy") have no tag and their field
-# tokens use _LEGACY; the labels differ, so a v3 token never opens as a legacy one:
-# stripping the tag from a v3 entry does not turn it into a legacy entry.
-_LEGACY: Final = b"securesession entry\x00"
-_FIELD_V3: Final = b"securesession entry v3\x00"
-_TAG_V3: Final = b"securesession entry tag v3\x00"
-_TAG_PLAINTEXT: Final = b""
-
-_legacy_warned: set[tuple[str, int]] = set()
-_legacy_warned_lock = threading.Lock()
-
-
-def _legacy_context(key: str, field_name: str) -> bytes:
-    return _LEGACY + key.encode() + b"\x00" + field_name.encode()
-
-
-def _field_context(key: str, field_name: str) -> bytes:
-    return _FIELD_V3 + key.encode() + b"\x00" + field_name.encode()
-
-
-def _tag_context(key: str, settings: dict[str, Any], secrets: dict[str, str]) -> bytes:
-    fields = sorted([name, token] for name, token in secrets.items() if name != ENTRY_TAG_FIELD)
-    document = {"key": key, "settings": settings, "fields": fields}
-    try:
-        canonical = json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise RegistryCorruptError(f"entry {key}: invalid stored settings ({exc})") from None
-    return _TAG_V3 + canonical.encode("ascii")
-
-
-def _seal_fields(
-    key: str, settings: dict[str, Any], clear: dict[str, str], master: MasterKey
-) -> dict[str, str]:
-    """The field tokens of an entry and the tag that authenticates them with *settings*."""
-    tokens = {
-        name: master.encrypt(value.encode(), _field_context(key, name))
-        for name, value in clear.items()
-    }
-    tokens[ENTRY_TAG_FIELD] = master.encrypt(_TAG_PLAINTEXT, _tag_context(key, settings, tokens))
-    return tokens
-
-
-def _check_format(sealed: SealedEntry) -> None:
-    settings = sealed.settings
-    if not isinstance(settings, dict) or settings.get("format") not in _READABLE_FORMATS:
-        raise RegistryCorruptError(f"entry {sealed.key}: unknown settings format")
-
-
-def _open_field(sealed: SealedEntry, name: str, key: MasterKey, *, legacy: bool) -> str:
-    token = sealed.secrets[name]
-    context = _legacy_context if legacy else _field_context
-    try:
-        return key.decrypt(token, context(sealed.key, name)).decode()
-    except DecryptionError as exc:
-        if legacy and _opens(token, key, _field_context(sealed.key, name)):
-            raise DecryptionError(
-                f"entry {sealed.key}: its authentication field {ENTRY_TAG_FIELD!r} was "
-                "removed outside securesession (its fields are in the authenticated "
-                "format); restore the entry from a backup or put it again"
-            ) from None
-        raise DecryptionError(f"entry {sealed.key}, field {name!r}: {exc}") from None
-    except UnicodeDecodeError:
-        raise RegistryCorruptError(f"entry {sealed.key}, field {name!r}: not UTF-8") from None
-
-
-def _opens(token: str, key: MasterKey, context: bytes) -> bool:
-    try:
-        key.decrypt(token, context)
-    except DecryptionError:
-        return False
-    return True
-
-
-def _verify_tag(sealed: SealedEntry, key: MasterKey) -> None:
-    """Raise unless the entry's tag authenticates its key, settings and field tokens."""
-    tag = sealed.secrets[ENTRY_TAG_FIELD]
-    try:
-        plaintext = key.decrypt(tag, _tag_context(sealed.key, sealed.settings, sealed.secrets))
-    except DecryptionError as exc:
-        carried = token_key_id(tag)
-        if carried is not None and carried != key.key_id:
-            raise DecryptionError(f"entry {sealed.key}: {exc}") from None
-        # Say which field, if one of them is the reason (tampered, or moved here).
-        for name in sorted(sealed.secrets):
-            if name != ENTRY_TAG_FIELD:
-                _open_field(sealed, name, key, legacy=False)
-        raise RegistryCorruptError(
-            f"entry {sealed.key}: invalid stored settings or fields (entry authentication "
-            "failed): they were changed outside securesession; restore the entry from a "
-            "backup or put it again"
-        ) from None
-    if plaintext != _TAG_PLAINTEXT:
-        raise RegistryCorruptError(f"entry {sealed.key}: invalid entry authentication field")
-
-
-def _open_fields(sealed: SealedEntry, key: MasterKey) -> tuple[dict[str, str], bool]:
-    """Every secret field of *sealed* in clear, once the entry is authenticated (or read
-    as a legacy entry); and whether it is a legacy entry."""
-    legacy = ENTRY_TAG_FIELD not in sealed.secrets
-    if not legacy:
-        _verify_tag(sealed, key)
-    clear = {
-        name: _open_field(sealed, name, key, legacy=legacy)
-        for name in sealed.secrets
-        if name != ENTRY_TAG_FIELD
-    }
-    return clear, legacy
-
-
-def _warn_legacy(sealed: SealedEntry) -> None:
-    marker = (sealed.key, sealed.revision)
-    with _legacy_warned_lock:
-        if marker in _legacy_warned:
-            return
-        _legacy_warned.add(marker)
-    logger.warning(
-        "entry %s is in the legacy format of securesession 0.1.0: its settings (injection "
-        "modes, header names, TLS profile: CA bundle, pins, CRL, versions) and its set of "
-        "secret fields are not authenticated, so whoever can write the registry store can "
-        "change them unnoticed; run `securesession rotate-key` to upgrade the registry",
-        sealed.key,
     )
 
 
@@ -417,121 +313,6 @@ def _key_id_of_entries(store: RegistryStore) -> str | None:
         # index document yet) holds none that could be read.
         return None
     return None
-
-
-def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
-    """Split *entry* into public settings and encrypted secret fields, the entry tag
-    (:data:`ENTRY_TAG_FIELD`) among them."""
-    clear: dict[str, str] = {}
-    for role, credential in (("gateway", entry.gateway), ("request", entry.request)):
-        if credential is not None:
-            clear[f"{role}.username"] = credential.username
-            clear[f"{role}.password"] = credential.password.reveal()
-    for header, value in entry.secret_headers.items():
-        clear[f"header.{header}"] = value.reveal()
-    settings: dict[str, Any] = {
-        "format": ENTRY_FORMAT if entry.tls is None else ENTRY_FORMAT_TLS,
-        "gateway_auth": entry.gateway_auth,
-        "request_auth": entry.request_auth,
-        "gateway_headers": list(entry.gateway_headers),
-        "request_headers": list(entry.request_headers),
-        "description": entry.description,
-    }
-    if entry.tls is not None:
-        settings["tls"] = _seal_tls(entry.tls, clear)
-    return settings, _seal_fields(entry.url, settings, clear, key)
-
-
-def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
-    """Authenticate and decrypt a stored entry; any failure names the entry (and the
-    field, when one is to blame), never a value. Nothing is built from the settings
-    before the entry tag has authenticated them."""
-    _check_format(sealed)
-    clear, legacy = _open_fields(sealed, key)
-    if legacy:
-        _warn_legacy(sealed)
-    settings = sealed.settings
-
-    def credential(role: str) -> Credential | None:
-        if f"{role}.password" not in clear:
-            return None
-        return Credential(clear.get(f"{role}.username", ""), clear[f"{role}.password"])
-
-    headers = {
-        name[len("header.") :]: Secret(value)
-        for name, value in clear.items()
-        if name.startswith("header.")
-    }
-    try:
-        entry = ServiceEntry(
-            url=sealed.key,
-            gateway=credential("gateway"),
-            request=credential("request"),
-            gateway_auth=settings["gateway_auth"],
-            request_auth=settings["request_auth"],
-            gateway_headers=tuple(settings["gateway_headers"]),
-            request_headers=tuple(settings["request_headers"]),
-            secret_headers=headers,
-            description=settings.get("description", ""),
-            tls=_unseal_tls(settings.get("tls"), clear),
-        )
-    except TLSConfigError as exc:
-        raise TLSConfigError(f"entry {sealed.key}: stored TLS profile: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryCorruptError(f"entry {sealed.key}: invalid stored settings ({exc})") from None
-    return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
-
-
-def _seal_tls(profile: TLSProfile, clear: dict[str, str]) -> dict[str, Any]:
-    """Public TLS settings; the certificate bundle (its key inside) and its password
-    go into *clear*, to be encrypted like every other secret field."""
-    cert = profile.client_cert
-    if cert is not None:
-        clear["tls.client_cert"] = base64.b64encode(cert.data).decode("ascii")
-        if cert.password is not None:
-            clear["tls.client_cert.password"] = cert.password.reveal()
-    return {
-        "client_cert_format": None if cert is None else cert.format,
-        "version": profile.version,
-        "min_version": profile.min_version,
-        "max_version": profile.max_version,
-        # PEM text, "system" (the OS trust store) or None (certifi)
-        "ca_bundle": profile.ca_bundle.decode("ascii")
-        if isinstance(profile.ca_bundle, bytes)
-        else profile.ca_bundle,
-        "pins": list(profile.pins),
-        "crl": None if profile.crl is None else profile.crl.decode("ascii"),
-        "crl_scope": profile.crl_scope,
-        "check_revocation": profile.check_revocation,
-        "allow_legacy": profile.allow_legacy,
-    }
-
-
-def _unseal_tls(settings: Any, clear: dict[str, str]) -> TLSProfile | None:
-    if settings is None:
-        return None  # written before TLS profiles existed, or an entry without one
-    if not isinstance(settings, dict):
-        raise TypeError("tls settings are not an object")
-    cert: ClientCertificate | None = None
-    if settings["client_cert_format"] is not None:
-        cert = ClientCertificate(
-            settings["client_cert_format"],
-            base64.b64decode(clear["tls.client_cert"], validate=True),
-            clear.get("tls.client_cert.password"),
-        )
-    ca_bundle, crl = settings["ca_bundle"], settings["crl"]
-    return TLSProfile(
-        client_cert=cert,
-        version=settings["version"],
-        min_version=settings["min_version"],
-        max_version=settings["max_version"],
-        ca_bundle=ca_bundle if ca_bundle in (None, "system") else ca_bundle.encode("ascii"),
-        pins=tuple(settings["pins"]),
-        crl=None if crl is None else crl.encode("ascii"),
-        crl_scope=settings["crl_scope"],
-        check_revocation=settings["check_revocation"],
-        allow_legacy=settings["allow_legacy"],
-    )
 
 
 def now() -> float:

@@ -62,6 +62,9 @@ class MemoryStore:
     def scan(self) -> Iterator[SealedEntry]:
         return iter(sorted(self._rows.values(), key=lambda row: row.key))
 
+    def keys(self) -> Iterator[str]:
+        return iter(sorted(self._rows))
+
     def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         with self._write_lock:
             # Build the whole new table first, then swap: a failure leaves the old one.

@@ -285,6 +285,13 @@ class SQLiteStore:
         for row in rows:
             yield self._sealed(row)
 
+    def keys(self) -> Iterator[str]:
+        try:
+            rows = self._connection().execute("SELECT key FROM entries ORDER BY key").fetchall()
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        return iter([str(key) for (key,) in rows])
+
     def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         with self._transaction("rotate") as connection:
             rows = connection.execute(

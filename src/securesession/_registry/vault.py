@@ -652,6 +652,11 @@ class VaultStore:
             if sealed is not None:
                 yield sealed
 
+    def keys(self) -> Iterator[str]:
+        # One request, for the index: the entry documents are not read.
+        index = self._install(self._require(self._fetch_index()))
+        return iter(sorted(index.rows))
+
     def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         with self._write_lock:
             for attempt in range(_MAX_ATTEMPTS):

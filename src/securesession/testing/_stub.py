@@ -16,22 +16,20 @@ can assert which entries its code actually used::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple, TypeAlias
 
 from .. import (
     Credential,
-    EncryptedRegistry,
     EntryRef,
     MasterKey,
-    MemoryStore,
-    RegistryError,
-    RegistryStore,
     Secret,
     ServiceEntry,
     TLSProfile,
     canonicalize,
 )
+from ..memory import MemoryStore
+from ..registry import EncryptedRegistry, RegistryStore
 
 __all__ = ["CredentialSpec", "EntriesSpec", "EntrySpec", "Lookup", "StubRegistry"]
 
@@ -102,12 +100,11 @@ class StubRegistry(EncryptedRegistry):
         )
         self._lookups: list[Lookup] = []
         self._lookups_lock = threading.Lock()
-        self._closed = False
         if entries is not None:
             self.add_entries(entries)
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
+        state = " closed" if self.closed else ""
         return f"<StubRegistry {self._name} key_id={self.key_id}{state}>"
 
     def __enter__(self) -> StubRegistry:
@@ -183,48 +180,13 @@ class StubRegistry(EncryptedRegistry):
         shown = [f"{_where(lookup.url)} -> {lookup.key}" for lookup in self.lookups]
         return "[" + ", ".join(shown) + "]" if shown else "none"
 
-    # -- Registry, with the closed check every backend has ---------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RegistryError(f"registry {self._name} is closed")
+    # -- Registry ------------------------------------------------------------------
 
     def lookup(self, url: str) -> EntryRef | None:
-        self._check_open()
         ref = super().lookup(url)
         with self._lookups_lock:
             self._lookups.append(Lookup(url, None if ref is None else ref.key))
         return ref
-
-    def put(self, entry: ServiceEntry) -> ServiceEntry:
-        self._check_open()
-        return super().put(entry)
-
-    def load(self, ref: EntryRef) -> ServiceEntry | None:
-        self._check_open()
-        return super().load(ref)
-
-    def remove(self, url: str) -> bool:
-        self._check_open()
-        return super().remove(url)
-
-    def entries(self) -> Iterator[ServiceEntry]:
-        self._check_open()
-        return super().entries()
-
-    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
-        self._check_open()
-        super().rotate(new_key, progress=progress)
-
-    def close(self) -> None:
-        """Mark the stub closed; its store (and entries) live on for reopening."""
-        self._closed = True
-        super().close()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
 
 
 # -- plain data -> ServiceEntry ---------------------------------------------------------

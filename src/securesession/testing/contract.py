@@ -4,43 +4,52 @@ Subclass :class:`RegistryContract` in your test suite and provide the
 ``open_registry`` fixture: a function that opens *the same* initially empty
 registry with a given master key each time it is called within one test::
 
-    from securesession.testing.contract import RegistryContract
+    from securesession.registry import RegistryContract
 
     class TestMyBackend(RegistryContract):
         @pytest.fixture
         def open_registry(self, tmp_path):
             return lambda key: securesession.open_registry(f"mine://{tmp_path}", key)
 
-Every built-in backend runs this same class.
+The suite closes every registry it opens through that function when the test ends,
+passed or failed (so your fixture need not track them; if it closes them too, that
+is a second ``close()``, which the contract says is harmless). Every built-in backend
+runs this same class. (:mod:`securesession.registry` re-exports it.)
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from .. import (
+    ClientCertificate,
     Credential,
     DecryptionError,
-    EncryptedRegistry,
     EntryRef,
     InvalidURLError,
     MasterKey,
     Registry,
     RegistryCorruptError,
+    RegistryError,
     Secret,
     ServiceEntry,
+    TLSProfile,
 )
-from .._registry._base import ENTRY_TAG_FIELD, RegistryStore, seal
+from ..registry import EncryptedRegistry, RegistryStore
+from ._certs import CertificateAuthority
 
-__all__ = ["RegistryContract"]
+__all__ = ["OpenRegistry", "RegistryContract"]
 
+#: The type of the ``open_registry`` fixture: open the test's registry under a key.
 OpenRegistry = Callable[[MasterKey], Registry]
 
 BASE = "https://gw.example.test:8443"
+#: The reserved secret field of the entry tag (docs/concepts.md, "Registries").
+ENTRY_TAG_FIELD = "$entry"
 
 
 def _entry(path: str, tag: str = "1", **options: object) -> ServiceEntry:
@@ -58,25 +67,33 @@ def _store_of(registry: Registry) -> RegistryStore:
     return registry.store
 
 
-def _sealed_by_0_1_0(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
-    """*entry* (credentials and secret headers, no TLS profile) as securesession 0.1.0
-    stored it: the same settings, no entry tag, field tokens under the old context."""
-    settings, _ = seal(entry, key)
-    clear: dict[str, str] = {}
-    for role, credential in (("gateway", entry.gateway), ("request", entry.request)):
-        if credential is not None:
-            clear[f"{role}.username"] = credential.username
-            clear[f"{role}.password"] = credential.password.reveal()
-    for header, value in entry.secret_headers.items():
-        clear[f"header.{header}"] = value.reveal()
+def _written_by_0_1_0(key: MasterKey) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """``_entry("/old/", secret_headers={"X-Api-Key": "api-SECRET"})`` as securesession
+    0.1.0 stored it (key, settings, secrets): no entry tag, field tokens under the old
+    associated data. Written out literally, as test data of a released format."""
+    url = BASE + "/old"
+    settings = {
+        "format": 1,
+        "gateway_auth": "headers",
+        "request_auth": "basic",
+        "gateway_headers": ["X-Gateway-User", "X-Gateway-Password"],
+        "request_headers": ["X-Request-User", "X-Request-Password"],
+        "description": "",
+    }
+    clear = {
+        "gateway.username": "gw-1",
+        "gateway.password": "gw-SECRET-1",
+        "request.username": "CORP\\user-1",
+        "request.password": "req-SECRET-1",
+        "header.X-Api-Key": "api-SECRET",
+    }
     secrets = {
         name: key.encrypt(
-            value.encode(),
-            b"securesession entry\x00" + entry.url.encode() + b"\x00" + name.encode(),
+            value.encode(), b"securesession entry\x00" + url.encode() + b"\x00" + name.encode()
         )
         for name, value in clear.items()
     }
-    return settings, secrets
+    return url, settings, secrets
 
 
 class RegistryContract:
@@ -91,8 +108,29 @@ class RegistryContract:
         return MasterKey.generate()
 
     @pytest.fixture
-    def registry(self, open_registry: OpenRegistry, key: MasterKey) -> Registry:
-        return open_registry(key)
+    def reopen(self, open_registry: OpenRegistry) -> Iterator[OpenRegistry]:
+        """``open_registry``, and every registry it returned closed after the test,
+        however the test ended (the last opened first)."""
+        opened: list[Registry] = []
+
+        def tracked(key: MasterKey) -> Registry:
+            registry = open_registry(key)
+            opened.append(registry)
+            return registry
+
+        yield tracked
+        failures: list[BaseException] = []
+        for registry in reversed(opened):
+            try:
+                registry.close()
+            except Exception as exc:  # close the others, then report the first
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+    @pytest.fixture
+    def registry(self, reopen: OpenRegistry, key: MasterKey) -> Registry:
+        return reopen(key)
 
     def test_empty_registry_matches_nothing(self, registry: Registry) -> None:
         assert registry.get(BASE + "/payments/x") is None
@@ -175,14 +213,14 @@ class RegistryContract:
             for e in registry.entries()
         )
 
-    def test_wrong_key_is_refused(self, open_registry: OpenRegistry, registry: Registry) -> None:
+    def test_wrong_key_is_refused(self, reopen: OpenRegistry, registry: Registry) -> None:
         registry.put(_entry("/svc/"))
         registry.close()
         with pytest.raises(DecryptionError, match="wrong master key"):
-            open_registry(MasterKey.generate())
+            reopen(MasterKey.generate())
 
     def test_rotate_then_only_the_new_key_works(
-        self, open_registry: OpenRegistry, registry: Registry, key: MasterKey
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
     ) -> None:
         for index in range(5):
             registry.put(_entry(f"/svc{index}/", str(index)))
@@ -195,16 +233,16 @@ class RegistryContract:
         assert {e.url: e for e in registry.entries()} == before
         registry.close()
         with pytest.raises(DecryptionError):
-            open_registry(key)
-        reopened = open_registry(new_key)
+            reopen(key)
+        reopened = reopen(new_key)
         assert {e.url: e for e in reopened.entries()} == before
 
     def test_a_writer_still_holding_the_old_key_is_refused(
-        self, open_registry: OpenRegistry, registry: Registry, key: MasterKey
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
     ) -> None:
         """After another process rotates, a put under the old key would store an entry
         the new key cannot read: it is refused, and the registry stays whole."""
-        stale = open_registry(key)
+        stale = reopen(key)
         registry.put(_entry("/svc/", "a"))
         new_key = MasterKey.generate()
         registry.rotate(new_key)
@@ -227,20 +265,21 @@ class RegistryContract:
         assert registry.get(BASE + "/svc/x") == stored
 
     def test_rotation_upgrades_legacy_entries(
-        self, open_registry: OpenRegistry, registry: Registry, key: MasterKey
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
     ) -> None:
         """Entries written by securesession 0.1.0 (no entry tag) load, and a rotation
         rewrites them authenticated."""
         store = _store_of(registry)
         entry = _entry("/old/", secret_headers={"X-Api-Key": "api-SECRET"})
-        store.write(entry.url, *_sealed_by_0_1_0(entry, key), key_id=registry.key_id)
+        url, settings, secrets = _written_by_0_1_0(key)
+        store.write(url, settings, secrets, key_id=registry.key_id)
         assert registry.get(BASE + "/old/x") == entry
         new_key = MasterKey.generate()
         registry.rotate(new_key)
         sealed = store.read(entry.url)
         assert sealed is not None and ENTRY_TAG_FIELD in sealed.secrets
         registry.close()
-        assert open_registry(new_key).get(BASE + "/old/x") == entry
+        assert reopen(new_key).get(BASE + "/old/x") == entry
 
     def test_userinfo_url_is_refused(self, registry: Registry) -> None:
         with pytest.raises(InvalidURLError) as caught:
@@ -265,3 +304,92 @@ class RegistryContract:
         assert errors == []
         assert len(list(registry.entries())) == 80
         assert len({entry.revision for entry in registry.entries()}) == 80
+
+    def test_urls_and_count_list_every_entry(self, registry: Registry) -> None:
+        assert list(registry.urls()) == [] and registry.count() == 0
+        for path in ("/b", "/a/", "/c/d", "/a/b"):
+            registry.put(_entry(path, path.strip("/")))
+        urls = list(registry.urls())
+        assert urls == [entry.url for entry in registry.entries()] == sorted(urls)
+        assert registry.count() == 4
+        registry.remove(BASE + "/b")
+        assert BASE + "/b" not in list(registry.urls()) and registry.count() == 3
+
+    def test_urls_and_count_decrypt_nothing(self, registry: Registry) -> None:
+        """Listing URLs reads no secret: an entry that no key could open is listed."""
+        store = _store_of(registry)
+        registry.put(_entry("/good/"))
+        store.write(BASE + "/bad", {"format": 1}, {"x": "not a token"}, key_id=registry.key_id)
+        with pytest.raises((DecryptionError, RegistryCorruptError)):
+            list(registry.entries())
+        assert list(registry.urls()) == [BASE + "/bad", BASE + "/good"]
+        assert registry.count() == 2
+
+    @pytest.mark.parametrize(
+        "use",
+        [
+            pytest.param(lambda r, ref: r.put(_entry("/other/")), id="put"),
+            pytest.param(lambda r, ref: r.get(BASE + "/svc/x"), id="get"),
+            pytest.param(lambda r, ref: r.lookup(BASE + "/svc/x"), id="lookup"),
+            pytest.param(lambda r, ref: r.load(ref), id="load"),
+            pytest.param(lambda r, ref: r.remove(BASE + "/svc/"), id="remove"),
+            pytest.param(lambda r, ref: list(r.entries()), id="entries"),
+            pytest.param(lambda r, ref: list(r.urls()), id="urls"),
+            pytest.param(lambda r, ref: r.count(), id="count"),
+            pytest.param(lambda r, ref: r.rotate(MasterKey.generate()), id="rotate"),
+        ],
+    )
+    def test_a_closed_registry_refuses_further_use(
+        self, registry: Registry, use: Callable[[Registry, EntryRef], object]
+    ) -> None:
+        stored = registry.put(_entry("/svc/"))
+        ref = EntryRef(stored.url, stored.revision)
+        registry.close()
+        registry.close()  # a second close is harmless
+        with pytest.raises(RegistryError, match="closed"):
+            use(registry, ref)
+
+    def test_an_entry_with_a_tls_profile_round_trips(
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        """A TLS profile, client certificate (key and password) included, comes back
+        unchanged, from this registry and from one opened afresh."""
+        ca = CertificateAuthority("contract test CA")
+        client = ca.issue_client("contract-client")
+        unlock = "pfx-SECRET"
+        profiles = {
+            "/pkcs12/": TLSProfile(
+                client_cert=ClientCertificate.from_pkcs12(client.pkcs12(unlock.encode()), unlock),
+                version="1.3",
+                ca_bundle=ca.cert_pem,
+                pins=(ca.spki_sha256_pin,),
+                crl=ca.crl(),
+                crl_scope="leaf",
+            ),
+            "/pem/": TLSProfile(
+                client_cert=ClientCertificate.from_pem(
+                    client.cert_pem, client.encrypted_key_pem(unlock.encode()), unlock
+                ),
+                min_version="1.2",
+                max_version="1.3",
+                check_revocation=False,
+            ),
+        }
+        entries = [_entry(path, tls=profile) for path, profile in profiles.items()]
+        for entry in entries:
+            registry.put(entry)
+        _assert_same_entries(registry, entries)
+        registry.close()
+        _assert_same_entries(reopen(key), entries)
+
+
+def _assert_same_entries(registry: Registry, entries: list[ServiceEntry]) -> None:
+    for entry in entries:
+        got = registry.get(entry.url + "/x")
+        assert got == entry
+        assert got is not None and got.tls is not None and entry.tls is not None
+        assert got.tls == entry.tls
+        cert, want = got.tls.client_cert, entry.tls.client_cert
+        assert cert is not None and want is not None
+        assert (cert.format, cert.data, cert.password) == (want.format, want.data, want.password)
+        assert cert.fingerprint == want.fingerprint

@@ -131,6 +131,10 @@ class PostgresStore:
         for row in rows:
             yield self._sealed(row)
 
+    def keys(self) -> Iterator[str]:
+        rows = self._pool.query("read", lambda c: c.execute(self._q.index).fetchall())
+        return iter(sorted(str(row[0]) for row in rows))  # code-point order, as scan's
+
     def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         def body(connection: Connection) -> int:
             revision = self._lock_revision(connection)

@@ -1,0 +1,131 @@
+"""``securesession.registry``, the backend authors' module, and what registry code may
+import: the registry, its codec and its stores never load an HTTP client or ``ssl``."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import securesession.registry
+from securesession import _registry
+from securesession._registry import _base
+from securesession.testing import CertificateAuthority, StubRegistry, contract
+
+REGISTRY_PACKAGE = Path(_registry.__file__).parent
+FORBIDDEN = {"requests", "urllib3", "httpx", "ssl"}
+
+
+def test_the_backend_authors_names() -> None:
+    registry = securesession.registry
+    assert set(registry.__all__) == {
+        "ENTRY_POINT_GROUP",
+        "EncryptedRegistry",
+        "EntryRef",
+        "OpenRegistry",
+        "Registry",
+        "RegistryContract",
+        "RegistryStore",
+        "SealedEntry",
+        "rekeyed_error",
+    }
+    assert set(registry.__all__) <= set(dir(registry))
+    for name in ("EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"):
+        assert getattr(registry, name) is getattr(_registry, name)
+    assert registry.rekeyed_error is _base.rekeyed_error
+    # The suite is the one of securesession.testing.contract, which stays importable.
+    assert registry.RegistryContract is contract.RegistryContract
+    assert registry.OpenRegistry is contract.OpenRegistry
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        _ = registry.Nope  # type: ignore[attr-defined]
+
+
+def test_rekeyed_error_names_both_keys() -> None:
+    error = securesession.registry.rekeyed_error("mine://x", "aaaa", "bbbb")
+    assert isinstance(error, securesession.DecryptionError)
+    assert "mine://x" in str(error) and "aaaa" in str(error) and "bbbb" in str(error)
+
+
+def test_the_contract_suite_is_imported_only_on_use() -> None:
+    """A store implementation imports securesession.registry; it must not need pytest."""
+    code = (
+        "import sys, securesession.registry; "
+        "print('pytest' in sys.modules); securesession.registry.RegistryContract; "
+        "print('pytest' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_every_backend_and_the_stub_are_registries() -> None:
+    """``Registry`` is runtime-checkable: the methods added to it (urls, count) are
+    on every implementation."""
+    from securesession import MasterKey, Registry, open_registry
+
+    memory = open_registry("memory://", MasterKey.generate())
+    stub = StubRegistry()
+    assert isinstance(memory, Registry) and isinstance(stub, Registry)
+    for name in ("urls", "count"):
+        for cls in (securesession.registry.EncryptedRegistry, StubRegistry):
+            assert callable(getattr(cls, name))
+    memory.close()
+    stub.close()
+
+
+def _direct_imports(path: Path) -> set[str]:
+    """Every module *path* imports, absolute, relative ones resolved within securesession."""
+    package = ["securesession", *path.relative_to(REGISTRY_PACKAGE.parent).parent.parts]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(REGISTRY_PACKAGE.rglob("*.py")),
+    ids=lambda p: str(p.relative_to(REGISTRY_PACKAGE)),
+)
+def test_registry_code_imports_no_http_client_and_no_ssl(path: Path) -> None:
+    imports = _direct_imports(path)
+    roots = {name.split(".")[0] for name in imports}
+    assert not roots & FORBIDDEN, sorted(roots & FORBIDDEN)
+    tls = {name for name in imports if name.startswith("securesession._tls")}
+    assert tls <= {"securesession._tls.model"} | {
+        f"securesession._tls.model.{name}" for name in ("ClientCertificate", "TLSProfile")
+    }, sorted(tls)
+
+
+def test_a_registry_round_trip_loads_no_http_client_and_no_ssl(tmp_path: Path) -> None:
+    """Sealing and opening an entry with a client certificate, on memory and SQLite."""
+    ca = CertificateAuthority("import test CA")
+    bundle = tmp_path / "client.p12"
+    bundle.write_bytes(ca.issue_client("import-client").pkcs12(b"pfx-SECRET"))
+    code = f"""
+import sys
+from securesession import ClientCertificate, MasterKey, ServiceEntry, TLSProfile, open_registry
+cert = ClientCertificate.from_pkcs12({str(bundle)!r}, "pfx-SECRET")
+entry = ServiceEntry("https://svc.example/", tls=TLSProfile(client_cert=cert))
+for url in ("memory://", "sqlite://{tmp_path}/r.db"):
+    registry = open_registry(url, MasterKey.generate())
+    registry.put(entry)
+    assert registry.get("https://svc.example/x") == entry
+    assert list(registry.urls()) == [entry.url] and registry.count() == 1
+    registry.close()
+print(sorted(m for m in {sorted(FORBIDDEN)!r} if m in sys.modules))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
