@@ -18,8 +18,9 @@ environment's master key. Its associated data is every other field of the bundle
 so changing any byte of the file (header included) makes the whole bundle fail to
 decrypt, and then nothing is imported. The plaintext lists the entries as the
 registry stores them (public settings and per-field tokens, re-sealed under the same
-transfer key through an in-memory registry), so the bundle reuses the registry's own
-entry format and validation and carries no clear secret anywhere.
+transfer key through a staging registry on a memory store of its own), so the bundle
+reuses the registry's own entry format and validation and carries no clear secret
+anywhere.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import argparse
 import base64
 import binascii
 import json
-import os
 import secrets as _random
 import time
 from collections.abc import Sequence
@@ -38,14 +38,15 @@ from typing import Any, Final
 
 from securesession import (
     DecryptionError,
-    EncryptedRegistry,
     MasterKey,
     MasterKeyError,
     Registry,
     SecureSessionError,
     ServiceEntry,
-    open_registry,
 )
+from securesession._files import write_private_file
+from securesession.memory import MemoryStore
+from securesession.registry import EncryptedRegistry
 
 from ._commands import exact_entry, registry_from_args, under
 from ._common import EXIT_OK, CommandError, UsageError, format_time, note, out
@@ -112,18 +113,14 @@ def _canonical(value: Any) -> bytes:
 
 def seal_bundle(entries: Sequence[ServiceEntry], transfer: Transfer, *, created_at: float) -> bytes:
     """The bundle of *entries* sealed under *transfer*."""
-    staging = open_registry("memory://", transfer.key)
-    try:
-        if not isinstance(staging, EncryptedRegistry):  # pragma: no cover - built-in backend
-            raise CommandError("the memory:// registry does not expose sealed rows")
+    store = MemoryStore()
+    with EncryptedRegistry(store, transfer.key, name="bundle") as staging:
         for entry in entries:
             staging.put(entry)
-        rows = [
-            {"key": sealed.key, "settings": sealed.settings, "secrets": sealed.secrets}
-            for sealed in staging.store.scan()
-        ]
-    finally:
-        staging.close()
+    rows = [
+        {"key": sealed.key, "settings": sealed.settings, "secrets": sealed.secrets}
+        for sealed in store.scan()
+    ]
     header: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -207,22 +204,18 @@ def open_bundle(bundle: dict[str, Any], key: MasterKey, name: str) -> list[Servi
         ) from None
     # From here the content is authentic (it was sealed by a holder of the key), but a
     # bundle from a newer securesession may still hold settings this one rejects.
-    staging = open_registry("memory://", key)
+    store = MemoryStore()
     try:
-        if not isinstance(staging, EncryptedRegistry):  # pragma: no cover - built-in backend
-            raise CommandError("the memory:// registry does not expose sealed rows")
-        rows = json.loads(plaintext)["entries"]
-        for row in rows:
-            staging.store.write(
-                str(row["key"]), dict(row["settings"]), dict(row["secrets"]), key_id=key.key_id
-            )
-        return list(staging.entries())
+        with EncryptedRegistry(store, key, name="bundle") as staging:
+            for row in json.loads(plaintext)["entries"]:
+                store.write(
+                    str(row["key"]), dict(row["settings"]), dict(row["secrets"]), key_id=key.key_id
+                )
+            return list(staging.entries())
     except (KeyError, TypeError, ValueError) as exc:
         raise CommandError(f"{name}: unreadable entry list ({exc}); nothing was imported") from None
     except SecureSessionError as exc:
         raise CommandError(f"{name}: {exc}; nothing was imported") from None
-    finally:
-        staging.close()
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -238,22 +231,6 @@ def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
     )
     assert value is not None
     return value.reveal()
-
-
-def _write_private(path: Path, data: bytes, *, force: bool) -> None:
-    """Write *data* to *path* (0600) atomically; refuse to replace it unless *force*."""
-    if path.exists() and not force:
-        raise CommandError(f"{path} already exists; pass --force to overwrite it")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -274,7 +251,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         transfer = passphrase_transfer(_read_passphrase(args, confirm=True))
     else:
         transfer = key_transfer(load_key(resolve_key_source(args.to_key_file)))
-    _write_private(path, seal_bundle(entries, transfer, created_at=time.time()), force=args.force)
+    write_private_file(
+        path,
+        seal_bundle(entries, transfer, created_at=time.time()),
+        overwrite=args.force,
+        what="bundle",
+        error=CommandError,
+    )
     protection = (
         "a transfer passphrase"
         if uses_passphrase

@@ -14,7 +14,6 @@ from typing import Any
 from securesession import (
     Credential,
     DecryptionError,
-    EncryptedRegistry,
     InvalidEntryError,
     MasterKey,
     Registry,
@@ -23,6 +22,7 @@ from securesession import (
     canonicalize,
     open_registry,
 )
+from securesession._files import write_private_file
 
 from ._common import (
     EXIT_FAILED,
@@ -332,24 +332,23 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def _near_misses(registry: Registry, canonical_key: str, probed: set[str]) -> list[dict[str, str]]:
-    """Entries on the same host that do not match, and why (sealed keys only)."""
-    if not isinstance(registry, EncryptedRegistry):
-        return []
+    """Entries on the same host that do not match, and why (keys only: nothing is
+    decrypted)."""
     target = canonicalize(canonical_key)
     misses: list[dict[str, str]] = []
-    for sealed in registry.store.scan():
-        if sealed.key in probed:
+    for key in registry.urls():
+        if key in probed:
             continue
-        candidate = canonicalize(sealed.key)
+        candidate = canonicalize(key)
         if candidate.host != target.host:
             continue
         if candidate.origin != target.origin:
             reason = "different scheme or port: credentials never cross origins"
-        elif sealed.key in target.prefix_keys:
+        elif key in target.prefix_keys:
             reason = "also a prefix of the URL, but the longer prefix wins"
         else:
             reason = "different path: a prefix matches whole path segments only"
-        misses.append({"url": sealed.key, "reason": reason})
+        misses.append({"url": key, "reason": reason})
         if len(misses) >= 10:
             break
     return misses
@@ -419,20 +418,17 @@ def _print_match(result: dict[str, Any], candidates: int) -> None:
 
 
 def _backup_key_file(key_file: Path) -> Path:
-    """Copy *key_file* to ``<name>.<UTC time>.bak`` (0600, never overwriting)."""
+    """Copy *key_file* to ``<name>.<UTC time>.bak`` (0600, atomically, never overwriting)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     data = key_file.read_bytes()
     for attempt in range(100):
         suffix = f".{stamp}.bak" if attempt == 0 else f".{stamp}-{attempt}.bak"
         backup = key_file.with_name(key_file.name + suffix)
-        try:
-            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if backup.exists():
             continue
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_private_file(
+            backup, data, overwrite=False, what="key file backup", error=CommandError
+        )
         return backup
     raise CommandError(f"cannot find a free backup name for {key_file}")
 
@@ -469,11 +465,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 def _rotate(
     registry: Registry, old_key: MasterKey, source: KeySource, new_key_file: Path | None
 ) -> int:
-    total: int | None = None
-    if isinstance(registry, EncryptedRegistry):
-        total = sum(1 for _ in registry.store.scan())
     new_key = MasterKey.generate()
-    progress = Progress("re-encrypting entries", total)
+    progress = Progress("re-encrypting entries", registry.count())
     backup: Path | None = None
     if new_key_file is not None:
         target = new_key_file
