@@ -160,18 +160,15 @@ def test_no_request_carries_another_entrys_values_or_skips_its_tls(
     urls = [server(hop.origin).url + path for hop, path in zip(chain, paths, strict=True)]
     for index, hop in enumerate(chain[:-1]):
         following = chain[index + 1]
-        location = (
-            paths[index + 1] if hop.relative and following.origin == hop.origin else urls[index + 1]
-        )
+        relative = hop.relative and following.origin == hop.origin
+        location = paths[index + 1] if relative else urls[index + 1]
         server(hop.origin).redirect(paths[index], location, status=hop.status)
 
     # Which hop of the chain is past an https -> http hop.
     downgraded = [False]
     for previous, hop in itertools.pairwise(chain):
-        downgraded.append(
-            downgraded[-1]
-            or (previous.origin.startswith(("tls", "digest")) and hop.origin.startswith("plain"))
-        )
+        to_plain = previous.origin in _HTTPS and hop.origin not in _HTTPS
+        downgraded.append(downgraded[-1] or to_plain)
     expected_downgrade: dict[tuple[str, str], bool] = {
         (hop.origin, path): flag for hop, path, flag in zip(chain, paths, downgraded, strict=True)
     }
