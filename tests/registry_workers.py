@@ -19,13 +19,12 @@ from typing import Any
 from securesession import (
     Credential,
     DecryptionError,
-    EncryptedRegistry,
     MasterKey,
-    SealedEntry,
     SecureSession,
     ServiceEntry,
     open_registry,
 )
+from securesession.registry import EncryptedRegistry, SealedEntry
 
 # -- two-process invalidation ---------------------------------------------------------
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from securesession import EncryptedRegistry, MasterKey, open_registry
+from securesession import MasterKey, open_registry
+from securesession.registry import EncryptedRegistry
 from securesession.testing.contract import OpenRegistry, RegistryContract
 
 

@@ -17,7 +17,6 @@ import pgcluster
 from securesession import (
     ConfigurationError,
     Credential,
-    EncryptedRegistry,
     MasterKey,
     Registry,
     RegistryError,
@@ -32,6 +31,7 @@ from securesession._registry.postgres import (
     parse_url,
 )
 from securesession._registry.postgres._index import Index
+from securesession.registry import EncryptedRegistry
 from securesession.testing import GatewayServer
 
 BASE = "https://gw.example.test:8443"

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 from baoserver import Bao
 
-from securesession import EncryptedRegistry, MasterKey, open_registry
+from securesession import MasterKey, open_registry
+from securesession.registry import EncryptedRegistry
 from securesession.testing.contract import OpenRegistry, RegistryContract
 
 

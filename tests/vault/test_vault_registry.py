@@ -17,7 +17,6 @@ from securesession import (
     ConfigurationError,
     Credential,
     DecryptionError,
-    EncryptedRegistry,
     MasterKey,
     RegistryError,
     Secret,
@@ -27,6 +26,7 @@ from securesession import (
 from securesession._exceptions import VaultError
 from securesession._registry.vault import VaultStore, _parse_time, open_vault_registry
 from securesession._vault_connection import VaultConnection
+from securesession.registry import EncryptedRegistry
 
 BASE = "https://gw.example.test:8443"
 

@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 from baoserver import KV_MOUNT, TRANSIT_KEY, Bao
 
-from securesession import (
-    ConfigurationError,
-    Credential,
-    EncryptedRegistry,
-    MasterKey,
-    ServiceEntry,
-    open_registry,
-)
+from securesession import ConfigurationError, Credential, MasterKey, ServiceEntry, open_registry
 from securesession._exceptions import VaultError
 from securesession._vault import VaultConnection, clear_key_cache, wrap_new_key
+from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority
 from securesession.testing.contract import OpenRegistry, RegistryContract
 
