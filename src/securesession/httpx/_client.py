@@ -70,9 +70,8 @@ class _Front:
         self._securesession.cache.clear()
 
     def cache_info(self) -> CacheInfo:
-        guard = self._securesession
-        cache = guard.cache
-        return CacheInfo(cache.hits + guard.peeked_hits, cache.loads, len(cache))
+        cache = self._securesession.cache
+        return CacheInfo(cache.hits, cache.loads, len(cache))
 
 
 def _guard(

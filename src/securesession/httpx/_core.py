@@ -127,13 +127,12 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
 
     # -- chains ----------------------------------------------------------------------------
 
-    def begin(self, request: httpx.Request) -> tuple[Chain, bool]:
-        """The chain *request* belongs to, and whether it is a redirect hop of it."""
-        extensions = request.extensions
-        chain = extensions.get(EXTENSION)
+    def begin(self, request: httpx.Request) -> tuple[Chain | None, bool]:
+        """The chain *request* belongs to (``None``: a request of its own, no auth= of
+        the caller's known), and whether it is a redirect hop of that chain."""
+        chain = request.extensions.get(EXTENSION)
         if type(chain) is not Chain:
-            chain = extensions[EXTENSION] = Chain()
-            return chain, False
+            return None, False  # a chain is made only when a response redirects
         expect = chain.expect
         chain.expect = None
         if expect is not None and expect == _target(request.url):
@@ -143,13 +142,16 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
         chain.hop_caller_auth = chain.caller_auth
         return chain, False
 
-    def finish(self, request: httpx.Request, response: httpx.Response, chain: Chain) -> None:
+    def finish(self, request: httpx.Request, response: httpx.Response, chain: Chain | None) -> None:
         """Remember where *response* redirects to, as httpx will compute it."""
         if response.status_code not in _REDIRECTS:
             return
         location = response.headers.get("location")
         if location is None:
             return
+        if chain is None:
+            # httpx gives the next hop a copy of this request's extensions.
+            chain = request.extensions[EXTENSION] = Chain()
         current = request.url
         try:
             url = httpx.URL(location)

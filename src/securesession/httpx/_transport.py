@@ -291,6 +291,15 @@ def _diagnosable(exc: BaseException) -> BaseException:
     return copy.copy(cause)
 
 
+def _log_match(url: str, plan: HttpxPlan | None, downgraded: bool) -> None:
+    if plan is None:
+        logger.debug("no registry entry for %s; sending without credentials", where(url))
+    elif downgraded:
+        logger.debug(
+            "entry %s matched after an https-to-http redirect; injecting nothing", plan.key
+        )
+
+
 def _unchanged(plan: HttpxPlan, fresh: HttpxPlan | None, status: int) -> bool:
     if fresh is None or fresh.entry == plan.entry:
         logger.debug("entry %s: %d, and the stored credentials are unchanged", plan.key, status)
@@ -394,25 +403,20 @@ class SecureTransport(_Route, httpx.BaseTransport):
         chain, hop = guard.begin(request)
         url = str(request.url)
         plan = guard.plan_for(url)
-        downgraded = hop and chain.downgraded
+        downgraded = hop and chain is not None and chain.downgraded
         if guard.strict:
             guard.refuse(url, plan, downgraded)
-        if downgraded and plan is not None:
-            logger.debug(
-                "entry %s matched after an https-to-http redirect; injecting nothing", plan.key
-            )
-        elif plan is None:
-            logger.debug("no registry entry for %s; sending without credentials", where(url))
-        answer = guard.apply(
-            request, None if downgraded else plan, caller_auth=chain.hop_caller_auth
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_match(url, plan, downgraded)
+        caller_auth = chain is not None and chain.hop_caller_auth
+        answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
         response = self._send(request, plan, answer)
         guard.finish(request, response, chain)
         if plan is None or downgraded:
             return response
         status = response.status_code
         if status in _REFRESH_STATUSES and not hop:
-            return self._refresh(request, response, plan, chain)
+            return self._refresh(request, response, plan, chain, caller_auth)
         if status == 403:
             self._check_403(plan, request, response)
         return response
@@ -467,7 +471,12 @@ class SecureTransport(_Route, httpx.BaseTransport):
             flow.close()
 
     def _refresh(
-        self, request: httpx.Request, response: httpx.Response, plan: HttpxPlan, chain: Chain
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        plan: HttpxPlan,
+        chain: Chain | None,
+        caller_auth: bool,
     ) -> httpx.Response:
         guard = self._guard
         guard.invalidate(plan.key)
@@ -489,7 +498,7 @@ class SecureTransport(_Route, httpx.BaseTransport):
         )
         response.read()
         response.close()
-        answer = guard.apply(request, fresh, caller_auth=chain.hop_caller_auth)
+        answer = guard.apply(request, fresh, caller_auth=caller_auth)
         retried = self._send(request, fresh, answer)
         guard.finish(request, retried, chain)
         return retried
@@ -664,25 +673,20 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         chain, hop = guard.begin(request)
         url = str(request.url)
         plan = await self._plan_for(url)
-        downgraded = hop and chain.downgraded
+        downgraded = hop and chain is not None and chain.downgraded
         if guard.strict:
             guard.refuse(url, plan, downgraded)
-        if downgraded and plan is not None:
-            logger.debug(
-                "entry %s matched after an https-to-http redirect; injecting nothing", plan.key
-            )
-        elif plan is None:
-            logger.debug("no registry entry for %s; sending without credentials", where(url))
-        answer = guard.apply(
-            request, None if downgraded else plan, caller_auth=chain.hop_caller_auth
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_match(url, plan, downgraded)
+        caller_auth = chain is not None and chain.hop_caller_auth
+        answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
         response = await self._send(request, plan, answer)
         guard.finish(request, response, chain)
         if plan is None or downgraded:
             return response
         status = response.status_code
         if status in _REFRESH_STATUSES and not hop:
-            return await self._refresh(request, response, plan, chain)
+            return await self._refresh(request, response, plan, chain, caller_auth)
         if status == 403:
             await self._check_403(plan, request, response)
         return response
@@ -740,7 +744,12 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             await flow.aclose()
 
     async def _refresh(
-        self, request: httpx.Request, response: httpx.Response, plan: HttpxPlan, chain: Chain
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        plan: HttpxPlan,
+        chain: Chain | None,
+        caller_auth: bool,
     ) -> httpx.Response:
         guard = self._guard
         guard.invalidate(plan.key)
@@ -762,7 +771,7 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         )
         await response.aread()
         await response.aclose()
-        answer = guard.apply(request, fresh, caller_auth=chain.hop_caller_auth)
+        answer = guard.apply(request, fresh, caller_auth=caller_auth)
         retried = await self._send(request, fresh, answer)
         guard.finish(request, retried, chain)
         return retried

@@ -9,6 +9,12 @@ Fixtures:
     pre-loaded with the entries of any ``securesession_entries`` marker.
 ``secure_session``
     A :class:`~securesession.SecureSession` on that registry, closed after the test.
+``secure_client`` / ``secure_async_client``
+    A :class:`~securesession.httpx.SecureClient` / :class:`~securesession.httpx.SecureAsyncClient`
+    on that registry (needs ``securesession[httpx]``). The sync one is closed after
+    the test; the async one is a plain fixture, for any async test plugin, that the
+    test opens and closes: ``async with secure_async_client as client:`` (one used
+    and left open is reported as an error: its connections die with the test's loop).
 ``securesession_header_names``
     ``injected_header_names(securesession_registry)``: every header name its entries
     inject, for the redaction lists of recorders and tracers (pytest-recording's
@@ -17,7 +23,9 @@ Fixtures:
     A plain-HTTP / HTTPS :class:`~securesession.testing.GatewayServer` on 127.0.0.1,
     started once per test session and made pristine for every test (records,
     routes and expected credentials cleared). ``gateway_server_tls_ca`` is the path
-    of a PEM file with its CA, for ``verify=``.
+    of a PEM file with its CA, for requests' ``verify=``; ``gateway_server_tls_context``
+    an ``ssl.SSLContext`` trusting it, for httpx's. The servers run on threads of
+    their own, so async tests use them as they are.
 
 Marker::
 
@@ -37,7 +45,10 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 if TYPE_CHECKING:
+    import ssl
+
     from .. import MasterKey, SecureSession
+    from ..httpx import SecureAsyncClient, SecureClient
     from ._gateway import GatewayServer
     from ._stub import StubRegistry
 
@@ -119,6 +130,37 @@ def secure_session(securesession_registry: StubRegistry) -> Iterator[SecureSessi
     session = SecureSession(securesession_registry)
     yield session
     session.close()
+
+
+@pytest.fixture
+def secure_client(securesession_registry: StubRegistry) -> Iterator[SecureClient]:
+    """A :class:`~securesession.httpx.SecureClient` on ``securesession_registry``,
+    closed after the test (needs ``securesession[httpx]``)."""
+    httpx_front = pytest.importorskip("securesession.httpx", reason="needs securesession[httpx]")
+    client: SecureClient = httpx_front.SecureClient(securesession_registry)
+    with client:
+        yield client
+
+
+@pytest.fixture
+def secure_async_client(
+    securesession_registry: StubRegistry,
+) -> Iterator[SecureAsyncClient]:
+    """A :class:`~securesession.httpx.SecureAsyncClient` on ``securesession_registry``.
+
+    A plain (not async) fixture, so it works under anyio's plugin, pytest-asyncio or
+    any other: open it in the test with ``async with secure_async_client as client:``.
+    Its connections belong to the test's event loop, which is gone by teardown, so a
+    client the test used and left open is reported as an error of that test."""
+    httpx_front = pytest.importorskip("securesession.httpx", reason="needs securesession[httpx]")
+    client: SecureAsyncClient = httpx_front.SecureAsyncClient(securesession_registry)
+    yield client
+    if not client.is_closed and client._state.name == "OPENED":
+        pytest.fail(
+            "secure_async_client was used and left open: its connections belong to the "
+            "test's event loop; use it as `async with secure_async_client as client:`",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -212,3 +254,12 @@ def gateway_server_tls_ca(
     path: Path = tmp_path_factory.mktemp("securesession-gateway") / "ca.pem"
     path.write_bytes(_securesession_gateway_tls.ca_pem)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def gateway_server_tls_context(_securesession_gateway_tls: GatewayServer) -> ssl.SSLContext:
+    """An ``ssl.SSLContext`` trusting the CA of ``gateway_server_tls``, for httpx's
+    ``verify=`` (which takes a context, not a path)."""
+    import ssl
+
+    return ssl.create_default_context(cadata=_securesession_gateway_tls.ca_pem.decode("ascii"))

@@ -1,0 +1,309 @@
+"""securesession.httpx against a hand-configured httpx client, over loopback mutual TLS.
+
+    python -m benchmarks.httpx_overhead [--quick]
+
+Keep-alive GETs to the lean server of ``_server.py`` (its own process), with TLS and
+a client certificate it demands, answering 401 unless ``Authorization`` and
+``X-Gateway-Password`` arrived. The entry (memory registry, 1,000 filler entries,
+the URL three segments below it) injects gateway headers and HTTP Basic and carries
+a TLS profile with the client certificate. The baseline is the same client
+configured by hand: ``verify=`` an ``ssl.SSLContext`` with the CA and the client
+certificate loaded, ``headers=`` the gateway headers, ``auth=`` the Basic
+credential. Both sides get the same ``httpx.Limits`` (64 keep-alive connections).
+
+Four pairs, each alternating in blocks (A B, B A, ...), medians over blocks:
+
+* ``SecureClient`` vs ``httpx.Client``, 1 request at a time, and 64 at a time from
+  64 threads sharing the client;
+* ``SecureAsyncClient`` vs ``httpx.AsyncClient``, 1 task, and 64 tasks on one loop.
+
+The server reports every negotiated (TLS version, cipher): the sides must agree.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python benchmarks/httpx_overhead.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _common as common
+
+USER, PASSWORD = "bench-user", "bench-SECRET-password"
+GATEWAY_USER, GATEWAY_PASSWORD = "bench-gw", "bench-gw-SECRET"
+PATH = "/api/v1/orders/42"
+TARGET_RATIO = 0.97
+CONCURRENCY = 64
+
+
+def _sizes(quick: bool) -> dict[str, int]:
+    if quick:
+        return {"sequential": 40, "blocks": 6, "per_worker": 2, "warmup": 10}
+    return {"sequential": 100, "blocks": 40, "per_worker": 8, "warmup": 100}
+
+
+def missing() -> str | None:
+    try:
+        import anyio  # noqa: F401
+
+        import httpx  # noqa: F401
+    except ImportError:
+        return "need the 'httpx' extra (pip install 'securesession[httpx]')"
+    return common.tls_missing()
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, status: int) -> None:
+        if status != 200:
+            with self._lock:
+                self.count += 1
+
+
+def _sync_block(client: Any, url: str, count: int, failures: _Failures) -> Callable[[], int]:
+    get = client.get
+
+    def run() -> int:
+        for _ in range(count):
+            failures.add(get(url).status_code)
+        return count
+
+    return run
+
+
+def _threaded_block(
+    client: Any, url: str, per_worker: int, pool: ThreadPoolExecutor, failures: _Failures
+) -> Callable[[], int]:
+    get = client.get
+
+    def worker() -> None:
+        for _ in range(per_worker):
+            failures.add(get(url).status_code)
+
+    def run() -> int:
+        for future in [pool.submit(worker) for _ in range(CONCURRENCY)]:
+            future.result()
+        return CONCURRENCY * per_worker
+
+    return run
+
+
+def _async_block(
+    client: Any, url: str, tasks: int, per_task: int, portal: Any, failures: _Failures
+) -> Callable[[], int]:
+    import anyio
+
+    async def one_task() -> None:
+        for _ in range(per_task):
+            failures.add((await client.get(url)).status_code)
+
+    async def block() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(tasks):
+                group.start_soon(one_task)
+
+    def run() -> int:
+        portal.call(block)
+        return tasks * per_task
+
+    return run
+
+
+def _pair(
+    report: common.Report,
+    label: str,
+    runs: dict[str, Callable[[], int]],
+    blocks: int,
+    sent: str,
+) -> None:
+    samples = common.alternate(
+        {name: (lambda run=run: common.timed_block(run)) for name, run in runs.items()}, blocks
+    )
+    secure = common.Block(
+        common.median([b.rate for b in samples["securesession"]]),
+        common.median([b.cpu_us for b in samples["securesession"]]),
+    )
+    plain = common.Block(
+        common.median([b.rate for b in samples["plain"]]),
+        common.median([b.cpu_us for b in samples["plain"]]),
+    )
+    ratio = secure.rate / plain.rate
+    report.add(
+        common.Row(
+            "httpx",
+            f"{label}: throughput vs hand-configured httpx ({sent})",
+            common.fmt_rate(secure.rate),
+            common.fmt_rate(plain.rate),
+            ratio,
+            f"≥ {TARGET_RATIO}",
+            ratio >= TARGET_RATIO,
+        )
+    )
+    report.add(
+        common.Row(
+            "httpx",
+            f"{label}: client CPU per request (ratio = CPU-bound throughput)",
+            common.fmt_us(secure.cpu_us),
+            common.fmt_us(plain.cpu_us),
+            plain.cpu_us / secure.cpu_us,
+            "info: steadier under load",
+        )
+    )
+
+
+def run(report: common.Report, quick: bool) -> None:
+    why = missing()
+    if why is not None:
+        report.add(common.Row("httpx", "mutual TLS keep-alive", "not run", "", None, "", None))
+        report.note(f"httpx overhead not measured: {why}")
+        return
+    from anyio.from_thread import start_blocking_portal
+
+    import httpx
+    from securesession import Credential, MasterKey, ServiceEntry, open_registry
+    from securesession.httpx import SecureAsyncClient, SecureClient
+
+    sizes = _sizes(quick)
+    key = MasterKey.generate()
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    failures = _Failures()
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        pki = common.make_pki(directory, clients=1)
+        with (
+            common.lean_server(
+                require_headers=["Authorization", "X-Gateway-Password"], tls=pki.server_files
+            ) as server,
+            start_blocking_portal("asyncio") as portal,
+            ThreadPoolExecutor(CONCURRENCY) as pool,
+        ):
+            registry = open_registry("memory://", key)
+            template = ServiceEntry(
+                url=server.https + "/api",
+                gateway=Credential(GATEWAY_USER, GATEWAY_PASSWORD),
+                request=Credential(USER, PASSWORD),
+                tls=pki.profile(0),
+            )
+            common.fill_registry(registry, key, 1000, ServiceEntry(url=server.https + "/api"))
+            registry.put(template)
+
+            def context() -> ssl.SSLContext:
+                made = ssl.create_default_context(cafile=str(pki.ca_file))
+                made.load_cert_chain(*(str(path) for path in pki.client_files[0]))
+                return made
+
+            by_hand: dict[str, Any] = {
+                "verify": context(),
+                "headers": {"X-Gateway-User": GATEWAY_USER, "X-Gateway-Password": GATEWAY_PASSWORD},
+                "auth": (USER, PASSWORD),
+                "limits": limits,
+            }
+            secure = SecureClient(registry, limits=limits)
+            plain = httpx.Client(**by_hand)
+            secure_async = SecureAsyncClient(registry, limits=limits)
+            plain_async = httpx.AsyncClient(**{**by_hand, "verify": context()})
+            url = server.https + PATH
+            for client in (secure, plain):
+                _sync_block(client, url, sizes["warmup"], failures)()
+            for client in (secure_async, plain_async):
+                _async_block(client, url, CONCURRENCY, 2, portal, failures)()
+            _threaded_block(secure, url, 2, pool, failures)()
+            _threaded_block(plain, url, 2, pool, failures)()
+
+            sequential, blocks, per = sizes["sequential"], sizes["blocks"], sizes["per_worker"]
+            _pair(
+                report,
+                "sync, 1 at a time",
+                {
+                    "securesession": _sync_block(secure, url, sequential, failures),
+                    "plain": _sync_block(plain, url, sequential, failures),
+                },
+                blocks,
+                f"{blocks} x {sequential} req/side",
+            )
+            _pair(
+                report,
+                f"sync, {CONCURRENCY} threads",
+                {
+                    "securesession": _threaded_block(secure, url, per, pool, failures),
+                    "plain": _threaded_block(plain, url, per, pool, failures),
+                },
+                blocks,
+                f"{blocks} x {CONCURRENCY * per} req/side",
+            )
+            _pair(
+                report,
+                "async, 1 task",
+                {
+                    "securesession": _async_block(
+                        secure_async, url, 1, sequential, portal, failures
+                    ),
+                    "plain": _async_block(plain_async, url, 1, sequential, portal, failures),
+                },
+                blocks,
+                f"{blocks} x {sequential} req/side",
+            )
+            _pair(
+                report,
+                f"async, {CONCURRENCY} tasks",
+                {
+                    "securesession": _async_block(
+                        secure_async, url, CONCURRENCY, per, portal, failures
+                    ),
+                    "plain": _async_block(plain_async, url, CONCURRENCY, per, portal, failures),
+                },
+                blocks,
+                f"{blocks} x {CONCURRENCY * per} req/side",
+            )
+            stats = common.server_stats(plain, server.https)
+            negotiated = {tuple(pair) for pair in stats["tls"]}
+            report.check(failures.count == 0, f"{failures.count} requests were not answered 200")
+            report.check(
+                len(negotiated) == 1,
+                f"the two sides negotiated different TLS parameters: {sorted(negotiated)}",
+            )
+            limit = 4 * CONCURRENCY  # at most 64 keep-alive connections per client
+            report.check(
+                stats["handshakes"] <= limit,
+                f"{stats['handshakes']} handshakes: connections were not kept alive",
+            )
+            report.check(
+                secure.cache_info().loads == 1 and secure_async.cache_info().loads == 1,
+                "the warm path decrypted: loads "
+                f"{secure.cache_info().loads} / {secure_async.cache_info().loads}, not 1 / 1",
+            )
+            report.note(
+                "httpx: both sides negotiated "
+                + ", ".join(f"{version} {cipher}" for version, cipher in sorted(negotiated))
+                + f"; {stats['handshakes']} handshakes for {stats['requests']} requests"
+            )
+            secure.close()
+            plain.close()
+            portal.call(secure_async.aclose)
+            portal.call(plain_async.aclose)
+            registry.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common.parse_args(__doc__, argv)
+    common.clean_environment()
+    report = common.Report(
+        "httpx: SecureClient / SecureAsyncClient vs hand-configured httpx, mutual TLS",
+        args.quick,
+    )
+    run(report, args.quick)
+    return report.finish(args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
