@@ -309,7 +309,8 @@ def fill_registry(registry: Registry, key: MasterKey, count: int, template: Serv
     instead of one per entry. A sample entry is read back and decrypted, so a
     change to the stored format breaks this loudly rather than silently.
     """
-    from securesession._registry._base import dumps, seal
+    from securesession._registry._base import dumps
+    from securesession._registry._codec import seal
     from securesession._registry.sqlite import SQLiteStore
 
     store = registry.store  # type: ignore[attr-defined]

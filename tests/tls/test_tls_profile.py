@@ -25,7 +25,7 @@ from securesession import (
     open_registry,
 )
 from securesession._exceptions import ClientCertificateExpiredError
-from securesession._registry._base import ENTRY_FORMAT, ENTRY_FORMAT_TLS
+from securesession._registry._codec import ENTRY_FORMAT, ENTRY_FORMAT_TLS
 from securesession._tls import ClientCertificate, ProfileContext, TLSProfile, build_context
 from securesession._tls import context as tls_context
 from securesession.testing import CertificateAuthority

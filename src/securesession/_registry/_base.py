@@ -28,8 +28,6 @@ from .._crypto import MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
-from ._codec import ENTRY_FORMAT as ENTRY_FORMAT
-from ._codec import ENTRY_FORMAT_TLS as ENTRY_FORMAT_TLS
 from ._codec import reseal, seal, unseal
 
 __all__ = [
