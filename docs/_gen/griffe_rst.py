@@ -18,7 +18,7 @@ docstring is rewritten once, when griffe has loaded the package:
 from __future__ import annotations
 
 import ast
-import importlib.util
+import builtins
 import re
 import sys
 import textwrap
@@ -36,6 +36,20 @@ _ROLE = re.compile(
 )
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LIST_ITEM = re.compile(r"^\s*(?:[*+-]|\d+[.)])\s")
+
+
+def _scopes(obj: griffe.Object) -> list[griffe.Object]:
+    """Where a name in *obj*'s docstring is looked up, innermost first: *obj*, the
+    classes and functions around it, and its module (as Python scopes go: a module's
+    names, never its parent package's)."""
+    scopes = []
+    current: griffe.Object | None = obj
+    while current is not None:
+        scopes.append(current)
+        if current.is_module:
+            break
+        current = current.parent
+    return scopes
 
 
 def _indent(line: str) -> int:
@@ -184,7 +198,7 @@ class RstToMarkdown(griffe.Extension):
         if public is not None:
             return f"[`{text}`][{public}]"
         unresolved = resolved is None and obj is not None and self._rendered(obj)
-        if unresolved and not self._external(target):
+        if unresolved and obj is not None and not self._external(target, obj):
             where = obj.path if obj is not None else "?"
             self._problems.append(
                 f"griffe_rst: {where}: {match.group(0)} names no object "
@@ -196,17 +210,24 @@ class RstToMarkdown(griffe.Extension):
         return obj.path in self._public
 
     @staticmethod
-    def _external(target: str) -> bool:
-        """A name outside securesession (the standard library, requests, zeep...)."""
+    def _external(target: str, obj: griffe.Object) -> bool:
+        """Whether *target* names something outside securesession (the standard
+        library, requests, zeep...), decided from the sources alone: whether those
+        packages are installed must not change the build."""
+        if target.startswith("."):
+            return True  # relative: a private module's own names
         first = target.split(".", 1)[0]
-        if target.startswith(".") or first == "securesession":
-            return target.startswith(".")  # relative: a private module's own names
-        if first in sys.stdlib_module_names:
-            return True
-        try:
-            return importlib.util.find_spec(first) is not None
-        except (ImportError, ValueError):
+        if first == "securesession":
             return False
+        if hasattr(builtins, first) or first in sys.stdlib_module_names:
+            return True
+        for scope in [*_scopes(obj), obj.modules_collection["securesession"]]:
+            members = scope.all_members if scope.is_class else scope.members
+            if first in members:
+                found = members[first]
+                path = str(found.target_path if found.is_alias else found.path)
+                return path.split(".", 1)[0] != "securesession"
+        return "." in target  # an unimported dotted name: a module path elsewhere
 
     def _resolve(self, target: str, obj: griffe.Object) -> str | None:
         """The canonical path of *target* as named from *obj*'s scope, or None."""
@@ -217,13 +238,17 @@ class RstToMarkdown(griffe.Extension):
             except KeyError:
                 return None
             return self._descend(root, parts[1:])
-        scope: griffe.Object | None = obj
-        while scope is not None:
+        for scope in _scopes(obj):
             found = self._descend(scope, parts)
             if found is not None:
                 return found
-            scope = scope.parent
-        return None
+        # Then a name the package itself exports: the docstrings say `Registry` or
+        # `NoCredentialsError` where their module never imports it.
+        try:
+            root = obj.modules_collection["securesession"]
+        except KeyError:
+            return None
+        return self._descend(root, parts) if parts[0] in root.members else None
 
     @staticmethod
     def _descend(start: griffe.Object | None, parts: list[str]) -> str | None:
