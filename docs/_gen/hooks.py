@@ -8,9 +8,13 @@
   ``../benchmarks/README.md``) works when the Markdown is read on a forge; on the site
   it becomes the file's path in code, and a link to a file that does not exist is a
   warning (so ``mkdocs build --strict`` fails).
-* Every name a public module exports must be rendered by a ``::: name`` block on some
-  page (or its module's block): a new public name without a reference entry, or a
-  ``:::`` block that names a missing object, fails the strict build.
+* A page listed in ``PENDING_NAV`` (one another change is writing) joins the
+  navigation as soon as its file exists, so its arrival does not fail the build.
+* Every name a public module exports is rendered: by a ``::: name`` block on a page of
+  its tier (or its module's block), or else, until someone places it, on the
+  reference's index (``<!-- generated: unsorted -->``), so a new public name never
+  goes undocumented and never breaks the build. A module of a tier that no page
+  renders, or a ``:::`` block naming a missing object, fails the strict build.
 """
 
 from __future__ import annotations
@@ -41,10 +45,45 @@ def _generators() -> dict[str, Any]:
         "cli": cli_reference.render,
         "errors": troubleshooting.render,
         "api-tiers": api_tiers,
+        "unsorted": unsorted_block,
     }
 
 
 CSS = "assets/stylesheets/securesession.css"
+
+#: Pages another change is writing, and where they go in the navigation (section,
+#: title, after which entry) as soon as they exist, until mkdocs.yml lists them itself.
+PENDING_NAV: dict[str, tuple[str, str, str]] = {
+    "httpx.md": ("How-to", "httpx", "Vault/OpenBao"),
+}
+
+
+def on_config(config: Any, **kwargs: Any) -> Any:
+    docs_dir = Path(config["docs_dir"])
+    nav = config["nav"] or []
+    for page, (section, title, after) in PENDING_NAV.items():
+        if not (docs_dir / page).is_file() or _in_nav(nav, page):
+            continue
+        for item in nav:
+            entries = item.get(section) if isinstance(item, dict) else None
+            if isinstance(entries, list):
+                keys = [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+                at = keys.index(after) + 1 if after in keys else len(entries)
+                entries.insert(at, {title: page})
+                break
+        else:
+            log.warning("navigation: no section %r to put %s in", section, page)
+    return config
+
+
+def _in_nav(nav: Any, page: str) -> bool:
+    if isinstance(nav, str):
+        return nav == page
+    if isinstance(nav, dict):
+        return any(_in_nav(value, page) for value in nav.values())
+    if isinstance(nav, list):
+        return any(_in_nav(item, page) for item in nav)
+    return False
 
 
 def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
@@ -53,7 +92,77 @@ def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
 
     css = (Path(__file__).parent / "extra.css").read_text(encoding="utf-8")
     files.append(File.generated(config, CSS, content=css))
+    _unsorted[:] = unsorted(files)
     return files
+
+
+_unsorted: list[str] = []
+_DIRECTIVE = re.compile(r"^::: (?P<ident>[\w.]+)[ \t]*\n(?P<options>(?:[ \t]+.*\n)*)", re.MULTILINE)
+
+
+def placed(sources: list[str]) -> set[str]:
+    """The public paths the ``:::`` blocks of these page sources render: the object a
+    block names, and for a module its exported names (or its ``members:`` option)."""
+    import textwrap
+
+    import yaml
+
+    covered: set[str] = set()
+    for text in sources:
+        for match in _DIRECTIVE.finditer(text):
+            ident = match["ident"]
+            covered.add(ident)
+            names = api.documented_names(ident)
+            if names is None:
+                continue  # not a module
+            options = yaml.safe_load(textwrap.dedent(match["options"])) or {}
+            members = (options.get("options") or {}).get("members")
+            if members is False:
+                continue
+            listed = names if members is None or members is True else members
+            covered.update(f"{ident}.{name}" for name in listed)
+    return covered
+
+
+def unsorted(files: Any) -> list[str]:
+    """Public names no page places: rendered on the reference's index, not lost."""
+    sources = [
+        Path(f.abs_src_path).read_text(encoding="utf-8")
+        for f in files.documentation_pages()
+        if f.abs_src_path
+    ]
+    covered = placed(sources)
+    paths = api.public_paths(_package())
+    canonical = api.canonical_paths(_package())
+    found: list[str] = []
+    for module in api.PUBLIC_MODULES:
+        for name in api.documented_names(module) or []:
+            wanted = f"{module}.{name}"
+            rendered_as = paths.get(canonical.get(wanted, ""), wanted)
+            if wanted not in covered and rendered_as not in covered and rendered_as not in found:
+                found.append(rendered_as)
+    return found
+
+
+def unsorted_block() -> str:
+    if not _unsorted:
+        return ""
+    log.info(
+        "API reference: %d public name(s) not placed on a page, rendered on its index: %s",
+        len(_unsorted),
+        ", ".join(_unsorted),
+    )
+    lines = [
+        "## Not sorted into a page yet",
+        "",
+        "Public names added since the reference was last arranged, each rendered here "
+        "from its docstring until a page of its tier lists it (a `:::` line in "
+        "`docs/reference/`).",
+        "",
+    ]
+    for path in _unsorted:
+        lines += [f"::: {path}", "    options:", "      heading_level: 3", ""]
+    return "\n".join(lines)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any, **kwargs: Any) -> str:

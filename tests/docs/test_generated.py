@@ -119,3 +119,22 @@ def test_usage_lines_are_unindented() -> None:
     for line in rest:  # continuation lines align under the first argument
         assert line.startswith(" " * len("securesession add ")), line
         assert not line.startswith(" " * (len("securesession add ") + 1)), line
+
+
+def test_placed_names_follow_the_blocks_and_their_members_option() -> None:
+    pytest.importorskip("yaml")
+    import hooks
+
+    covered = hooks.placed(
+        [
+            "intro\n\n::: securesession.SecureSession\n\ntext\n",
+            "::: securesession.integrations.vcr\n    options:\n      members: [REDACTED]\n",
+            "::: securesession.memory\n",
+        ]
+    )
+    assert "securesession.SecureSession" in covered
+    assert "securesession.integrations.vcr.REDACTED" in covered
+    assert "securesession.integrations.vcr.vcr_options" not in covered
+    assert {"securesession.memory.MemoryStore", "securesession.memory.open_memory_registry"} <= (
+        covered
+    )
