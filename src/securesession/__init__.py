@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from ._secret import Credential, Secret
     from ._session import CacheInfo, SecureSession
     from ._tls import ClientCertificate, TLSProfile, TLSVersionName, spki_pin
-    from ._urls import CanonicalURL, canonicalize
+    from ._urls import CanonicalURL, canonicalize, redacted_url
     from ._vault import AppRole as AppRole
     from ._vault import VaultConnection as VaultConnection
     from ._vault import rewrap_key as rewrap_key
@@ -116,6 +116,7 @@ _EXPORTS: dict[str, str] = {
     "spki_pin": "_tls",
     "CanonicalURL": "_urls",
     "canonicalize": "_urls",
+    "redacted_url": "_urls",
 }
 
 # Names 0.1.0 exported from here, and where they live now: they still resolve, with a
@@ -179,6 +180,7 @@ __all__ = [
     "canonicalize",
     "injected_by",
     "open_registry",
+    "redacted_url",
     "spki_pin",
 ]
 

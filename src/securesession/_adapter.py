@@ -52,6 +52,7 @@ from ._tls.context import ProfileContext, build_context
 from ._tls.diagnosis import diagnose
 from ._tls.iis import describe_iis_403, iis_substatus
 from ._tls.model import TLSProfile
+from ._urls import redacted_url
 
 if TYPE_CHECKING:
     from requests.adapters import _HostParams, _PoolKwargs
@@ -426,7 +427,7 @@ class SecureAdapter(HTTPAdapter):
         if substatus is None:
             return
         message = describe_iis_403(
-            substatus, where=entry.url, url=_origin_path(response.url), profile=entry.tls
+            substatus, where=entry.url, url=redacted_url(response.url), profile=entry.tls
         )
         if message is not None:
             logger.warning("%s", message)
@@ -435,9 +436,3 @@ class SecureAdapter(HTTPAdapter):
         super().close()
         with self._slots_lock:
             self._slots.clear()
-
-
-def _origin_path(url: str) -> str:
-    """Scheme, host, port and path of *url*: never its query, which may hold tokens."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -43,7 +43,7 @@ from ._entry import ServiceEntry
 from ._exceptions import InvalidURLError, NoCredentialsError, RegistryError
 from ._inject import InjectionPlan, apply_plan, build_plan
 from ._registry import EntryRef
-from ._urls import canonicalize
+from ._urls import redacted_url
 
 __all__ = [
     "EntryGuard",
@@ -52,7 +52,6 @@ __all__ = [
     "InvalidRequestURLError",
     "WireGuard",
     "adopt",
-    "where",
 ]
 
 logger = logging.getLogger("securesession")
@@ -280,7 +279,7 @@ class EntryGuard(Generic[P]):
 
     def _userinfo_error(self, bare: str) -> InvalidURLError:
         return self.invalid_url_error(
-            f"URL {where(bare)} carries user information (user:password@) and matches "
+            f"URL {redacted_url(bare)} carries user information (user:password@) and matches "
             "a registry entry; keep credentials in the registry, not in the URL"
         )
 
@@ -303,7 +302,7 @@ class EntryGuard(Generic[P]):
                 error,
                 self.stale_on_error,
             )
-        logger.debug("registry unavailable; %s served from cache", where(url))
+        logger.debug("registry unavailable; %s served from cache", redacted_url(url))
         return plan
 
 
@@ -355,9 +354,11 @@ class WireGuard(EntryGuard[InjectionPlan]):
             caller_auth=getattr(request, "securesession_caller_auth", False),
             run_auth=run_auth,
         )
-        if logger.isEnabledFor(logging.DEBUG):  # spares where()'s parse when off
+        if logger.isEnabledFor(logging.DEBUG):  # spares redacted_url()'s parse when off
             if plan is None:
-                logger.debug("no registry entry for %s; sending without credentials", where(url))
+                logger.debug(
+                    "no registry entry for %s; sending without credentials", redacted_url(url)
+                )
             elif downgraded:
                 logger.debug(
                     "entry %s matched after an https-to-http redirect; injecting nothing",
@@ -401,16 +402,7 @@ class _EntryRemoved(Exception):
     """Raised inside a cache load when the entry went away after its lookup."""
 
 
-def where(url: str) -> str:
-    """Origin and path of *url*, for messages (never its query, which may hold tokens)."""
-    try:
-        canonical = canonicalize(url)
-    except ValueError:
-        return "a URL that is not http(s)"
-    return canonical.origin + canonical.path
-
-
 def _no_entry_message(url: str, downgraded: bool) -> str:
     if downgraded:
-        return f"strict session: refusing redirect from https to http ({where(url)})"
-    return f"strict session: no registry entry matches {where(url)}"
+        return f"strict session: refusing redirect from https to http ({redacted_url(url)})"
+    return f"strict session: no registry entry matches {redacted_url(url)}"

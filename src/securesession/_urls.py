@@ -38,7 +38,7 @@ import idna
 
 from ._exceptions import InvalidURLError
 
-__all__ = ["MAX_DEPTH", "CanonicalURL", "canonicalize"]
+__all__ = ["MAX_DEPTH", "CanonicalURL", "canonicalize", "redacted_url"]
 
 #: Deepest path prefix an entry may have; deeper request paths still match their
 #: first ``MAX_DEPTH`` segments, which bounds the probes of one lookup.
@@ -187,6 +187,16 @@ def _refuse_ambiguous(segment: str, url: str) -> None:
             "percent-encoded) in its path: the server may resolve it to another path "
             "than the entry it would match; refusing it"
         )
+
+
+def redacted_url(url: str) -> str:
+    """Origin and path of *url*, for log lines and messages: never its query, fragment or
+    user information, which may hold tokens."""
+    try:
+        canonical = canonicalize(url)
+    except ValueError:
+        return "a URL that is not http(s)"
+    return canonical.origin + canonical.path
 
 
 def _describe(url: str) -> str:

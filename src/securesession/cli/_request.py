@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import requests
 
-from securesession import SecureSession, ServiceEntry, canonicalize
+from securesession import SecureSession, ServiceEntry, redacted_url
 from securesession.integrations import injected_header_names
 
 from ._commands import registry_from_args
@@ -115,14 +115,9 @@ def _read_at(value: str, flag: str) -> bytes:
         raise UsageError(f"{flag}: cannot read {value[1:]}: {exc.strerror}") from None
 
 
-def _where(url: str) -> str:
-    canonical = canonicalize(url)
-    return canonical.origin + canonical.path
-
-
 def request_error(exc: requests.RequestException, url: str, timeout: float) -> CommandError:
     """One line naming what failed, without the URL's query (it may hold a token)."""
-    where = _where(url)
+    where = redacted_url(url)
     text = str(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         reason = _SSL_REASON.search(text)
@@ -174,7 +169,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     ):
         first = session.entry_for(args.url)
         if first is None:
-            note(f"no registry entry matches {_where(args.url)}; sending without credentials")
+            note(f"no registry entry matches {redacted_url(args.url)}; sending without credentials")
         else:
             note(f"entry {first.url} matched")
         try:
@@ -200,7 +195,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     if args.verbose:
         for hop in [*response.history, response]:
             sent = hop.request
-            note(f"> {sent.method} {_where(sent.url or args.url)}")
+            note(f"> {sent.method} {redacted_url(sent.url or args.url)}")
             for line in redactor.lines("> ", dict(sent.headers)):
                 note(line)
             if hop is not response:

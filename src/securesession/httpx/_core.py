@@ -36,7 +36,8 @@ import httpx
 
 from .._entry import ServiceEntry
 from .._exceptions import InvalidURLError, NoCredentialsError
-from .._guard import EntryGuard, EntrySource, where
+from .._guard import EntryGuard, EntrySource
+from .._urls import redacted_url as where
 from ._plan import AUTHORIZATION, HttpxPlan, Ledger, build_plan
 
 __all__ = ["EXTENSION", "Chain", "HttpxGuard", "InvalidRequestURLError"]

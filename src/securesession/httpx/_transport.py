@@ -47,7 +47,7 @@ import httpx
 
 from .._entry import ServiceEntry
 from .._exceptions import ConfigurationError, TLSConfigError
-from .._guard import EntrySource, where
+from .._guard import EntrySource
 from .._registry import EntryRef
 from .._tls import (
     ProfileContext,
@@ -58,6 +58,7 @@ from .._tls import (
     find_ssl_error,
     iis_substatus,
 )
+from .._urls import redacted_url as where
 from ._core import Chain, HttpxGuard
 from ._network import CheckingAsyncBackend, CheckingBackend
 from ._plan import HttpxPlan

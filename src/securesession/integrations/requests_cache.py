@@ -49,7 +49,14 @@ from requests_cache.policy.actions import CacheActions
 from requests_cache.policy.directives import CacheDirectives
 from requests_cache.session import get_504_response
 
-from .. import Registry, SecureAdapter, SecureSession, ServiceEntry, canonicalize, injected_by
+from .. import (
+    Registry,
+    SecureAdapter,
+    SecureSession,
+    ServiceEntry,
+    injected_by,
+    redacted_url,
+)
 from ._names import injected_header_names
 
 __all__ = ["CachedSecureSession"]
@@ -175,7 +182,7 @@ class CachedSecureSession(CacheMixin, _SecureBase):
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "request to %s carries credentials of the caller's own: not cached",
-                    _where(request.url or ""),
+                    redacted_url(request.url or ""),
                 )
             return self._send_uncached(request, kwargs)
         downgraded = bool(getattr(request, "securesession_downgraded", False))
@@ -330,12 +337,3 @@ def _scrubbed_response(response: Response, redacted: frozenset[str]) -> Response
         clone.__dict__["_next"] = _without_injected(following, redacted)
     clone.history = [_scrubbed_response(hop, redacted) for hop in response.history]
     return clone
-
-
-def _where(url: str) -> str:
-    """Origin and path of *url*, for log lines (never its query)."""
-    try:
-        canonical = canonicalize(url)
-    except ValueError:
-        return "a URL that is not http(s)"
-    return canonical.origin + canonical.path

@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from requests import Response
 
-from .. import Credential, SecureSession, ServiceEntry
+from .. import Credential, SecureSession, ServiceEntry, redacted_url
 
 __all__ = ["REDACTED", "SecureTransport", "wsse_credential"]
 
@@ -141,7 +141,7 @@ class SecureTransport(Transport):  # type: ignore[misc]
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "HTTP Post to %s (WS-Security UsernameToken from the registry):\n%s",
-                _shown(address),
+                redacted_url(address),
                 _redacted(envelope),
             )
         response = self.secure_session.post(
@@ -151,11 +151,13 @@ class SecureTransport(Transport):  # type: ignore[misc]
             timeout=self.operation_timeout,
             allow_redirects=False,
         )
-        logger.debug("HTTP Response from %s (status: %d)", _shown(address), response.status_code)
+        logger.debug(
+            "HTTP Response from %s (status: %d)", redacted_url(address), response.status_code
+        )
         if response.is_redirect:
             response.close()
             raise TransportError(
-                f"the SOAP service at {_shown(address)} answered {response.status_code} "
+                f"the SOAP service at {redacted_url(address)} answered {response.status_code} "
                 "(a redirect); not followed, since the envelope carries the entry's "
                 "WS-Security credential",
                 status_code=response.status_code,
@@ -172,7 +174,7 @@ class SecureTransport(Transport):  # type: ignore[misc]
             logger.debug(
                 "envelope to %s already carries a UsernameToken (the client's wsse=); "
                 "the registry's is not added",
-                _shown(address),
+                redacted_url(address),
             )
             return False
         if placeholder is None:
@@ -188,8 +190,3 @@ def _redacted(envelope: Any) -> str:
         password.text = REDACTED
     text: bytes = etree_to_string(shown)
     return text.decode("utf-8")
-
-
-def _shown(address: str) -> str:
-    # Origin and path only: a query string may carry a token.
-    return address.split("?", 1)[0].split("#", 1)[0]

@@ -27,6 +27,7 @@ from .. import (
     ServiceEntry,
     TLSProfile,
     canonicalize,
+    redacted_url,
 )
 from ..memory import MemoryStore
 from ..registry import EncryptedRegistry, RegistryStore
@@ -177,7 +178,7 @@ class StubRegistry(EncryptedRegistry):
 
     def _describe(self) -> str:
         # Origin and path only: a query string may carry a token, even in tests.
-        shown = [f"{_where(lookup.url)} -> {lookup.key}" for lookup in self.lookups]
+        shown = [f"{redacted_url(lookup.url)} -> {lookup.key}" for lookup in self.lookups]
         return "[" + ", ".join(shown) + "]" if shown else "none"
 
     # -- Registry ------------------------------------------------------------------
@@ -261,11 +262,3 @@ def _credential(url: str, role: str, value: object) -> Credential | None:
         f"entry {url}: {role} must be (user, password), a token string, a Credential "
         f"or None, not {type(value).__name__}"
     )
-
-
-def _where(url: str) -> str:
-    try:
-        canonical = canonicalize(url)
-    except ValueError:
-        return "<not an http(s) URL>"
-    return canonical.origin + canonical.path
