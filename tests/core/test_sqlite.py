@@ -24,6 +24,8 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
+from securesession.registry import EncryptedRegistry
+from securesession.sqlite import SQLiteStore
 
 
 def fill(path: Path, key: MasterKey, count: int = 3) -> None:
@@ -197,33 +199,168 @@ def test_lookup_is_index_probes_never_a_scan(tmp_path: Path, key: MasterKey) -> 
     connection.set_trace_callback(statements.append)
     assert registry.lookup("https://gw.example.test/svc1/a/b") is not None
     connection.set_trace_callback(None)
-    pragma, query = statements
-    assert pragma == "PRAGMA data_version"
+    (query,) = statements  # the freshness re-check runs on the store's watcher connection
     assert query.count("'https://gw.example.test:443") == 4  # one probe per path prefix
     plan = " ".join(str(row[-1]) for row in connection.execute("EXPLAIN QUERY PLAN " + query))
     assert "USING PRIMARY KEY" in plan and "SCAN" not in plan.replace("SCAN CONSTANT", "")
 
 
-def test_warm_lookups_cost_one_pragma_and_still_see_every_change(
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(path: Path, key: MasterKey, clock: FakeClock) -> EncryptedRegistry:
+    """A registry over a SQLiteStore whose re-check interval runs on *clock*."""
+    return EncryptedRegistry(SQLiteStore(path, clock=clock), key, name=f"sqlite://{path}")
+
+
+def trace(store: Any) -> list[str]:
+    """Every statement the calling thread's connection and the watcher run from now on."""
+    statements: list[str] = []
+    store._connection().set_trace_callback(statements.append)
+    if store._watcher is not None:
+        store._watcher.set_trace_callback(statements.append)
+    return statements
+
+
+def test_warm_lookups_run_no_statement(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    clock = FakeClock()
+    reader = clocked(path, key, clock)
+    url = "https://gw.example.test/svc1/a"
+    first = reader.lookup(url)
+    statements = trace(reader.store)  # type: ignore[attr-defined]
+    checked_at = clock.now  # the first lookup re-checked
+    for step in range(1000):
+        clock.now = checked_at + step * 0.0000099  # 1,000 lookups in 9.9 ms
+        assert reader.lookup(url) == first
+    assert statements == []
+    clock.now = checked_at + 0.010
+    assert reader.lookup(url) == first
+    assert statements == ["PRAGMA data_version"]  # one re-check, on the watcher
+    reader.close()
+
+
+def test_a_change_elsewhere_is_seen_after_the_recheck_interval_and_not_later(
+    tmp_path: Path, key: MasterKey
+) -> None:
+    """The staleness bound on an injected clock: a commit by another connection (here a
+    second SQLiteStore on the same file, as another process would be) is served stale
+    for less than ``recheck_interval`` after it returned, and never after."""
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    clock = FakeClock()
+    reader = clocked(path, key, clock)
+    writer = open_registry(f"sqlite://{path}", key)
+    assert reader.store.recheck_interval == 0.010  # type: ignore[attr-defined]
+    url = "https://gw.example.test/svc1/a"
+    before = reader.lookup(url)
+    assert before is not None and before.key.endswith("/svc1")
+
+    checked_at = clock.now  # the lookup above re-checked (the store's first lookup)
+    clock.now = checked_at + 0.004
+    writer.put(ServiceEntry(url="https://gw.example.test/svc1/a", request=Credential("u", "p")))
+    clock.now = checked_at + 0.0099  # 9.9 ms after the re-check: the memo may still be served
+    assert reader.lookup(url) == before
+    clock.now = checked_at + 0.010  # 10 ms: re-checked, the new entry wins
+    after = reader.lookup(url)
+    assert after is not None and after.key.endswith("/svc1/a")
+
+    # The worst case: a commit that returns just after a re-check started (that
+    # re-check, by the lookup above, read data_version before the commit).
+    rechecked_at = clock.now
+    assert writer.remove("https://gw.example.test/svc1/a")
+    clock.now = rechecked_at + 0.0099
+    assert reader.lookup(url) == after  # 9.9 ms after the removal: still within the bound
+    clock.now = rechecked_at + 0.010
+    found = reader.lookup(url)
+    assert found is not None and found.key.endswith("/svc1")  # 10 ms: never later
+    reader.close()
+    writer.close()
+
+
+def test_own_writes_are_seen_at_once_from_every_thread(tmp_path: Path, key: MasterKey) -> None:
+    import threading
+
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    clock = FakeClock()  # never advances: only the store's own commits can count
+    registry = clocked(path, key, clock)
+    url = "https://gw.example.test/svc1/a"
+    first = registry.lookup(url)
+    seen: list[EntryRef | None] = []
+    thread = threading.Thread(target=lambda: seen.append(registry.lookup(url)))
+    thread.start()
+    thread.join()
+    stored = registry.put(ServiceEntry(url=url, request=Credential("u", "p")))
+    assert registry.lookup(url) == EntryRef(stored.url, stored.revision)
+
+    def in_thread() -> None:  # another thread's connection and memo
+        seen.append(registry.lookup(url))
+        registry.put(
+            ServiceEntry(url="https://gw.example.test/svc1/", request=Credential("v", "p"))
+        )
+        seen.append(registry.lookup("https://gw.example.test/svc1/b"))
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert seen[0] == first and seen[1] == EntryRef(stored.url, stored.revision)
+    assert seen[2] is not None and seen[2].revision > stored.revision
+    assert registry.remove(url)
+    assert registry.lookup(url) == EntryRef(seen[2].key, seen[2].revision)
+    registry.close()
+
+
+def test_a_read_rechecks_at_once(tmp_path: Path, key: MasterKey) -> None:
+    """``read`` (a cache miss, the reload after a 401) re-checks before it reads, so the
+    lookup that follows sees every commit made before the read, with no clock advance."""
+    path = tmp_path / "registry.db"
+    fill(path, key, 2)
+    clock = FakeClock()
+    reader = clocked(path, key, clock)
+    writer = open_registry(f"sqlite://{path}", key)
+    url = "https://gw.example.test/svc1/a"
+    ref = reader.lookup(url)
+    assert ref is not None
+    writer.put(ServiceEntry(url="https://gw.example.test/svc1/", request=Credential("new", "p")))
+    writer.put(ServiceEntry(url="https://gw.example.test/svc1/a", request=Credential("u", "p")))
+    assert reader.lookup(url) == ref  # within the interval: the memo is served
+    loaded = reader.load(ref)  # the row is always read fresh ...
+    assert loaded is not None and loaded.request is not None
+    assert loaded.request.username == "new" and loaded.revision > ref.revision
+    fresh = reader.lookup(url)  # ... and the read re-checked: the next lookup is current
+    assert fresh is not None and fresh.key.endswith("/svc1/a")
+    assert writer.remove("https://gw.example.test/svc1/a")
+    assert reader.load(fresh) is None  # removed: the guard then looks up again
+    again = reader.lookup(url)
+    assert again is not None and again.key.endswith("/svc1")
+    reader.close()
+    writer.close()
+
+
+def test_recheck_interval_is_validated_and_zero_checks_every_lookup(
     tmp_path: Path, key: MasterKey
 ) -> None:
     path = tmp_path / "registry.db"
-    fill(path, key, 2)
-    reader = open_registry(f"sqlite://{path}", key)
-    writer = open_registry(f"sqlite://{path}", key)  # another connection, as another process
-    url = "https://gw.example.test/svc1/a"
-    first = reader.lookup(url)
-    statements: list[str] = []
-    connection = reader.store._connection()  # type: ignore[attr-defined]
-    connection.set_trace_callback(statements.append)
-    assert reader.lookup(url) == first
+    for bad in (-0.001, 0.2):
+        with pytest.raises(ValueError, match="recheck_interval"):
+            SQLiteStore(path, recheck_interval=bad)
+    fill(path, key, 1)
+    store = SQLiteStore(path, recheck_interval=0, clock=FakeClock())
+    keys = ["https://gw.example.test:443/svc0", "https://gw.example.test:443"]
+    assert store.find(keys) is not None
+    statements = trace(store)
+    assert store.find(keys) is not None
     assert statements == ["PRAGMA data_version"]
-    writer.put(ServiceEntry(url="https://gw.example.test/svc1/a", request=Credential("u", "p")))
-    assert reader.lookup(url).key.endswith("/svc1/a")  # type: ignore[union-attr]
-    reader.put(ServiceEntry(url="https://gw.example.test/svc1/", request=Credential("u", "p")))
-    assert reader.lookup("https://gw.example.test/svc1/b").revision > first.revision  # type: ignore[union-attr]
-    assert writer.remove("https://gw.example.test/svc1/a")
-    assert reader.lookup(url).key.endswith("/svc1")  # type: ignore[union-attr]
+    store.recheck()  # on demand, whatever the interval
+    assert statements == ["PRAGMA data_version"] * 2
+    store.close()
 
 
 def test_finished_threads_leave_no_open_connection(tmp_path: Path, key: MasterKey) -> None:

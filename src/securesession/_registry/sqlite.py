@@ -10,6 +10,10 @@ Removed and replaced ciphertext does not linger: every connection sets
 ``PRAGMA secure_delete=ON`` (freed cells and pages are overwritten with zeros), and
 a removal or a key rotation ends with ``PRAGMA wal_checkpoint(TRUNCATE)``, so the
 page images that still held the old tokens leave the ``-wal`` file too.
+
+Lookups are memoised and the warm path runs no SQL statement: whether another
+connection has committed is re-checked at most once per *recheck_interval* (10 ms by
+default) for the whole store, on one watcher connection (see :class:`SQLiteStore`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -50,6 +55,9 @@ CREATE TABLE IF NOT EXISTS entries (
 
 
 _MEMO_SIZE: Final = 4096
+#: How long a memoised lookup may go without asking SQLite whether another
+#: connection has committed: the staleness bound for changes made elsewhere.
+RECHECK_INTERVAL_S: Final = 0.010
 
 
 class _Connection(sqlite3.Connection):
@@ -60,19 +68,47 @@ class _Connection(sqlite3.Connection):
 class SQLiteStore:
     """Sealed entries in one SQLite file.
 
-    Lookups are memoised per thread and revalidated on every call with
-    ``PRAGMA data_version`` (which changes when another connection commits) and a
-    counter of this process's own commits: a warm lookup costs one pragma instead
-    of a query, and a change by anyone is seen on the very next lookup.
+    Lookups are memoised per thread; a warm lookup is a clock read and a dict probe,
+    with no SQL statement (a statement costs microseconds and releases the GIL).
+    Every memo is dropped when the store's *generation* moves, which happens:
+
+    * at once after every commit made through this store, from any thread;
+    * when a re-check finds that another connection (another process, or another
+      ``SQLiteStore`` on the same file) has committed. The re-check is
+      ``PRAGMA data_version`` on one watcher connection that never writes, run by
+      the first lookup that starts *recheck_interval* seconds (on *clock*) or more
+      after the previous re-check started; one thread runs it for all. So a commit
+      made elsewhere is seen by every lookup that starts *recheck_interval* or
+      more after the commit returned: that is the staleness bound (10 ms by
+      default; 0 re-checks on every lookup);
+    * at once after :meth:`read`, which re-checks (:meth:`recheck`) before reading
+      its row. A read is what a cache miss and the reload after a 401/407 do, so the
+      lookup that follows a reload sees every commit made before it.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        recheck_interval: float = RECHECK_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= recheck_interval <= 0.1:
+            raise ValueError("recheck_interval must be between 0 and 0.1 seconds")
         self.path = Path(path)
+        self.recheck_interval = recheck_interval
+        self._clock = clock
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._commits = 0
         self._lock = threading.Lock()
         self._closed = False
+        # Moves on every change the memos must not survive (see the class docstring).
+        self._generation = 0
+        # The watcher: its data_version changes whenever any other connection commits.
+        self._watcher: sqlite3.Connection | None = None
+        self._watcher_lock = threading.Lock()
+        self._data_version: int | None = None
+        self._recheck_due = -float("inf")
         self._migrate()
 
     def __repr__(self) -> str:
@@ -84,6 +120,13 @@ class SQLiteStore:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
+        connection = self._open()
+        self._local.connection = connection
+        self._local.memo = {}
+        self._local.generation = None
+        return connection
+
+    def _open(self) -> _Connection:
         if self._closed:
             raise RegistryError(f"registry {self.path} is closed")
         try:
@@ -101,9 +144,6 @@ class SQLiteStore:
             connection.execute("PRAGMA secure_delete=ON")
         except sqlite3.Error as exc:
             raise self._error("cannot open", exc) from exc
-        self._local.connection = connection
-        self._local.memo = {}
-        self._local.stamp = None
         with self._lock:
             self._connections.add(connection)
         return connection
@@ -165,15 +205,16 @@ class SQLiteStore:
 
     def find(self, keys: Sequence[str]) -> EntryRef | None:
         connection = self._connection()
+        if self._clock() >= self._recheck_due:
+            self._recheck(force=False)
         local = self._local
-        try:
-            stamp = (connection.execute("PRAGMA data_version").fetchone()[0], self._commits)
-        except sqlite3.Error as exc:
-            raise self._error("cannot read", exc) from exc
         memo: dict[tuple[str, ...], EntryRef | None] = local.memo
-        if stamp != local.stamp or len(memo) >= _MEMO_SIZE:
+        # Read before the query below: a result memoised under this generation is
+        # dropped by the next lookup if the generation moves meanwhile.
+        generation = self._generation
+        if generation != local.generation or len(memo) >= _MEMO_SIZE:
             memo.clear()
-            local.stamp = stamp
+            local.generation = generation
         probe = tuple(keys)
         try:
             return memo[probe]
@@ -181,6 +222,40 @@ class SQLiteStore:
             pass
         memo[probe] = found = self._query_longest(connection, probe)
         return found
+
+    def recheck(self) -> None:
+        """Ask SQLite now whether another connection has committed: every lookup that
+        starts after this returns sees every commit that returned before it was called
+        (as :meth:`read` does before it reads)."""
+        self._recheck(force=True)
+
+    def _recheck(self, *, force: bool) -> None:
+        """Ask SQLite whether another connection has committed since the last
+        re-check, and if so move the generation (every thread's memo goes).
+
+        Unless *force*d, skipped when another thread's re-check started, while this
+        one waited for the lock, within *recheck_interval* of now: that one saw every
+        commit this lookup must see."""
+        with self._watcher_lock:
+            started = self._clock()
+            if not force and started < self._recheck_due:
+                return
+            try:
+                watcher = self._watcher
+                if watcher is None:
+                    watcher = self._watcher = self._open()
+                version = watcher.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._error("cannot read", exc) from exc
+            if version != self._data_version:
+                self._data_version = version
+                self._advance()
+            # Published last: a lookup that sees the new due time sees the new generation.
+            self._recheck_due = started + self.recheck_interval
+
+    def _advance(self) -> None:
+        with self._lock:
+            self._generation += 1
 
     def _query_longest(
         self, connection: sqlite3.Connection, keys: tuple[str, ...]
@@ -201,6 +276,9 @@ class SQLiteStore:
         return EntryRef(row[0], self._revision(row[0], row[1]))
 
     def read(self, key: str) -> SealedEntry | None:
+        # Off the warm path (a cache miss, or the reload after a 401/407): re-check
+        # now, so the lookup that follows sees every commit made before this read.
+        self.recheck()
         try:
             row = (
                 self._connection()
@@ -342,6 +420,7 @@ class SQLiteStore:
             self._connections = weakref.WeakSet()
         for connection in connections:
             connection.close()
+        self._watcher = None
         self._local = threading.local()
 
 
@@ -368,9 +447,8 @@ class _Transaction:
         if exc_type is None:
             try:
                 self._connection.execute("COMMIT")
-                # Our own commits do not change our connections' data_version.
-                with self._store._lock:
-                    self._store._commits += 1
+                # Seen by every thread's next lookup, without waiting for a re-check.
+                self._store._advance()
                 return
             except sqlite3.Error as commit_error:
                 self._connection.execute("ROLLBACK")
