@@ -52,7 +52,6 @@ def _sizes(quick: bool) -> dict[str, int]:
 def missing() -> str | None:
     try:
         import anyio  # noqa: F401
-
         import httpx  # noqa: F401
     except ImportError:
         return "need the 'httpx' extra (pip install 'securesession[httpx]')"
@@ -167,9 +166,9 @@ def run(report: common.Report, quick: bool) -> None:
         report.add(common.Row("httpx", "mutual TLS keep-alive", "not run", "", None, "", None))
         report.note(f"httpx overhead not measured: {why}")
         return
+    import httpx
     from anyio.from_thread import start_blocking_portal
 
-    import httpx
     from securesession import Credential, MasterKey, ServiceEntry, open_registry
     from securesession.httpx import SecureAsyncClient, SecureClient
 

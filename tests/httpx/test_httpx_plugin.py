@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ssl
 
+import httpx
 import pytest
 
-import httpx
 from securesession import TLSProfile
 from securesession.httpx import SecureAsyncClient, SecureClient
 from securesession.testing import GatewayServer, StubRegistry

@@ -7,11 +7,11 @@ from __future__ import annotations
 import ssl
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
 import respx
 from httpx_helpers import ConnectProxy, profile, tagged, tags_in, tags_seen
 
-import httpx
 from securesession import (
     ClientCertificate,
     ClientCertificateExpiredError,
