@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from httpx_helpers import tagged, tags_in
 
-import httpx
 from securesession import MasterKey, Registry, ServiceEntry, open_registry
 from securesession._registry import EntryRef
 from securesession.httpx import SecureAsyncClient

@@ -42,7 +42,6 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
-
 import httpx
 
 from .._entry import ServiceEntry
