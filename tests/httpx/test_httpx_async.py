@@ -295,12 +295,13 @@ async def test_a_slow_inline_lookup_is_reported_once(
     registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry.put(tagged("https://svc.test/api", "sl"))
-    slow = SlowRegistry(registry, lookup_delay=0.003)
+    slow = SlowRegistry(registry, lookup_delay=0.002)
     async with SecureAsyncClient(slow, transport=_mock()) as client:
-        for _ in range(6):
+        for _ in range(250):
             await client.get(URL)
     warnings = [r for r in caplog.records if "offload_lookups=True" in r.getMessage()]
     assert len(warnings) == 1
+    assert "100 of the last 100 lookups" in warnings[0].getMessage()
 
 
 @pytest.mark.anyio

@@ -35,13 +35,15 @@ _MOUNTS_ARGUMENT = "mounts"
 
 
 def _mark_caller_auth(request: httpx.Request, auth: Any, client_auth: Any) -> None:
+    """Tell the transport whether this send has an ``auth=`` of the caller's."""
     given = client_auth if auth is httpx.USE_CLIENT_DEFAULT else auth
     caller = given is not None
     chain = request.extensions.get(EXTENSION)
     if type(chain) is Chain:
         chain.caller_auth = chain.hop_caller_auth = caller
-    else:
-        request.extensions[EXTENSION] = Chain(caller_auth=caller)
+    elif caller:
+        request.extensions[EXTENSION] = Chain(caller_auth=True)
+    # else: no chain is the same as one without caller auth (see HttpxGuard.begin)
 
 
 class _Front:

@@ -71,7 +71,8 @@ _REFRESH_STATUSES: Final = frozenset({401, 407})
 _MAX_403_BODY: Final = 64 * 1024
 #: An inline lookup slower than this (seconds) blocked the event loop: say so, once.
 _SLOW_LOOKUP: Final = 0.001
-_SLOW_LOOKUPS_REPORTED: Final = 3
+#: Inline lookups watched together; a tenth of them slow is a slow registry.
+_LOOKUP_WINDOW: Final = 100
 
 T = TypeVar("T")
 Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
@@ -530,8 +531,8 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
     together; a cancelled request leaves the cache as it was or with the complete
     entry, never half of one. ``offload_lookups=True`` sends the lookups to a worker
     thread too, for a registry whose lookup does network I/O (at the price of a
-    thread hop per request); without it, inline lookups that take over 1 ms (three
-    of them) log a warning, once.
+    thread hop per request); without it, a tenth of 100 inline lookups taking over
+    1 ms logs a warning, once.
     """
 
     def __init__(
@@ -608,7 +609,7 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         self._setup(guard, transport=transport, default=default, options=options)
         self.offload_lookups = offload_lookups
         self._flights: dict[tuple[str, int], anyio.Event] = {}
-        self._slow_lookups = 0
+        self._lookups_seen = self._slow_lookups = 0
 
     # -- plans without blocking the loop ---------------------------------------------------
 
@@ -619,26 +620,37 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         else:
             started = time.perf_counter()
             found = guard.match(url)
-            if time.perf_counter() - started > _SLOW_LOOKUP and self._slow_lookups >= 0:
-                # One slow lookup can be the machine (a first call, a preemption);
-                # a few are the registry.
-                self._slow_lookups += 1
-                if self._slow_lookups >= _SLOW_LOOKUPS_REPORTED:
-                    self._slow_lookups = -1  # said once
-                    logger.warning(
-                        "registry %r took over 1 ms to look URLs up on the event loop "
-                        "(%d times, %s the last); if its lookups do network I/O, pass "
-                        "offload_lookups=True",
-                        guard.registry,
-                        _SLOW_LOOKUPS_REPORTED,
-                        where(url),
-                    )
+            if self._lookups_seen >= 0:
+                self._watch_lookup(time.perf_counter() - started, url)
         if type(found) is not EntryRef:
             return found  # type: ignore[return-value]
         plan = guard.cached(found)
         if plan is not None:
             return plan
         return await self._load(found, url)
+
+    def _watch_lookup(self, took: float, url: str) -> None:
+        """Warn, once, when inline lookups are slow in earnest: a tenth of a window of
+        lookups over 1 ms. A single slow one is the machine (a first call, the
+        process descheduled), not the registry."""
+        self._lookups_seen += 1
+        if took > _SLOW_LOOKUP:
+            self._slow_lookups += 1
+        if self._lookups_seen < _LOOKUP_WINDOW:
+            return
+        if self._slow_lookups * 10 >= _LOOKUP_WINDOW:
+            self._lookups_seen = -1  # said once; stop watching
+            logger.warning(
+                "registry %r took over 1 ms to look URLs up on the event loop (%d of the "
+                "last %d lookups, %s the last); if its lookups do network I/O, pass "
+                "offload_lookups=True",
+                self._guard.registry,
+                self._slow_lookups,
+                _LOOKUP_WINDOW,
+                where(url),
+            )
+            return
+        self._lookups_seen = self._slow_lookups = 0
 
     async def _load(self, ref: EntryRef, url: str) -> HttpxPlan | None:
         """The cold path: one worker thread per entry revision; other tasks wait for it."""
