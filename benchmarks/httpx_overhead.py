@@ -22,6 +22,7 @@ The server reports every negotiated (TLS version, cipher): the sides must agree.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import sys
 import tempfile
@@ -126,7 +127,7 @@ def _pair(
     sent: str,
 ) -> None:
     samples = common.alternate(
-        {name: (lambda run=run: common.timed_block(run)) for name, run in runs.items()}, blocks
+        {name: functools.partial(common.timed_block, run) for name, run in runs.items()}, blocks
     )
     secure = common.Block(
         common.median([b.rate for b in samples["securesession"]]),
@@ -245,8 +246,8 @@ def run(report: common.Report, quick: bool) -> None:
                 blocks,
                 f"{blocks} x {CONCURRENCY * per} req/side",
             )
-            for client in (secure_async, plain_async):
-                _async_block(client, url, 1, sizes["warmup"], portal, failures)()
+            for async_client in (secure_async, plain_async):
+                _async_block(async_client, url, 1, sizes["warmup"], portal, failures)()
             _pair(
                 report,
                 "async, 1 task",
@@ -259,8 +260,8 @@ def run(report: common.Report, quick: bool) -> None:
                 blocks,
                 f"{blocks} x {sequential} req/side",
             )
-            for client in (secure_async, plain_async):
-                _async_block(client, url, CONCURRENCY, 2, portal, failures)()
+            for async_client in (secure_async, plain_async):
+                _async_block(async_client, url, CONCURRENCY, 2, portal, failures)()
             _pair(
                 report,
                 f"async, {CONCURRENCY} tasks",
