@@ -17,8 +17,6 @@ from secretscan import leaks
 from securesession import MasterKey, Registry, open_registry
 from securesession.testing import CertificateAuthority, GatewayServer
 
-pytest_plugins = ["pytester"]
-
 WATCHED = ("httpx", "httpcore", "h2")
 
 

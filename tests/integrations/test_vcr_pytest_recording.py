@@ -20,8 +20,6 @@ import securesession.testing._stub  # noqa: F401
 from secretscan import leaks
 from securesession.testing import CertificateAuthority, GatewayServer
 
-pytest_plugins = ["pytester"]
-
 FAST = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 
 CONFTEST = """

@@ -16,18 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from tls_helpers import PASSWORD, issue, pfx
 
-from securesession import (
-    EncryptedRegistry,
-    InvalidEntryError,
-    MasterKey,
-    ServiceEntry,
-    TLSConfigError,
-    open_registry,
-)
+from securesession import InvalidEntryError, MasterKey, ServiceEntry, TLSConfigError, open_registry
 from securesession._exceptions import ClientCertificateExpiredError
 from securesession._registry._codec import ENTRY_FORMAT, ENTRY_FORMAT_TLS
 from securesession._tls import ClientCertificate, ProfileContext, TLSProfile, build_context
 from securesession._tls import context as tls_context
+from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority
 
 # -- client certificates -------------------------------------------------------------
