@@ -119,6 +119,40 @@ def _async_block(
     return run
 
 
+def _fill(client: Any, url: str, count: int) -> None:
+    """Give *client*'s pool exactly *count* keep-alive connections: hold *count*
+    streamed responses open at once (each keeps its connection busy), then close them.
+
+    httpcore's pool walks all its connections (and, for each, all of them again) on
+    every request it assigns, under a lock; with 64 concurrent requests that walk is
+    most of the cost of a request. How many connections a pool ends up with depends
+    on how the threads or tasks happened to be scheduled, so the pools are filled to
+    the same size first, or the comparison measures that instead."""
+    responses = [client.send(client.build_request("GET", url), stream=True) for _ in range(count)]
+    for response in responses:
+        response.read()
+        response.close()
+
+
+async def _fill_async(client: Any, url: str, count: int) -> None:
+    responses = [
+        await client.send(client.build_request("GET", url), stream=True) for _ in range(count)
+    ]
+    for response in responses:
+        await response.aread()
+        await response.aclose()
+
+
+def connections(client: Any) -> int:
+    """Connections in the pool serving the benchmark's URL (the entry's profile pool
+    for the securesession side)."""
+    transport = client._transport
+    slots = getattr(transport, "_slots", None)
+    if slots:
+        transport = next(iter(slots.values())).transport
+    return len(transport._pool.connections)
+
+
 def _pair(
     report: common.Report,
     label: str,
@@ -126,22 +160,28 @@ def _pair(
     blocks: int,
     sent: str,
 ) -> None:
+    """Alternate the two sides; the ratio is the median of the per-round ratios (each
+    round runs both sides back to back, so a round's ratio compares like with like
+    even when the machine's speed drifts between rounds)."""
     samples = common.alternate(
         {name: functools.partial(common.timed_block, run) for name, run in runs.items()}, blocks
     )
+    ours, theirs = samples["securesession"], samples["plain"]
     secure = common.Block(
-        common.median([b.rate for b in samples["securesession"]]),
-        common.median([b.cpu_us for b in samples["securesession"]]),
+        common.median([b.rate for b in ours]), common.median([b.cpu_us for b in ours])
     )
     plain = common.Block(
-        common.median([b.rate for b in samples["plain"]]),
-        common.median([b.cpu_us for b in samples["plain"]]),
+        common.median([b.rate for b in theirs]), common.median([b.cpu_us for b in theirs])
     )
-    ratio = secure.rate / plain.rate
+    ratios = sorted(a.rate / b.rate for a, b in zip(ours, theirs, strict=True))
+    cpu_ratios = sorted(b.cpu_us / a.cpu_us for a, b in zip(ours, theirs, strict=True))
+    ratio = common.median(ratios)
+    quartiles = f"{ratios[len(ratios) // 4]:.3f} to {ratios[(3 * len(ratios)) // 4]:.3f}"
     report.add(
         common.Row(
             "httpx",
-            f"{label}: throughput vs hand-configured httpx ({sent})",
+            f"{label}: throughput vs hand-configured httpx ({sent}; middle half of the "
+            f"per-round ratios {quartiles})",
             common.fmt_rate(secure.rate),
             common.fmt_rate(plain.rate),
             ratio,
@@ -155,7 +195,7 @@ def _pair(
             f"{label}: client CPU per request (ratio = CPU-bound throughput)",
             common.fmt_us(secure.cpu_us),
             common.fmt_us(plain.cpu_us),
-            plain.cpu_us / secure.cpu_us,
+            common.median(cpu_ratios),
             "info: steadier under load",
         )
     )
@@ -217,10 +257,9 @@ def run(report: common.Report, quick: bool) -> None:
             secure_async = SecureAsyncClient(registry, limits=limits, cache_ttl=3600)
             plain_async = httpx.AsyncClient(**{**by_hand, "verify": context()})
             url = server.https + PATH
-            # Each pair is warmed up right before it runs, so the one-at-a-time pairs
-            # run on one keep-alive connection per client (httpcore looks at every idle
-            # connection of a pool on every request: 64 idle ones cost both sides alike,
-            # but would be measured too).
+            # Each pair is warmed up right before it runs: the one-at-a-time pairs run on
+            # one keep-alive connection per client, the concurrent ones on exactly 64
+            # (see _fill).
             sequential, blocks, per = sizes["sequential"], sizes["blocks"], sizes["per_worker"]
             for client in (secure, plain):
                 _sync_block(client, url, sizes["warmup"], failures)()
@@ -234,8 +273,9 @@ def run(report: common.Report, quick: bool) -> None:
                 blocks,
                 f"{blocks} x {sequential} req/side",
             )
-            _threaded_block(secure, url, 2, pool, failures)()
-            _threaded_block(plain, url, 2, pool, failures)()
+            for client in (secure, plain):
+                _fill(client, url, CONCURRENCY)
+                _threaded_block(client, url, 2, pool, failures)()
             _pair(
                 report,
                 f"sync, {CONCURRENCY} threads",
@@ -261,6 +301,7 @@ def run(report: common.Report, quick: bool) -> None:
                 f"{blocks} x {sequential} req/side",
             )
             for async_client in (secure_async, plain_async):
+                portal.call(_fill_async, async_client, url, CONCURRENCY)
                 _async_block(async_client, url, CONCURRENCY, 2, portal, failures)()
             _pair(
                 report,
@@ -274,6 +315,12 @@ def run(report: common.Report, quick: bool) -> None:
                 blocks,
                 f"{blocks} x {CONCURRENCY * per} req/side",
             )
+            pools = [connections(c) for c in (secure, plain, secure_async, plain_async)]
+            report.check(
+                pools == [CONCURRENCY] * 4,
+                f"pools of unequal size (sync secure, plain; async secure, plain): {pools}",
+            )
+            report.note(f"httpx: every pool held {CONCURRENCY} connections at the end: {pools}")
             stats = common.server_stats(plain, server.https)
             negotiated = {tuple(pair) for pair in stats["tls"]}
             report.check(failures.count == 0, f"{failures.count} requests were not answered 200")

@@ -229,8 +229,7 @@ class EntryGuard(Generic[P]):
             except KeyError:
                 return None
             cache.hits += 1
-        logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
-        return plan
+        return plan  # no log line here: the caller logs the match (a warm path pays for it)
 
     def load(self, ref: EntryRef, url: str) -> P | None:
         """The plan of *ref* (matched by *url*), decrypted once however many callers

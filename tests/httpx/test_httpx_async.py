@@ -148,7 +148,7 @@ def _timed(guard: HttpxGuard, durations: dict[str, list[tuple[float, float]]]) -
     """Time every step of ours that runs on the event loop, in place: (wall, CPU of
     the loop's thread). The gateway's threads share the process, so a step's wall
     time also holds the GIL waits they cause; its CPU time is its own."""
-    for name in ("match", "cached", "apply", "begin", "finish"):
+    for name in ("match", "cached", "apply"):  # begin/finish: only for redirect chains
         original = getattr(guard, name)
         durations[name] = []
 

@@ -37,16 +37,18 @@ import httpx
 from .._entry import ServiceEntry
 from .._exceptions import InvalidURLError, NoCredentialsError
 from .._guard import EntryGuard, EntrySource
+from .._registry import EntryRef
 from .._urls import redacted_url as where
 from ._plan import AUTHORIZATION, HttpxPlan, Ledger, build_plan
 
-__all__ = ["EXTENSION", "Chain", "HttpxGuard", "InvalidRequestURLError"]
+__all__ = ["EXTENSION", "REDIRECTS", "Chain", "HttpxGuard", "InvalidRequestURLError"]
 
 logger = logging.getLogger("securesession")
 
 #: The ``request.extensions`` key of a request's :class:`Chain`.
 EXTENSION: Final = "securesession"
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: The statuses httpx follows (with a Location): only their responses make a chain.
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _NO_HEADERS: Final[dict[bytes, bytes]] = {}
 
 # The layout of httpx.Headers this module edits in place: a list of
@@ -121,6 +123,14 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
             stale_on_error=stale_on_error,
         )
 
+    def resolve(self, url: str) -> HttpxPlan | None:
+        """:meth:`plan_for` in its steps (blocking on a miss): the sync transport's
+        path, which spares plan_for's per-call bookkeeping."""
+        found = self.match(url)
+        if type(found) is not EntryRef:
+            return found  # type: ignore[return-value]
+        return self.cached(found) or self.load(found, url)
+
     def _build_plan(self, entry: ServiceEntry) -> HttpxPlan:
         plan = build_plan(entry)
         self.ledger.record_plan(plan)
@@ -145,7 +155,7 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
 
     def finish(self, request: httpx.Request, response: httpx.Response, chain: Chain | None) -> None:
         """Remember where *response* redirects to, as httpx will compute it."""
-        if response.status_code not in _REDIRECTS:
+        if response.status_code not in REDIRECTS:
             return
         location = response.headers.get("location")
         if location is None:
@@ -224,6 +234,14 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
                 present = {item[1] for item in kept}
         if plan is None:
             return False
+        if not caller_auth and AUTHORIZATION not in present and present.isdisjoint(own):
+            # The common case: none of the plan's headers is there yet.
+            items.extend(plan.items)
+            if not plan.ascii:
+                headers._encoding = None  # a Latin-1 value changes what decodes them
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("entry %s matched; injected %s", plan.key, plan.names or "nothing")
+            return plan.auth is not None
         if AUTHORIZATION in present and own.get(AUTHORIZATION) is None:
             caller_auth = True  # an Authorization header of the caller's own
         added: list[bytes] = []
@@ -233,8 +251,8 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
                 continue
             items.append(item)
             added.append(item[0])
-        if added:
-            headers._encoding = None  # a Latin-1 value may change what decodes them
+        if added and not plan.ascii:
+            headers._encoding = None  # a Latin-1 value changes what decodes them
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "entry %s matched; injected %s",

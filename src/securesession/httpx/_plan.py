@@ -60,6 +60,10 @@ class HttpxPlan:
     own: dict[bytes, bytes] = field(default_factory=dict)
     #: The challenge handler of a ``digest`` or ``ntlm`` credential.
     auth: httpx.Auth | None = None
+    #: Every value is ASCII (so adding them never changes how httpx decodes headers).
+    ascii: bool = True
+    #: The header names, for log lines.
+    names: str = ""
 
     @property
     def key(self) -> str:
@@ -115,6 +119,8 @@ def build_plan(entry: ServiceEntry) -> HttpxPlan:
         items=tuple(items),
         own={lower: value for _, lower, value in items},
         auth=auth,
+        ascii=all(value.isascii() for _, _, value in items),
+        names=", ".join(name for name, _ in headers),
     )
 
 

@@ -58,7 +58,7 @@ from .._tls import (
     iis_substatus,
 )
 from .._urls import redacted_url as where
-from ._core import Chain, HttpxGuard
+from ._core import EXTENSION, REDIRECTS, Chain, HttpxGuard
 from ._network import CheckingAsyncBackend, CheckingBackend
 from ._plan import HttpxPlan
 
@@ -401,9 +401,12 @@ class SecureTransport(_Route, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         guard = self._guard
-        chain, hop = guard.begin(request)
+        chain = request.extensions.get(EXTENSION)
+        hop = False
+        if chain is not None:
+            chain, hop = guard.begin(request)
         url = str(request.url)
-        plan = guard.plan_for(url)
+        plan = guard.resolve(url)
         downgraded = hop and chain is not None and chain.downgraded
         if guard.strict:
             guard.refuse(url, plan, downgraded)
@@ -412,10 +415,11 @@ class SecureTransport(_Route, httpx.BaseTransport):
         caller_auth = chain is not None and chain.hop_caller_auth
         answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
         response = self._send(request, plan, answer)
-        guard.finish(request, response, chain)
+        status = response.status_code
+        if status in REDIRECTS:
+            guard.finish(request, response, chain)
         if plan is None or downgraded:
             return response
-        status = response.status_code
         if status in _REFRESH_STATUSES and not hop:
             return self._refresh(request, response, plan, chain, caller_auth)
         if status == 403:
@@ -682,7 +686,10 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         guard = self._guard
-        chain, hop = guard.begin(request)
+        chain = request.extensions.get(EXTENSION)
+        hop = False
+        if chain is not None:
+            chain, hop = guard.begin(request)
         url = str(request.url)
         plan = await self._plan_for(url)
         downgraded = hop and chain is not None and chain.downgraded
@@ -693,10 +700,11 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         caller_auth = chain is not None and chain.hop_caller_auth
         answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
         response = await self._send(request, plan, answer)
-        guard.finish(request, response, chain)
+        status = response.status_code
+        if status in REDIRECTS:
+            guard.finish(request, response, chain)
         if plan is None or downgraded:
             return response
-        status = response.status_code
         if status in _REFRESH_STATUSES and not hop:
             return await self._refresh(request, response, plan, chain, caller_auth)
         if status == 403:
