@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -188,8 +189,11 @@ async def test_warm_requests_never_block_the_loop(tmp_path: Path) -> None:
         assert len(times) == 300, name
         assert max(cpu for _, cpu in times) < 0.001, name
         assert statistics.median(wall for wall, _ in times) < 0.0001, name
-    assert LagProbe.quantile(probe.cpu, 0.99) < 0.001, probe.cpu
-    assert LagProbe.quantile(probe.gaps, 0.5) < 0.001, probe.gaps
+    # The probe's turns include httpx's own work on a request, which a tracer (coverage,
+    # in CI) slows down about threefold; our steps, timed above, are held to 1 ms as is.
+    turn = 0.001 if sys.gettrace() is None else 0.003
+    assert LagProbe.quantile(probe.cpu, 0.99) < turn, probe.cpu
+    assert LagProbe.quantile(probe.gaps, 0.5) < turn, probe.gaps
 
 
 @pytest.mark.anyio
