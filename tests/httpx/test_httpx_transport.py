@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 from datetime import datetime, timedelta, timezone
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -298,3 +299,31 @@ def test_user_info_in_a_matched_url_is_refused(registry: Registry) -> None:
         with pytest.raises(InvalidRequestURLError, match="user information"):
             c.get("https://me:pw@svc.test/x")
         assert c.get("https://me:pw@elsewhere.test/x").status_code == 200
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_entrys_crl_refuses_a_revoked_server_certificate(
+    registry: Registry, asynchronous: bool
+) -> None:
+    ca = CertificateAuthority("crl CA")
+    revoked = ca.issue_server()
+    with GatewayServer(tls=True, ca=ca, server_cert=revoked) as server:
+        crl_lists_it = TLSProfile(ca_bundle=ca.cert_pem, crl=ca.crl([revoked]))
+        crl_does_not = TLSProfile(ca_bundle=ca.cert_pem, crl=ca.crl([]))
+        registry.put(ServiceEntry(url=server.url + "/revoked", tls=crl_lists_it))
+        registry.put(ServiceEntry(url=server.url + "/fine", tls=crl_does_not))
+
+        async def call_async(url: str) -> int:
+            async with SecureAsyncClient(registry) as client:
+                return (await client.get(url)).status_code
+
+        def call(url: str) -> int:
+            if asynchronous:
+                return anyio.run(call_async, url)
+            with SecureClient(registry) as client:
+                return client.get(url).status_code
+
+        with pytest.raises(ServerCertificateError, match="revoked"):
+            call(server.url + "/revoked/x")
+        assert call(server.url + "/fine/x") == 200
+        assert [r.path for r in server.requests] == ["/fine/x"]
