@@ -27,6 +27,7 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,8 +47,8 @@ CONCURRENCY = 64
 
 def _sizes(quick: bool) -> dict[str, int]:
     if quick:
-        return {"sequential": 40, "blocks": 6, "per_worker": 2, "warmup": 10, "own": 200}
-    return {"sequential": 100, "blocks": 30, "per_worker": 4, "warmup": 100, "own": 3000}
+        return {"sequential": 40, "blocks": 6, "per_worker": 2, "warmup": 10}
+    return {"sequential": 100, "blocks": 30, "per_worker": 4, "warmup": 100}
 
 
 def missing() -> str | None:
@@ -153,69 +154,75 @@ def connections(client: Any) -> int:
     return len(transport._pool.connections)
 
 
-def own_cost(client: Any, url: str, count: int, portal: Any | None = None) -> float:
-    """Median µs per request spent in securesession's transport itself: its
-    ``handle_request`` minus the inner (profile) transport's, timed in place on
-    *count* warm requests. Steadier than a ratio on a shared machine: it does not
-    depend on what the rest of the request costs."""
-    import time
+def added_without_network(registry: Any, url: str, by_hand: dict[str, Any], rounds: int) -> Any:
+    """µs securesession adds per request with no network at all: both sides over
+    ``httpx.MockTransport`` (the securesession side's guard, lookup, cache read and
+    header work included; no TLS, no pool), sync and async, alternating."""
+    import anyio
+    import httpx
 
-    route = client._transport
-    inner = next(iter(route._slots.values())).transport
-    ours: list[float] = []
-    theirs: list[float] = []
-    clock = time.perf_counter
-    if portal is None:
-        outer_call, inner_call = route.handle_request, inner.handle_request
+    from securesession.httpx import SecureAsyncClient, SecureClient
 
-        def timed_inner(request: Any) -> Any:
-            started = clock()
-            try:
-                return inner_call(request)
-            finally:
-                theirs.append(clock() - started)
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="ok")
 
-        def timed_outer(request: Any) -> Any:
-            started = clock()
-            try:
-                return outer_call(request)
-            finally:
-                ours.append(clock() - started)
+    async def answer_async(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="ok")
 
-        inner.handle_request, route.handle_request = timed_inner, timed_outer
-        try:
-            for _ in range(count):
-                client.get(url)
-        finally:
-            del inner.handle_request, route.handle_request
-    else:
-        outer_async, inner_async = route.handle_async_request, inner.handle_async_request
+    hand = {key: value for key, value in by_hand.items() if key in ("headers", "auth")}
+    sync_sides = {
+        "securesession": SecureClient(registry, transport=httpx.MockTransport(answer)),
+        "plain": httpx.Client(transport=httpx.MockTransport(answer), **hand),
+    }
+    async_sides = {
+        "securesession": SecureAsyncClient(registry, transport=httpx.MockTransport(answer_async)),
+        "plain": httpx.AsyncClient(transport=httpx.MockTransport(answer_async), **hand),
+    }
+    count = 200
 
-        async def timed_inner_async(request: Any) -> Any:
-            started = clock()
-            try:
-                return await inner_async(request)
-            finally:
-                theirs.append(clock() - started)
+    def sync_block(client: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            client.get(url)
+        return (time.perf_counter() - started) / count * 1e6
 
-        async def timed_outer_async(request: Any) -> Any:
-            started = clock()
-            try:
-                return await outer_async(request)
-            finally:
-                ours.append(clock() - started)
+    async def async_block(client: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            await client.get(url)
+        return (time.perf_counter() - started) / count * 1e6
 
-        async def run() -> None:
-            for _ in range(count):
-                await client.get(url)
+    results = {}
+    for client in sync_sides.values():
+        sync_block(client)
+    samples = common.alternate(
+        {name: functools.partial(sync_block, client) for name, client in sync_sides.items()},
+        rounds,
+    )
+    results["sync"] = samples
 
-        inner.handle_async_request = timed_inner_async
-        route.handle_async_request = timed_outer_async
-        try:
-            portal.call(run)
-        finally:
-            del inner.handle_async_request, route.handle_async_request
-    return common.median([a - b for a, b in zip(ours, theirs, strict=True)]) * 1e6
+    async def run_async() -> dict[str, list[float]]:
+        for client in async_sides.values():
+            await async_block(client)
+        collected: dict[str, list[float]] = {name: [] for name in async_sides}
+        for index in range(rounds):
+            order = list(async_sides) if index % 2 == 0 else list(reversed(async_sides))
+            for name in order:
+                collected[name].append(await async_block(async_sides[name]))
+        for client in async_sides.values():
+            await client.aclose()
+        return collected
+
+    results["async"] = anyio.run(run_async)
+    for client in sync_sides.values():
+        client.close()
+    return {
+        kind: (
+            common.median(samples["securesession"]),
+            common.median(samples["plain"]),
+        )
+        for kind, samples in results.items()
+    }
 
 
 def _pair(
@@ -380,16 +387,18 @@ def run(report: common.Report, quick: bool) -> None:
                 blocks,
                 f"{blocks} x {CONCURRENCY * per} req/side",
             )
-            for label, cost in (
-                ("sync", own_cost(secure, url, sizes["own"])),
-                ("async", own_cost(secure_async, url, sizes["own"], portal)),
-            ):
+            for kind, (ours, theirs) in added_without_network(
+                registry, url, by_hand, sizes["blocks"]
+            ).items():
                 report.add(
                     common.Row(
                         "httpx",
-                        f"{label}: securesession's own work per request (its transport, "
-                        "timed in place, median)",
-                        common.fmt_us(cost),
+                        f"{kind}: per request with no network (both over httpx.MockTransport): "
+                        f"securesession adds {ours - theirs:+.1f} µs",
+                        common.fmt_us(ours),
+                        common.fmt_us(theirs),
+                        theirs / ours,
+                        "info: the client-side work alone",
                     )
                 )
             pools = [connections(c) for c in (secure, plain, secure_async, plain_async)]

@@ -215,6 +215,20 @@ class _Route:
             return slot, old.transport
         return slot, None
 
+    def _ready_route(self, plan: HttpxPlan | None) -> tuple[Any, ProfileContext | None] | None:
+        """The transport (and profile context) *plan*'s request goes through, or
+        ``None`` when the entry's profile slot must be built first (blocking)."""
+        if plan is None or plan.entry.tls is None or self._mocked:
+            return self._inner, None
+        if self._custom:
+            self._refuse_custom(plan)
+        slot = self._slot_for(plan.entry)
+        if slot is None:
+            return None
+        context = slot.context
+        context.refuse_if_expired()
+        return slot.transport, context
+
     def _refuse_custom(self, plan: HttpxPlan) -> NoReturn:
         raise TLSConfigError(
             f"entry {plan.key} has a TLS profile, but this transport sends through "
@@ -427,19 +441,15 @@ class SecureTransport(_Route, httpx.BaseTransport):
         return response
 
     def _send(self, request: httpx.Request, plan: HttpxPlan | None, answer: bool) -> httpx.Response:
-        transport = self._inner
-        context: ProfileContext | None = None
-        if plan is not None and plan.entry.tls is not None and not self._mocked:
-            if self._custom:
-                self._refuse_custom(plan)
-            slot = self._slot_for(plan.entry)
-            if slot is None:
-                slot, old = self._build_slot(plan.entry, asynchronous=False)
-                if old is not None:
-                    old.close()
-            context = slot.context
-            context.refuse_if_expired()
-            transport = slot.transport
+        route = self._ready_route(plan)
+        if route is None:
+            assert plan is not None
+            _, old = self._build_slot(plan.entry, asynchronous=False)
+            if old is not None:
+                old.close()
+            route = self._ready_route(plan)
+            assert route is not None
+        transport, context = route
         try:
             if answer:
                 assert plan is not None and plan.auth is not None
@@ -685,13 +695,28 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
     # -- httpx.AsyncBaseTransport ------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # The warm path is inlined here (the lookup, the cache read, the route): every
+        # coroutine frame between httpx and the pool is resumed again at each await of
+        # the request's I/O.
         guard = self._guard
         chain = request.extensions.get(EXTENSION)
         hop = False
         if chain is not None:
             chain, hop = guard.begin(request)
         url = str(request.url)
-        plan = await self._plan_for(url)
+        if self.offload_lookups:
+            found = await anyio.to_thread.run_sync(guard.match, url)
+        else:
+            started = time.perf_counter()
+            found = guard.match(url)
+            if self._lookups_seen >= 0:
+                self._watch_lookup(time.perf_counter() - started, url)
+        if type(found) is EntryRef:
+            plan = guard.cached(found)
+            if plan is None:
+                plan = await self._load(found, url)
+        else:
+            plan = found  # type: ignore[assignment]
         downgraded = hop and chain is not None and chain.downgraded
         if guard.strict:
             guard.refuse(url, plan, downgraded)
@@ -699,7 +724,24 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             _log_match(url, plan, downgraded)
         caller_auth = chain is not None and chain.hop_caller_auth
         answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
-        response = await self._send(request, plan, answer)
+        route = self._ready_route(plan)
+        if route is None:
+            route = await self._built_route(plan)
+        transport, context = route
+        try:
+            if answer:
+                assert plan is not None and plan.auth is not None
+                response = await self._challenge(plan.auth, transport, request)
+            else:
+                response = await transport.handle_async_request(request)
+        except (httpx.TransportError, OSError) as exc:
+            # OSError: anyio lets an ssl.SSLError of a read (a TLS 1.3 alert) through.
+            if plan is None:
+                raise
+            error = await self._off_loop(self._diagnosis(exc, request, plan, context))
+            if error is None:
+                raise
+            raise error from exc
         status = response.status_code
         if status in REDIRECTS:
             guard.finish(request, response, chain)
@@ -711,24 +753,26 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             await self._check_403(plan, request, response)
         return response
 
+    async def _built_route(self, plan: HttpxPlan | None) -> tuple[Any, ProfileContext | None]:
+        """Build *plan*'s profile slot off the loop (a context build reads files and
+        runs key derivation); close the transport of the profile it replaces."""
+        assert plan is not None
+        build = functools.partial(self._build_slot, plan.entry, asynchronous=True)
+        _, old = await self._off_loop(build)
+        if old is not None:
+            await old.aclose()
+        route = self._ready_route(plan)
+        assert route is not None
+        return route
+
     async def _send(
         self, request: httpx.Request, plan: HttpxPlan | None, answer: bool
     ) -> httpx.Response:
-        transport = self._inner
-        context: ProfileContext | None = None
-        if plan is not None and plan.entry.tls is not None and not self._mocked:
-            if self._custom:
-                self._refuse_custom(plan)
-            slot = self._slot_for(plan.entry)
-            if slot is None:
-                build = functools.partial(self._build_slot, plan.entry, asynchronous=True)
-                built, old = await self._off_loop(build)
-                if old is not None:
-                    await old.aclose()
-                slot = built
-            context = slot.context
-            context.refuse_if_expired()
-            transport = slot.transport
+        """What :meth:`handle_async_request` does from the route on (for the retry)."""
+        route = self._ready_route(plan)
+        if route is None:
+            route = await self._built_route(plan)
+        transport, context = route
         try:
             if answer:
                 assert plan is not None and plan.auth is not None
@@ -736,7 +780,6 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             response: httpx.Response = await transport.handle_async_request(request)
             return response
         except (httpx.TransportError, OSError) as exc:
-            # OSError: anyio lets an ssl.SSLError of a read (a TLS 1.3 alert) through.
             if plan is None:
                 raise
             error = await self._off_loop(self._diagnosis(exc, request, plan, context))
