@@ -165,11 +165,12 @@ def call_services(
     base: str,
     services: int,
     threads: int,
-    duration: float,
+    stop: Any,
     process: int,
     start: Any,
 ) -> dict[str, Any]:
-    """*threads* threads calling random services through one shared SecureSession.
+    """*threads* threads calling random services through one shared SecureSession,
+    until the *stop* event is set (by the test, once it has made its changes).
 
     When the registry is rotated under us, loads fail with "wrong key" (nothing is
     sent); like a service whose operator deployed the new key, we then reopen the
@@ -187,12 +188,13 @@ def call_services(
     state["session"] = open_session(0)
     stats = {"sent": 0, "refused": 0, "reopened": 0, "errors": 0, "first_error": ""}
     start.wait(60)
-    deadline = time.monotonic() + duration
+    # A safety net only: the test sets *stop* long before this.
+    deadline = time.monotonic() + 120
 
     def run(thread: int) -> None:
         rng = random.Random(process * 1000 + thread)
         count = 0
-        while time.monotonic() < deadline:
+        while not stop.is_set() and time.monotonic() < deadline:
             index = rng.randrange(services)
             with lock:
                 session, generation = state["session"], state["generation"]
