@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from secretscan import leaks
+from .secretscan import leaks
 
 
 class _Collector(logging.Handler):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from secretscan import leaks
+from .secretscan import leaks
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 

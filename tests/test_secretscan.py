@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from secretscan import leaks
+from .secretscan import leaks
 
 
 def test_clear_and_encoded_secrets_are_found() -> None:

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from behaviour_clients import KINDS, Factory, factory
-from behaviour_helpers import Origins
 
-from secretscan import leaks
 from securesession import MasterKey, Registry, open_registry
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from ..secretscan import leaks
+from .behaviour_clients import KINDS, Factory, factory
+from .behaviour_helpers import Origins
 
 _SETTINGS = (
     "expect_gateway",

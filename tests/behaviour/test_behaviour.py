@@ -5,15 +5,6 @@ SecureAsyncClient (``client_kind``)."""
 from __future__ import annotations
 
 import pytest
-from behaviour_clients import Factory
-from behaviour_helpers import (
-    FlakyRegistry,
-    LaggingRegistry,
-    Origins,
-    profile,
-    tagged,
-    tags_seen,
-)
 
 from securesession import (
     Credential,
@@ -26,6 +17,16 @@ from securesession import (
     TLSProfile,
 )
 from securesession.testing import GatewayServer
+
+from .behaviour_clients import Factory
+from .behaviour_helpers import (
+    FlakyRegistry,
+    LaggingRegistry,
+    Origins,
+    profile,
+    tagged,
+    tags_seen,
+)
 
 # -- matching ---------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from secretscan import leaks
 from securesession import MasterKey, Registry, open_registry
+
+from ..secretscan import leaks
 
 _TIMEOUT = 60
 

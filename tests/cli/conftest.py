@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import clihelp
 import pytest
-from clihelp import CLI
+
+from . import clihelp
+from .clihelp import CLI
 
 
 @pytest.fixture(scope="session", autouse=True)

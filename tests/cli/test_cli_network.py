@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from clihelp import CLI, one_error_line
 
-from secretscan import leaks
 from securesession import Credential, ServiceEntry, TLSProfile
 from securesession.testing import CertificateAuthority, GatewayServer, SilentServer
+
+from ..secretscan import leaks
+from .clihelp import CLI, one_error_line
 
 GW = ("gw-user", "gwSECRET-net")
 REQ = ("alice", "reqSECRET-net")

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clihelp import CLI
 
 from securesession import Credential, ServiceEntry
 from securesession.cli._app import build_parser
 from securesession.cli._common import CommandError
+
+from .clihelp import CLI
 
 PASSPHRASE = "transfer-SECRET-files"
 

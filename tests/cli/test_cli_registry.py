@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from clihelp import CLI, one_error_line
 
 from securesession import Credential, MasterKey, Secret, ServiceEntry, open_registry
+
+from .clihelp import CLI, one_error_line
 
 GW = ("gw-user", "gwSECRET-1")
 REQ = ("alice", "reqSECRET-2")

@@ -9,10 +9,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from clihelp import CLI, one_error_line
 
 from securesession import Credential, MasterKey, Secret, ServiceEntry
 from securesession.cli._output import Progress
+
+from .clihelp import CLI, one_error_line
 
 PASSPHRASE = "transfer-SECRET-passphrase"
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from secretscan import leaks
 from securesession import (
     Credential,
     InvalidEntryError,
@@ -19,6 +18,8 @@ from securesession import (
     open_registry,
 )
 from securesession.testing import GatewayServer
+
+from ..secretscan import leaks
 
 
 def test_url_is_canonicalised() -> None:

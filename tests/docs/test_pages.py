@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from secretscan import leaks
+from ..secretscan import leaks
 from securesession.testing import CertificateAuthority, GatewayServer
 
 DOCS = Path(__file__).parents[2] / "docs"

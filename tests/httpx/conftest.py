@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from secretscan import leaks
 from securesession import MasterKey, Registry, open_registry
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from ..secretscan import leaks
 
 WATCHED = ("httpx", "httpcore", "h2")
 

@@ -19,12 +19,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httpx_helpers import tagged, tags_in
 
 from securesession import MasterKey, Registry, ServiceEntry, open_registry
 from securesession._registry import EntryRef
 from securesession.httpx import SecureAsyncClient
 from securesession.httpx._core import HttpxGuard
+
+from .httpx_helpers import tagged, tags_in
 
 URL = "https://svc.test/api/v1/orders/42"
 

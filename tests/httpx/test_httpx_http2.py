@@ -15,11 +15,12 @@ import logging
 
 import anyio
 import pytest
-from httpx_helpers import H2Server, profile, tagged, tags_in, tags_seen
 
 from securesession import PinMismatchError, Registry
 from securesession.httpx import SecureAsyncClient, SecureClient, SecureTransport
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from .httpx_helpers import H2Server, profile, tagged, tags_in, tags_seen
 
 
 @pytest.fixture(scope="module")

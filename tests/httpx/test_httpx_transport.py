@@ -11,7 +11,6 @@ import anyio
 import httpx
 import pytest
 import respx
-from httpx_helpers import ConnectProxy, profile, tagged, tags_in, tags_seen
 
 from securesession import (
     ClientCertificate,
@@ -36,6 +35,8 @@ from securesession.httpx import (
     SecureTransport,
 )
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from .httpx_helpers import ConnectProxy, profile, tagged, tags_in, tags_seen
 
 # -- the transport on a client of one's own ----------------------------------------------
 

@@ -5,11 +5,12 @@ the entry's headers injected (docs/httpx.md, "zeep's AsyncClient")."""
 from __future__ import annotations
 
 import pytest
-from httpx_helpers import profile, tagged, tags_seen
 
 from securesession import Registry
 from securesession.httpx import SecureAsyncClient, SecureClient
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from .httpx_helpers import profile, tagged, tags_seen
 
 zeep = pytest.importorskip("zeep")
 transports = pytest.importorskip("zeep.transports")

@@ -14,7 +14,6 @@ import pytest
 from betamax import Betamax
 from betamax.cassette import Cassette
 
-from secretscan import leaks
 from securesession import (
     ClientCertificate,
     Credential,
@@ -28,6 +27,8 @@ from securesession import (
 )
 from securesession.integrations import betamax_before_record, betamax_redacting
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from ..secretscan import leaks
 
 GATEWAY = ("bridge", "gw-SECRET")
 REQUEST = ("alice", "alice-SECRET")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from secretscan import leaks
+from ..secretscan import leaks
 
 DOC = Path(__file__).parents[2] / "docs" / "integrations.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)

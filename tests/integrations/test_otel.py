@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.http import SanitizeValue
 
-from secretscan import leaks
 from securesession import (
     Credential,
     MasterKey,
@@ -28,6 +27,8 @@ from securesession import (
 from securesession.integrations import injected_header_names, otel_sanitize_fields
 from securesession.integrations.otel import SANITIZE_FIELDS_ENV
 from securesession.testing import GatewayServer
+
+from ..secretscan import leaks
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST"
 GATEWAY = ("bridge", "gw-SECRET")

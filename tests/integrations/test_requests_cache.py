@@ -22,7 +22,6 @@ import requests
 import requests_cache
 from requests_cache import CacheMixin
 
-from secretscan import leaks
 from securesession import (
     Credential,
     MasterKey,
@@ -35,6 +34,8 @@ from securesession import (
 )
 from securesession.integrations.requests_cache import CachedSecureSession
 from securesession.testing import GatewayServer
+
+from ..secretscan import leaks
 
 GATEWAY = ("bridge", "gw-SECRET")
 ALICE = ("alice", "alice-SECRET")

@@ -18,7 +18,6 @@ import vcr
 import yaml
 from vcr.errors import CannotOverwriteExistingCassetteException
 
-from secretscan import leaks
 from securesession import (
     ClientCertificate,
     Credential,
@@ -32,6 +31,8 @@ from securesession import (
 )
 from securesession.integrations import injected_header_names, vcr_options
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from ..secretscan import leaks
 
 GATEWAY = ("bridge", "gw-SECRET")
 REQUEST = ("alice", "alice-SECRET")

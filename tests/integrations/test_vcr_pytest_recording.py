@@ -17,8 +17,9 @@ import yaml
 import securesession.testing._certs
 import securesession.testing._gateway
 import securesession.testing._stub  # noqa: F401
-from secretscan import leaks
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from ..secretscan import leaks
 
 FAST = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 

@@ -18,7 +18,6 @@ from zeep.exceptions import TransportError
 from zeep.wsse import utils as wsse_utils
 from zeep.wsse.username import UsernameToken
 
-from secretscan import leaks
 from securesession import (
     ClientCertificate,
     Credential,
@@ -31,6 +30,8 @@ from securesession import (
 )
 from securesession.integrations.zeep import REDACTED, SecureTransport, wsse_credential
 from securesession.testing import CertificateAuthority, GatewayServer, RecordedRequest
+
+from ..secretscan import leaks
 
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"

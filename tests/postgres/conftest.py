@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import pgcluster  # tests/pgcluster.py (tests/conftest.py puts tests/ on sys.path)
+from .. import pgcluster
 
 
 @pytest.fixture(scope="session")

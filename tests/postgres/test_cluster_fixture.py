@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import pgcluster
+from .. import pgcluster
 
 
 def test_missing_binaries_skip_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:

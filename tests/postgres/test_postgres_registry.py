@@ -13,7 +13,6 @@ from urllib.parse import quote_plus
 
 import pytest
 
-import pgcluster
 from securesession import (
     ConfigurationError,
     Credential,
@@ -33,6 +32,8 @@ from securesession._registry.postgres import (
 from securesession._registry.postgres._index import Index
 from securesession.registry import EncryptedRegistry
 from securesession.testing import GatewayServer
+
+from .. import pgcluster
 
 BASE = "https://gw.example.test:8443"
 DOCS = Path(__file__).parents[2] / "docs" / "deployment.md"

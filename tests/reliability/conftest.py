@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import pgcluster
-from backends import Backend
+from .. import pgcluster
+from ..backends import Backend
 
 
 @pytest.fixture(scope="session")

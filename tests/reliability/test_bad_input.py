@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from backends import BASE, Backend
 from securesession import (
     Credential,
     DecryptionError,
@@ -21,6 +20,8 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
+
+from ..backends import BASE, Backend
 
 A = BASE + "/a"
 B = BASE + "/b"

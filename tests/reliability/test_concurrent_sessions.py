@@ -14,11 +14,12 @@ import random
 import re
 import time
 
-from backends import Backend
-from registry_workers import b64, call_services, gather, report, service_entry, spawn
 from securesession import MasterKey, open_registry
 from securesession._registry.sqlite import RECHECK_INTERVAL_S
 from securesession.testing import GatewayServer
+
+from ..backends import Backend
+from ..registry_workers import b64, call_services, gather, report, service_entry, spawn
 
 SERVICES = 50
 PROCESSES = 4

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from backends import BASE, Backend
-from registry_workers import b64, entry, spawn, watch_entry
 from securesession import MasterKey, open_registry
+
+from ..backends import BASE, Backend
+from ..registry_workers import b64, entry, spawn, watch_entry
 
 # SQLite: the next lookup after the commit sees it. PostgreSQL: the promise.
 _BOUND_S = {"sqlite": 0.25, "postgres": 1.0}

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from backends import BASE, Backend
-from registry_workers import b64, rotate_slowly, spawn
 from securesession import (
     Credential,
     DecryptionError,
@@ -20,6 +18,9 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
+
+from ..backends import BASE, Backend
+from ..registry_workers import b64, rotate_slowly, spawn
 
 ENTRIES = 300
 

@@ -3,9 +3,10 @@ and nothing else is."""
 
 from __future__ import annotations
 
-from backends import BASE, Backend
-from registry_workers import b64, gather, report, spawn, write_many
 from securesession import MasterKey, open_registry
+
+from ..backends import BASE, Backend
+from ..registry_workers import b64, gather, report, spawn, write_many
 
 WRITERS = 8
 OPERATIONS = 40

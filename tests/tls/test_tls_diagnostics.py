@@ -14,7 +14,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from tls_helpers import issue, pfx
 
 from securesession import Registry, SecureSession, ServiceEntry, TLSHandshakeError
 from securesession._exceptions import (
@@ -24,6 +23,8 @@ from securesession._exceptions import (
     ServerCertificateError,
 )
 from securesession.testing import CertificateAuthority, GatewayServer, IssuedCert
+
+from .tls_helpers import issue, pfx
 
 Gateway = Callable[..., GatewayServer]
 Put = Callable[..., ServiceEntry]

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from tls_helpers import PASSWORD, issue, pfx
 
 from securesession import InvalidEntryError, MasterKey, ServiceEntry, TLSConfigError, open_registry
 from securesession._exceptions import ClientCertificateExpiredError
@@ -23,6 +22,8 @@ from securesession._tls import ClientCertificate, ProfileContext, TLSProfile, bu
 from securesession._tls import context as tls_context
 from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority
+
+from .tls_helpers import PASSWORD, issue, pfx
 
 # -- client certificates -------------------------------------------------------------
 

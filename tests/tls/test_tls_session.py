@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from requests.adapters import HTTPAdapter
-from tls_helpers import PASSWORD, ConnectProxy, issue, pfx, wait_until
 
 from securesession import (
     Credential,
@@ -26,6 +25,8 @@ from securesession._exceptions import (
 )
 from securesession._tls import ClientCertificate, TLSProfile
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from .tls_helpers import PASSWORD, ConnectProxy, issue, pfx, wait_until
 
 Gateway = Callable[..., GatewayServer]
 Put = Callable[..., ServiceEntry]

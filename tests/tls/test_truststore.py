@@ -23,9 +23,7 @@ from typing import Any
 
 import pytest
 import urllib3.util.ssl_
-from tls_helpers import PASSWORD, issue, pfx
 
-from secretscan import leaks
 from securesession import (
     MasterKey,
     Registry,
@@ -39,6 +37,9 @@ from securesession._tls import ProfileContext, TLSProfile, build_context, diagno
 from securesession._tls import context as tls_context
 from securesession.cli import main as cli_main
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from ..secretscan import leaks
+from .tls_helpers import PASSWORD, issue, pfx
 
 Gateway = Callable[..., GatewayServer]
 Put = Callable[..., ServiceEntry]

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from baoserver import APP_PREFIX, Bao, bao_binary, start_bao
 
 from securesession._vault import clear_key_cache
+
+from .baoserver import APP_PREFIX, Bao, bao_binary, start_bao
 
 
 def _missing(reason: str) -> None:

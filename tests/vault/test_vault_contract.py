@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from baoserver import Bao
 
 from securesession import MasterKey, open_registry
 from securesession.registry import EncryptedRegistry
 from securesession.testing.contract import OpenRegistry, RegistryContract
+
+from .baoserver import Bao
 
 
 class TestVaultRegistry(RegistryContract):

@@ -6,13 +6,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from baoserver import TRANSIT_KEY, Bao
 
 from securesession import Credential, MasterKey, SecureSession, ServiceEntry
 from securesession._exceptions import VaultError
 from securesession._registry.vault import open_vault_registry
 from securesession._vault import clear_key_cache, wrap_new_key
 from securesession.testing import GatewayServer
+
+from .baoserver import TRANSIT_KEY, Bao
 
 USER, PASSWORD = "svc-user", "svc-pw-SECRET"
 

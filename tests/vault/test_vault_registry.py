@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from baoserver import KV_MOUNT, Bao
 
 from securesession import (
     ConfigurationError,
@@ -27,6 +26,8 @@ from securesession._exceptions import VaultError
 from securesession._registry.vault import VaultStore, _parse_time, open_vault_registry
 from securesession._vault_connection import VaultConnection
 from securesession.registry import EncryptedRegistry
+
+from .baoserver import KV_MOUNT, Bao
 
 BASE = "https://gw.example.test:8443"
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from baoserver import KV_MOUNT, TRANSIT_KEY, Bao
 
 from securesession import ConfigurationError, Credential, MasterKey, ServiceEntry, open_registry
 from securesession._exceptions import VaultError
@@ -21,6 +20,8 @@ from securesession._vault import VaultConnection, clear_key_cache, wrap_new_key
 from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority
 from securesession.testing.contract import OpenRegistry, RegistryContract
+
+from .baoserver import KV_MOUNT, TRANSIT_KEY, Bao
 
 
 def _entry(tag: str) -> ServiceEntry:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from baoserver import TRANSIT_KEY, Bao
 
 from securesession import (
     ConfigurationError,
@@ -31,6 +30,8 @@ from securesession._vault import (
     unwrap_key,
     wrap_new_key,
 )
+
+from .baoserver import TRANSIT_KEY, Bao
 
 DECRYPT = f"transit/decrypt/{TRANSIT_KEY}"
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from wire_helpers import DIGEST_PASSWORD, DIGEST_USER, NTLM_PASSWORD, NTLM_USER, Origins
 
 from securesession import MasterKey, Registry, open_registry
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from .wire_helpers import DIGEST_PASSWORD, DIGEST_USER, NTLM_PASSWORD, NTLM_USER, Origins
 
 
 @pytest.fixture(scope="session")

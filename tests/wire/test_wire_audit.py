@@ -15,7 +15,11 @@ from dataclasses import dataclass
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wire_helpers import (
+
+from securesession import Credential, MasterKey, SecureSession, ServiceEntry, open_registry
+from securesession.testing import GatewayServer, RecordedRequest
+
+from .wire_helpers import (
     DIGEST_PASSWORD,
     DIGEST_USER,
     NTLM_PASSWORD,
@@ -25,9 +29,6 @@ from wire_helpers import (
     profile,
     tags_seen,
 )
-
-from securesession import Credential, MasterKey, SecureSession, ServiceEntry, open_registry
-from securesession.testing import GatewayServer, RecordedRequest
 
 ORIGINS = ("tls_a", "tls_b", "digest", "plain_c", "plain_d", "ntlm")
 # Per origin, the path prefixes a hop may land under: inside an entry, or outside all.

@@ -21,16 +21,6 @@ from pathlib import Path
 import pytest
 import requests
 from urllib3.util.retry import Retry
-from wire_helpers import (
-    DIGEST_PASSWORD,
-    DIGEST_USER,
-    NTLM_PASSWORD,
-    NTLM_USER,
-    Origins,
-    gateway_entry,
-    profile,
-    tags_seen,
-)
 
 from securesession import (
     ConfigurationError,
@@ -46,6 +36,17 @@ from securesession import (
     open_registry,
 )
 from securesession.testing import CertificateAuthority, GatewayServer
+
+from .wire_helpers import (
+    DIGEST_PASSWORD,
+    DIGEST_USER,
+    NTLM_PASSWORD,
+    NTLM_USER,
+    Origins,
+    gateway_entry,
+    profile,
+    tags_seen,
+)
 
 DIGEST_CHALLENGE = {"WWW-Authenticate": 'Digest realm="elsewhere", nonce="n0", qop="auth"'}
 
