@@ -23,13 +23,15 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ._adapter import SecureAdapter
     from ._cache import EntryCache as EntryCache
-    from ._crypto import KEY_ENV_VAR, MasterKey
+    from ._crypto import KEY_ENV_VAR, KeyRing, MasterKey
     from ._entry import AuthMode, ServiceEntry
     from ._exceptions import (
+        AuditError,
         ClientCertificateExpiredError,
         ClientCertificateRejectedError,
         ClientCertificateRequiredError,
         ConfigurationError,
+        ConflictError,
         DecryptionError,
         InvalidEntryError,
         InvalidURLError,
@@ -78,13 +80,16 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "SecureAdapter": "_adapter",
     "KEY_ENV_VAR": "_crypto",
+    "KeyRing": "_crypto",
     "MasterKey": "_crypto",
     "AuthMode": "_entry",
     "ServiceEntry": "_entry",
+    "AuditError": "_exceptions",
     "ClientCertificateExpiredError": "_exceptions",
     "ClientCertificateRejectedError": "_exceptions",
     "ClientCertificateRequiredError": "_exceptions",
     "ConfigurationError": "_exceptions",
+    "ConflictError": "_exceptions",
     "DecryptionError": "_exceptions",
     "InvalidEntryError": "_exceptions",
     "InvalidURLError": "_exceptions",
@@ -141,6 +146,7 @@ _MOVED: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "KEY_ENV_VAR",
+    "AuditError",
     "AuthMode",
     "CacheInfo",
     "CanonicalURL",
@@ -149,12 +155,14 @@ __all__ = [
     "ClientCertificateRejectedError",
     "ClientCertificateRequiredError",
     "ConfigurationError",
+    "ConflictError",
     "Credential",
     "DecryptionError",
     "EntryRef",
     "EntrySource",
     "InvalidEntryError",
     "InvalidURLError",
+    "KeyRing",
     "KeySource",
     "MasterKey",
     "MasterKeyError",

@@ -15,6 +15,9 @@ Every error the library raises derives from :class:`SecureSessionError`, so one
     ├── RegistryError                 the registry store failed or is unusable
     │   ├── RegistryCorruptError      the store holds data we cannot read
     │   ├── SchemaVersionError        the store was written by a newer version
+    │   ├── ConflictError             a batch expected revisions the store no longer has
+    │   ├── AuditError                the audit log fails verification (edited, removed,
+    │   │                             reordered or foreign records)
     │   └── VaultError                Vault/OpenBao sealed, unreachable or forbidding
     ├── NoCredentialsError            strict session, URL has no entry
     └── TLSHandshakeError             a TLS handshake failed (requests.exceptions.SSLError
@@ -33,10 +36,12 @@ secret value. Lower-level errors are chained with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "AuditError",
     "ClientCertificateExpiredError",
     "ClientCertificateRejectedError",
     "ClientCertificateRequiredError",
     "ConfigurationError",
+    "ConflictError",
     "DecryptionError",
     "InvalidEntryError",
     "InvalidURLError",
@@ -97,6 +102,23 @@ class RegistryCorruptError(RegistryError):
 
 class SchemaVersionError(RegistryError):
     """The registry was written by a newer securesession; it is left untouched."""
+
+
+class ConflictError(RegistryError):
+    """A batch (:meth:`~securesession.Registry.apply`) expected an entry at a revision
+    it no longer has: another writer changed it meanwhile, and nothing was written.
+
+    :attr:`urls` names the entries that differ (never a value)."""
+
+    def __init__(self, message: str, *, urls: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.urls = urls
+
+
+class AuditError(RegistryError):
+    """The registry's audit log failed verification: a record was edited, removed,
+    reordered, replayed or copied from another registry, or an entry changed without
+    its record. The message names the first record (by sequence number) at fault."""
 
 
 class VaultError(RegistryError):

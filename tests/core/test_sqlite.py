@@ -24,6 +24,7 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
+from securesession._registry.sqlite import SCHEMA_VERSION
 from securesession.registry import EncryptedRegistry
 from securesession.sqlite import SQLiteStore
 
@@ -58,7 +59,7 @@ def test_schema_is_versioned_and_wal(tmp_path: Path, key: MasterKey) -> None:
     path = tmp_path / "registry.db"
     fill(path, key, 1)
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert db.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone() == (key.key_id,)
 
@@ -69,7 +70,8 @@ def test_newer_schema_is_refused_and_untouched(tmp_path: Path, key: MasterKey) -
     with sqlite3.connect(path) as db:
         db.execute("UPDATE schema_version SET version = 99")
     before = path.read_bytes()
-    with pytest.raises(SchemaVersionError, match="schema version 99, newer than the 1"):
+    newer = f"schema version 99, newer than the {SCHEMA_VERSION}"
+    with pytest.raises(SchemaVersionError, match=newer):
         open_registry(f"sqlite://{path}", key)
     assert path.read_bytes() == before
 

@@ -25,6 +25,7 @@ from securesession import (
     open_registry,
 )
 from securesession._registry.postgres import (
+    SCHEMA_VERSION,
     PostgresStore,
     open_postgres_registry,
     parse_url,
@@ -222,7 +223,7 @@ def test_schema_is_created_versioned_and_holds_only_ciphertext(
     registry.put(entry("/a", "a"))
     with postgres_cluster.admin(dbname(postgres_url)) as admin:
         assert admin.execute("SELECT version FROM securesession.schema_version").fetchall() == [
-            (1,)
+            (SCHEMA_VERSION,)
         ]
         dump = admin.execute("SELECT settings::text, secrets::text FROM securesession.entries")
         text = repr(dump.fetchall())
@@ -236,13 +237,14 @@ def test_newer_schema_is_refused_and_left_untouched(
     with open_registry(postgres_url, key) as registry:
         registry.put(entry("/a", "a"))
     with postgres_cluster.admin(dbname(postgres_url)) as admin:
-        admin.execute("UPDATE securesession.schema_version SET version = 2")
+        admin.execute("UPDATE securesession.schema_version SET version = 99")
         before = admin.execute("SELECT * FROM securesession.entries").fetchall()
-    with pytest.raises(SchemaVersionError, match="schema version 2, newer than the 1"):
+    newer = f"schema version 99, newer than the {SCHEMA_VERSION}"
+    with pytest.raises(SchemaVersionError, match=newer):
         open_registry(postgres_url, key)
     with postgres_cluster.admin(dbname(postgres_url)) as admin:
         assert admin.execute("SELECT version FROM securesession.schema_version").fetchall() == [
-            (2,)
+            (99,)
         ]
         assert admin.execute("SELECT * FROM securesession.entries").fetchall() == before
 

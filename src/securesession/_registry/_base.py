@@ -6,9 +6,10 @@ Two extension points, one per concern:
   rotate entries. Every backend presents it; :class:`EncryptedRegistry` is the one
   implementation the built-in backends share.
 * :class:`RegistryStore` is what a storage backend writes: sealed rows (public
-  settings plus ciphertext tokens), an indexed probe of candidate keys, and one
-  atomic rewrite for key rotation. It never sees a clear secret or a key, so a
-  new backend (SQL, KV, ...) cannot get the cryptography wrong.
+  settings plus ciphertext tokens), an indexed probe of candidate keys, one atomic
+  batch of changes (:meth:`RegistryStore.apply`: every put and remove goes through
+  it) and one atomic rewrite for key rotation. It never sees a clear secret or a
+  key, so a new backend (SQL, KV, ...) cannot get the cryptography wrong.
 
 How an entry becomes a row (the format, its versions, the entry tag, legacy rows) is
 the codec's, :mod:`._codec`. Backend authors import these names from
@@ -19,23 +20,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
-from .._crypto import MasterKey, token_key_id
+from .._crypto import KeyRing, MasterKey, token_key_id
 from .._entry import ServiceEntry
-from .._exceptions import DecryptionError, RegistryCorruptError, RegistryError
+from .._exceptions import ConflictError, DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
 from ._codec import reseal, seal, unseal
 
 __all__ = [
+    "Applied",
+    "Batch",
+    "Change",
     "EncryptedRegistry",
     "EntryRef",
     "Registry",
     "RegistryStore",
     "SealedEntry",
+    "SealedWrite",
+    "check_expected",
     "dumps",
     "loads",
     "now",
@@ -43,6 +51,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("securesession")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,82 @@ class SealedEntry:
     updated_at: float
     settings: dict[str, Any]
     secrets: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedWrite:
+    """One entry to store, sealed: what a batch hands the store for a put."""
+
+    key: str
+    settings: dict[str, Any]
+    secrets: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change a batch made, as the store hands it to the batch's journal: the
+    entry's row before (``None``: it was added) and after (``None``: removed), and the
+    registry revision the change was given."""
+
+    key: str
+    revision: int
+    before: SealedEntry | None
+    after: SealedEntry | None
+
+
+class Journal(Protocol):
+    """What a store calls inside a batch's transaction, after its changes and before
+    COMMIT, to get the audit records to append in that same transaction.
+
+    *changes* are the batch's changes in order; *last* is the newest stored record
+    (``None`` for an empty log). It returns the records to append, in order, each with
+    the next sequence number; an exception aborts the whole batch."""
+
+    def __call__(self, changes: Sequence[Change], last: AuditRow | None) -> Sequence[AuditRow]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One stored audit record: its sequence number and its canonical text (which the
+    store keeps byte for byte; :mod:`securesession._audit` parses and checks it)."""
+
+    seq: int
+    record: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Changes a store applies in one transaction (:meth:`RegistryStore.apply`).
+
+    * *writes* are inserted or replaced, *removes* deleted (a key that is not stored is
+      no change); a key appears at most once in the two together.
+    * *key_id* is the key the secrets (and audit records) are under: refused with
+      :func:`rekeyed_error` if the registry has meanwhile been rotated to another key
+      (``None``, for a store writer's raw removal only, skips the check).
+    * *expect* maps entry keys to the revision the caller last saw (``None``: absent);
+      any stored revision that differs raises :class:`~securesession.ConflictError`
+      (use :func:`check_expected`) and nothing is written.
+    * *state* is ``(name, text)``, stored under *name* in the same transaction
+      (:meth:`RegistryStore.state` reads it back).
+    * *journal*, if given, is called once the changes are made, in the transaction,
+      and the records it returns are appended to the audit log before COMMIT.
+    """
+
+    key_id: str | None
+    writes: Sequence[SealedWrite] = ()
+    removes: Sequence[str] = ()
+    expect: Mapping[str, int | None] = field(default_factory=dict)
+    state: tuple[str, str] | None = None
+    journal: Journal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a batch did: the rows it wrote (with their new revisions), in the order
+    given, and the keys it removed (those that were stored)."""
+
+    written: list[SealedEntry]
+    removed: list[str]
 
 
 @runtime_checkable
@@ -86,6 +172,31 @@ class Registry(Protocol):
 
     def remove(self, url: str) -> bool:
         """Remove the entry whose prefix is exactly *url*; tell whether one existed."""
+
+    def apply(
+        self,
+        puts: Sequence[ServiceEntry] = (),
+        removes: Sequence[str] = (),
+        *,
+        operation: str = "put",
+        expect: Mapping[str, int | None] | None = None,
+        state: tuple[str, str] | None = None,
+    ) -> list[ServiceEntry]:
+        """Write *puts* and remove the entries whose prefix is exactly each of
+        *removes*, all in one transaction of the store: on any failure (I/O, disk full,
+        a killed process, a lost connection, a conflict) nothing changes.
+
+        *expect* maps entry URLs to the revision the caller last saw (``None``: the
+        entry must be absent); if any stored revision differs, raise
+        :class:`~securesession.ConflictError` naming the URLs, and change nothing.
+        *state* is ``(name, text)``, stored in the same transaction under *name*
+        (non-secret bookkeeping, such as what a sync last copied); :meth:`state` reads
+        it back. *operation* names the change in the audit log (``put``, ``remove``,
+        ``import``, ``sync``, ...). A URL may appear once in *puts* and *removes*
+        together. Returns the written entries with their new revisions, in order."""
+
+    def state(self, name: str) -> str | None:
+        """The text last stored under *name* by :meth:`apply`, if any."""
 
     def entries(self) -> Iterator[ServiceEntry]:
         """Every entry, decrypted, in key order."""
@@ -139,6 +250,17 @@ class RegistryStore(Protocol):
 
     def delete(self, key: str) -> bool: ...
 
+    def apply(self, batch: Batch) -> Applied:
+        """Apply *batch* in one transaction: either every change (and its state and
+        audit records) is committed, or none is. See :class:`Batch` for what it holds.
+
+        :class:`EncryptedRegistry` writes only through this method; :meth:`write` and
+        :meth:`delete` are a store writer's raw access (tools, tests), with no audit
+        record, and may be implemented as a batch of one."""
+
+    def state(self, name: str) -> str | None:
+        """The text a batch last stored under *name*, if any."""
+
     def scan(self) -> Iterator[SealedEntry]:
         """Every stored entry in key order."""
 
@@ -167,34 +289,42 @@ class EncryptedRegistry:
     with :class:`~securesession.RegistryError`, whatever the store would do.
     """
 
-    def __init__(self, store: RegistryStore, key: MasterKey, *, name: str) -> None:
+    def __init__(self, store: RegistryStore, key: MasterKey | KeyRing, *, name: str) -> None:
+        ring = KeyRing.of(key)
         stored = store.stored_key_id()
         if stored is None:
             # No key id recorded (a new store, or one whose record was lost): never
             # adopt ours over entries that say they are under another key.
             found = _key_id_of_entries(store)
-            if found is not None and found != key.key_id:
+            if found is not None and not ring.holds(found):
                 store.close()
                 raise DecryptionError(
                     f"registry {name} records no key id, but its entries are encrypted "
-                    f"under key id {found}, and the master key has id {key.key_id}: "
-                    "wrong master key"
+                    f"under key id {found}, and {_holding(ring)}: wrong master key"
                 )
-            store.record_key_id(key.key_id)
+            store.record_key_id(ring.key_id if found is None else found)
             stored = store.stored_key_id()  # another process may have recorded first
-        if stored is not None and stored != key.key_id:
+        if stored is not None and not ring.holds(stored):
             store.close()
             raise DecryptionError(
                 f"registry {name} is encrypted under key id {stored}, "
-                f"but the master key has id {key.key_id}: wrong master key"
+                f"but {_holding(ring)}: wrong master key"
             )
         self._store = store
-        self._key = key
         self._name = name
         self._closed = False
+        # The store's active key id as last seen, and the ring that writes under it
+        # (the given ring, or its commit when the store already uses the staged key).
+        # A store whose active key is one of the ring's previous keys is read, never
+        # written: see _writing.
+        self._stored_key_id = ring.key_id if stored is None else stored
+        self._key = ring.for_writing(self._stored_key_id) or ring
+        self._follow_lock = threading.Lock()
+        if self._key.key_id != self._stored_key_id:
+            logger.warning("%s", self._previous_key_error())
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._name} key_id={self._key.key_id}>"
+        return f"<{type(self).__name__} {self._name} key_id={self._stored_key_id}>"
 
     def __enter__(self) -> EncryptedRegistry:
         return self
@@ -204,7 +334,13 @@ class EncryptedRegistry:
 
     @property
     def key_id(self) -> str:
-        return self._key.key_id
+        return self._stored_key_id
+
+    @property
+    def key_ring(self) -> KeyRing:
+        """The keys this registry reads with; its active key is the one it writes with
+        (once the store's active key is a ring's staged key, the ring as committed)."""
+        return self._key
 
     @property
     def store(self) -> RegistryStore:
@@ -222,19 +358,83 @@ class EncryptedRegistry:
         return self._store
 
     def put(self, entry: ServiceEntry) -> ServiceEntry:
+        return self.apply([entry], operation="put")[0]
+
+    def apply(
+        self,
+        puts: Sequence[ServiceEntry] = (),
+        removes: Sequence[str] = (),
+        *,
+        operation: str = "put",
+        expect: Mapping[str, int | None] | None = None,
+        state: tuple[str, str] | None = None,
+    ) -> list[ServiceEntry]:
+        written, _ = self._apply(puts, removes, operation, expect, state)
+        return written
+
+    def _apply(
+        self,
+        puts: Sequence[ServiceEntry],
+        removes: Sequence[str],
+        operation: str,
+        expect: Mapping[str, int | None] | None,
+        state: tuple[str, str] | None,
+    ) -> tuple[list[ServiceEntry], list[str]]:
+        """The one write path: every put, remove and batch comes through here."""
         store = self._open_store()
-        settings, secrets = seal(entry, self._key)
-        sealed = store.write(entry.url, settings, secrets, key_id=self._key.key_id)
+        if not _OPERATION.fullmatch(operation):
+            raise ValueError(f"operation must match {_OPERATION.pattern}, not {operation!r}")
+        if state is not None:
+            _check_state_name(state[0])
+            if not isinstance(state[1], str):
+                raise TypeError("the state text must be a str")
+        remove_keys = [canonicalize(url).key for url in removes]
+        keys = [entry.url for entry in puts] + remove_keys
+        if len(set(keys)) != len(keys):
+            twice = sorted({key for key in keys if keys.count(key) > 1})
+            raise ValueError(f"a batch names each entry once; given more than once: {twice}")
+        expected = {canonicalize(url).key: revision for url, revision in (expect or {}).items()}
+
+        def batch(key: KeyRing) -> Applied:
+            writes = [SealedWrite(entry.url, *seal(entry, key)) for entry in puts]
+            return store.apply(
+                Batch(
+                    key_id=key.key_id,
+                    writes=writes,
+                    removes=remove_keys,
+                    expect=expected,
+                    state=state,
+                )
+            )
+
+        applied = self._writing(batch)
+        by_key = {sealed.key: sealed for sealed in applied.written}
+        written = [
+            entry.with_metadata(
+                revision=by_key[entry.url].revision, updated_at=by_key[entry.url].updated_at
+            )
+            for entry in puts
+        ]
         logger.debug(
-            "registry %s: stored entry %s (revision %d)", self._name, entry.url, sealed.revision
+            "registry %s: %s: %d written, %d removed (revisions %s)",
+            self._name,
+            operation,
+            len(written),
+            len(applied.removed),
+            ", ".join(f"{entry.url}={entry.revision}" for entry in written) or "-",
         )
-        return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
+        return written, applied.removed
+
+    def state(self, name: str) -> str | None:
+        _check_state_name(name)
+        return self._open_store().state(name)
 
     def lookup(self, url: str) -> EntryRef | None:
         return self._open_store().find(canonicalize(url).prefix_keys)
 
     def load(self, ref: EntryRef) -> ServiceEntry | None:
-        sealed = self._open_store().read(ref.key)
+        store = self._open_store()
+        sealed = self._reading(lambda: store.read(ref.key))
         return None if sealed is None else unseal(sealed, self._key)
 
     def get(self, url: str) -> ServiceEntry | None:
@@ -242,9 +442,8 @@ class EncryptedRegistry:
         return None if ref is None else self.load(ref)
 
     def remove(self, url: str) -> bool:
-        removed = self._open_store().delete(canonicalize(url).key)
-        logger.debug("registry %s: remove %s: %s", self._name, url, removed)
-        return removed
+        _, removed = self._apply((), [url], "remove", None, None)
+        return bool(removed)
 
     def entries(self) -> Iterator[ServiceEntry]:
         rows = self._open_store().scan()
@@ -258,10 +457,11 @@ class EncryptedRegistry:
 
     def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
         store = self._open_store()
-        old_key = self._key
+        old_key, old_key_id = self._key, self._stored_key_id
         upgraded: set[str] = set()
 
         def resealed(sealed: SealedEntry) -> dict[str, str]:
+            # Opened with whichever key of the ring each token names.
             tokens, legacy = reseal(sealed, old_key, new_key)
             if legacy:
                 upgraded.add(sealed.key)
@@ -270,9 +470,11 @@ class EncryptedRegistry:
             return tokens
 
         store.rewrite_all(resealed, new_key.key_id)
-        self._key = new_key
+        with self._follow_lock:
+            self._key = old_key.rotated_to(new_key)
+            self._stored_key_id = new_key.key_id
         logger.info(
-            "registry %s: rotated from key id %s to %s", self._name, old_key.key_id, new_key.key_id
+            "registry %s: rotated from key id %s to %s", self._name, old_key_id, new_key.key_id
         )
         if upgraded:
             logger.info(
@@ -282,11 +484,113 @@ class EncryptedRegistry:
                 "y" if len(upgraded) == 1 else "ies",
             )
 
+    def key_usage(self) -> dict[str, int]:
+        """How many entries hold a token under each key id, read from the tokens'
+        headers (nothing is decrypted): whether a key may be retired."""
+        usage: dict[str, int] = {}
+        for sealed in self._open_store().scan():
+            for key_id in _token_key_ids(sealed):
+                usage[key_id] = usage.get(key_id, 0) + 1
+        return usage
+
+    # -- following a rotation committed elsewhere -------------------------------------
+
+    def _writing(self, write: Callable[[KeyRing], _T]) -> _T:
+        """Run *write* (seal under the ring it is given, then store) under the store's
+        active key. The store checks the key id in its transaction; if it refuses
+        because another process committed a key this ring holds as staged, follow
+        that key and write once more. Only the ring's active or staged key ever
+        writes: never a previous one, whatever the store records (a restored backup,
+        or a tampered store, must not make hosts write under a retired key)."""
+        key = self._key
+        try:
+            return write(key)
+        except DecryptionError:
+            if not self._follow(key):
+                raise
+        if self._key.key_id != self._stored_key_id:
+            raise DecryptionError(self._previous_key_error())
+        return write(self._key)
+
+    def _reading(self, read: Callable[[], _T]) -> _T:
+        """Run *read*; a store that refuses to read for a re-key (Vault's index names
+        the key) reads once more after following a key this ring holds."""
+        key = self._key
+        try:
+            return read()
+        except DecryptionError:
+            if not self._follow(key):
+                raise
+        return read()
+
+    def _follow(self, seen: KeyRing) -> bool:
+        """After the store refused *seen*: re-read the store's active key id and tell
+        whether the ring holds it (then writes go under it if the ring may write with
+        it: its staged key, committed by another process)."""
+        with self._follow_lock:
+            if self._key is not seen:
+                return True  # another thread followed meanwhile
+            current = self._store.stored_key_id()
+            if current is None or current == seen.key_id or not seen.holds(current):
+                return False  # not a re-key, or to a key this ring lacks: the refusal stands
+            self._key = seen.for_writing(current) or seen
+            self._stored_key_id = current
+        logger.info(
+            "registry %s: now under key id %s (committed by another process)", self._name, current
+        )
+        return True
+
+    def _previous_key_error(self) -> str:
+        return (
+            f"registry {self._name} records key id {self._stored_key_id} as its active key, "
+            "which this key ring holds only as a previous key: reads work, writes are "
+            "refused, never made under a rotated-away key (a registry restored from a "
+            "backup? rotate it to the active key: securesession rotate-key --commit, or "
+            "plain rotate-key)"
+        )
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._store.close()
+
+
+#: What an operation name may be: it names audit records, so no free text.
+_OPERATION: Final = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_MAX_STATE_NAME: Final = 200
+
+
+def _check_state_name(name: str) -> None:
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_STATE_NAME:
+        raise ValueError(f"a state name is a non-empty str of at most {_MAX_STATE_NAME} characters")
+
+
+def check_expected(
+    name: str, expect: Mapping[str, int | None], stored: Callable[[str], int | None]
+) -> None:
+    """Raise :class:`~securesession.ConflictError` unless every key of *expect* is
+    stored at the revision it expects (``None``: absent); *stored* gives a key's
+    revision as the transaction sees it. Stores call this inside the transaction."""
+    differ = []
+    for key, expected in expect.items():
+        found = stored(key)
+        if found != expected:
+            differ.append((key, expected, found))
+    if not differ:
+        return
+
+    def seen(revision: int | None) -> str:
+        return "absent" if revision is None else f"revision {revision}"
+
+    details = "; ".join(
+        f"{key} (expected {seen(expected)}, found {seen(found)})" for key, expected, found in differ
+    )
+    raise ConflictError(
+        f"registry {name}: {len(differ)} entr{'y was' if len(differ) == 1 else 'ies were'} "
+        f"changed by another writer; nothing was written: {details}",
+        urls=tuple(key for key, _, _ in differ),
+    )
 
 
 def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
@@ -298,14 +602,24 @@ def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
     )
 
 
+def _holding(ring: KeyRing) -> str:
+    if len(ring.key_ids) == 1:
+        return f"the master key has id {ring.key_id}"
+    return f"the key ring holds key ids {ring.describe()}"
+
+
+def _token_key_ids(sealed: SealedEntry) -> list[str]:
+    """The key ids *sealed*'s tokens carry, each once, in field-name order."""
+    found = (token_key_id(sealed.secrets[name]) for name in sorted(sealed.secrets))
+    return list(dict.fromkeys(key_id for key_id in found if key_id is not None))
+
+
 def _key_id_of_entries(store: RegistryStore) -> str | None:
     """The key id the first stored token carries, if the store holds any token."""
     try:
         for sealed in store.scan():
-            for name in sorted(sealed.secrets):
-                found = token_key_id(sealed.secrets[name])
-                if found is not None:
-                    return found
+            for found in _token_key_ids(sealed):
+                return found
     except RegistryCorruptError:
         # A store that cannot list entries before a key id is recorded (Vault: no
         # index document yet) holds none that could be read.

@@ -28,15 +28,30 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from .._crypto import MasterKey
+from .._crypto import KeyRing, MasterKey
 from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
-from ._base import EncryptedRegistry, EntryRef, SealedEntry, dumps, loads, now, rekeyed_error
+from ._base import (
+    Applied,
+    AuditRow,
+    Batch,
+    Change,
+    EncryptedRegistry,
+    EntryRef,
+    SealedEntry,
+    SealedWrite,
+    check_expected,
+    dumps,
+    loads,
+    now,
+    rekeyed_error,
+)
 
 __all__ = ["SQLiteStore", "open_sqlite_registry"]
 
 logger = logging.getLogger("securesession")
 
-SCHEMA_VERSION: Final = 1
+#: 2 added the ``states`` and ``audit`` tables (a version-1 file is migrated on open).
+SCHEMA_VERSION: Final = 2
 _BUSY_TIMEOUT_S: Final = 30.0
 
 _COLUMNS: Final = "key, revision, updated_at, settings, secrets"
@@ -51,6 +66,8 @@ CREATE TABLE IF NOT EXISTS entries (
     settings   TEXT NOT NULL,
     secrets    TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS states (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -175,6 +192,11 @@ class SQLiteStore:
                     f"registry {self.path} has schema version {version}, newer than the "
                     f"{SCHEMA_VERSION} this securesession understands; upgrade securesession"
                 )
+            elif version < SCHEMA_VERSION:
+                # The new tables were created above; the version says so from now on,
+                # and a securesession that predates them refuses to write here.
+                connection.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+                logger.info("registry %s: schema migrated to version %d", self.path, SCHEMA_VERSION)
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
             if connection.in_transaction:
@@ -328,26 +350,78 @@ class SQLiteStore:
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
     ) -> SealedEntry:
-        updated_at = now()
-        with self._transaction("write") as connection:
-            stored = connection.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone()
-            if stored is not None and stored[0] != key_id:
-                raise rekeyed_error(str(self.path), stored[0], key_id)
-            revision = self._next_revision(connection)
-            connection.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
-                (key, revision, updated_at, dumps(settings), dumps(secrets)),
-            )
-        return SealedEntry(key, revision, updated_at, settings, secrets)
+        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
 
     def delete(self, key: str) -> bool:
+        return bool(self.apply(Batch(None, removes=[key])).removed)
+
+    def apply(self, batch: Batch) -> Applied:
+        updated_at = now()
         with self._transaction("write") as connection:
-            removed = connection.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount > 0
-            if removed:
-                self._next_revision(connection)
+            # BEGIN IMMEDIATE holds the write lock: no rotation or other writer can
+            # change what is checked here before COMMIT.
+            stored = connection.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone()
+            if batch.key_id is not None and stored is not None and stored[0] != batch.key_id:
+                raise rekeyed_error(str(self.path), stored[0], batch.key_id)
+            check_expected(
+                str(self.path), batch.expect, lambda key: self._stored_revision(connection, key)
+            )
+            journal = batch.journal
+            changes: list[Change] = []
+            written: list[SealedEntry] = []
+            for write in batch.writes:
+                before = self._locked_row(connection, write.key) if journal else None
+                revision = self._next_revision(connection)
+                row = SealedEntry(write.key, revision, updated_at, write.settings, write.secrets)
+                connection.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
+                    (write.key, revision, updated_at, dumps(write.settings), dumps(write.secrets)),
+                )
+                changes.append(Change(write.key, revision, before, row))
+                written.append(row)
+            removed: list[str] = []
+            for key in batch.removes:
+                before = self._locked_row(connection, key) if journal else None
+                if connection.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount:
+                    changes.append(Change(key, self._next_revision(connection), before, None))
+                    removed.append(key)
+            if batch.state is not None:
+                connection.execute("INSERT OR REPLACE INTO states VALUES (?, ?)", batch.state)
+            if journal is not None and changes:
+                self._append_audit(connection, journal(changes, self._last_audit(connection)))
         if removed:
             self._checkpoint("removal")
-        return removed
+        return Applied(written, removed)
+
+    def _stored_revision(self, connection: sqlite3.Connection, key: str) -> int | None:
+        row = connection.execute("SELECT revision FROM entries WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._revision(key, row[0])
+
+    def _locked_row(self, connection: sqlite3.Connection, key: str) -> SealedEntry | None:
+        row = connection.execute(_SELECT_ROW, (key,)).fetchone()
+        return None if row is None else self._sealed(row)
+
+    def _last_audit(self, connection: sqlite3.Connection) -> AuditRow | None:
+        row = connection.execute(
+            "SELECT seq, record FROM audit ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else AuditRow(int(row[0]), str(row[1]))
+
+    def _append_audit(self, connection: sqlite3.Connection, records: Sequence[AuditRow]) -> None:
+        connection.executemany(
+            "INSERT INTO audit VALUES (?, ?)", [(record.seq, record.record) for record in records]
+        )
+
+    def state(self, name: str) -> str | None:
+        try:
+            row = (
+                self._connection()
+                .execute("SELECT value FROM states WHERE name = ?", (name,))
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        return None if row is None else str(row[0])
 
     def scan(self) -> Iterator[SealedEntry]:
         try:
@@ -451,14 +525,21 @@ class _Transaction:
                 self._store._advance()
                 return
             except sqlite3.Error as commit_error:
-                self._connection.execute("ROLLBACK")
+                self._rollback()
                 raise self._store._error(f"cannot {self._action}", commit_error) from commit_error
-        self._connection.execute("ROLLBACK")
+        self._rollback()
         if isinstance(exc, sqlite3.Error):
             raise self._store._error(f"cannot {self._action}", exc) from exc
 
+    def _rollback(self) -> None:
+        # SQLite rolls some failures back by itself (SQLITE_FULL, an I/O error): a
+        # second ROLLBACK would raise and hide the error that matters.
+        assert self._connection is not None
+        if self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
 
-def open_sqlite_registry(url: str, key: MasterKey) -> EncryptedRegistry:
+
+def open_sqlite_registry(url: str, key: MasterKey | KeyRing) -> EncryptedRegistry:
     """Open (creating if needed) the registry file named by ``sqlite:///path``."""
     path = url.partition("://")[2]
     if not path:

@@ -61,12 +61,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from .._crypto import MasterKey
+from .._crypto import KeyRing, MasterKey
 from .._exceptions import (
     ConfigurationError,
     DecryptionError,
@@ -76,7 +77,17 @@ from .._exceptions import (
     VaultError,
 )
 from .._vault_connection import VaultConnection, check_loose_options
-from ._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
+from ._base import (
+    Applied,
+    Batch,
+    EncryptedRegistry,
+    EntryRef,
+    SealedEntry,
+    SealedWrite,
+    check_expected,
+    now,
+    rekeyed_error,
+)
 
 __all__ = ["VaultStore", "open_vault_registry", "parse_vault_url"]
 
@@ -197,9 +208,12 @@ class _Index:
     revision: int
     rows: Mapping[str, _Row]
     kv_version: int  # of the index document itself: the check-and-set token
+    #: What batches stored under a name (:meth:`VaultStore.state`); absent in old indexes.
+    states: Mapping[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         return {
+            "states": dict(self.states),
             "format": DOC_FORMAT,
             "key_id": self.key_id,
             "generation": self.generation,
@@ -229,8 +243,18 @@ class _Index:
                 str(key): _Row(int(row["revision"]), int(row["version"]), float(row["updated_at"]))
                 for key, row in doc["entries"].items()
             }
+            states = doc.get("states", {})
+            if not isinstance(states, dict) or not all(
+                isinstance(value, str) for value in states.values()
+            ):
+                raise TypeError("states")
             index = cls(
-                str(doc["key_id"]), str(doc["generation"]), int(doc["revision"]), rows, kv_version
+                str(doc["key_id"]),
+                str(doc["generation"]),
+                int(doc["revision"]),
+                rows,
+                kv_version,
+                {str(name): value for name, value in states.items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise RegistryCorruptError(
@@ -239,6 +263,11 @@ class _Index:
         if doc_format != DOC_FORMAT or not _GENERATION.fullmatch(index.generation):
             raise RegistryCorruptError(f"{where}: the index is not a valid registry index")
         return index
+
+
+def _revision_in(index: _Index, key: str) -> int | None:
+    row = index.rows.get(key)
+    return None if row is None else row.revision
 
 
 def _new_generation(number: int) -> str:
@@ -560,50 +589,72 @@ class VaultStore:
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
     ) -> SealedEntry:
-        with self._write_lock:
-            for attempt in range(_MAX_ATTEMPTS):
-                index = self._require(self._fetch_index())
-                self._check_key(index, key_id)
-                revision = index.revision + 1
-                old = index.rows.get(key)
-                doc = {
-                    "format": DOC_FORMAT,
-                    "key": key,
-                    "revision": revision,
-                    "settings": settings,
-                    "secrets": secrets,
-                }
-                version, created = self._write_doc(
-                    index.generation, key, doc, 0 if old is None else old.version
-                )
-                rows = dict(index.rows)
-                rows[key] = _Row(revision, version, created)
-                new = _Index(index.key_id, index.generation, revision, rows, 0)
-                if self._write_index(new, index.kv_version) is not None:
-                    return SealedEntry(key, revision, created, dict(settings), dict(secrets))
-                logger.debug(
-                    "registry %s: index changed while writing %s; retrying", self._name, key
-                )
-                _backoff(attempt)
-        raise self._gave_up(f"write entry {key}")
+        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
 
     def delete(self, key: str) -> bool:
+        return bool(self.apply(Batch(None, removes=[key])).removed)
+
+    def apply(self, batch: Batch) -> Applied:
+        """One check-and-set on the index commits the whole batch: the entry documents
+        are written first (new KV versions nothing references yet), then the index is
+        replaced, pointing at all of them and dropping the removed entries at once. A
+        failure or crash before that write leaves the old index: nothing changed."""
+        if batch.journal is not None:
+            raise RegistryError(
+                f"registry {self._name}: the Vault backend keeps no audit log "
+                "(docs/vault.md, 'Audit')"
+            )
         with self._write_lock:
             for attempt in range(_MAX_ATTEMPTS):
                 index = self._require(self._fetch_index())
-                self._check_key(index)
-                row = index.rows.get(key)
-                if row is None:
-                    self._install(index)
-                    return False
+                self._check_key(index, batch.key_id)
+                check_expected(self._name, batch.expect, partial(_revision_in, index))
+                revision = index.revision
                 rows = dict(index.rows)
-                del rows[key]
-                new = _Index(index.key_id, index.generation, index.revision + 1, rows, 0)
+                written: list[SealedEntry] = []
+                for write in batch.writes:
+                    revision += 1
+                    doc = {
+                        "format": DOC_FORMAT,
+                        "key": write.key,
+                        "revision": revision,
+                        "settings": write.settings,
+                        "secrets": write.secrets,
+                    }
+                    old = index.rows.get(write.key)
+                    version, created = self._write_doc(
+                        index.generation, write.key, doc, 0 if old is None else old.version
+                    )
+                    rows[write.key] = _Row(revision, version, created)
+                    written.append(
+                        SealedEntry(
+                            write.key, revision, created, dict(write.settings), dict(write.secrets)
+                        )
+                    )
+                removed: list[tuple[str, int]] = []
+                for key in batch.removes:
+                    row = rows.pop(key, None)
+                    if row is not None:
+                        revision += 1
+                        removed.append((key, row.version))
+                states = dict(index.states)
+                if batch.state is not None:
+                    states[batch.state[0]] = batch.state[1]
+                if revision == index.revision and states == index.states:
+                    self._install(index)
+                    return Applied([], [])
+                new = _Index(index.key_id, index.generation, revision, rows, 0, states)
                 if self._write_index(new, index.kv_version) is not None:
-                    self._destroy(index.generation, key, row.version)
-                    return True
+                    for key, version in removed:
+                        self._destroy(index.generation, key, version)
+                    return Applied(written, [key for key, _ in removed])
+                logger.debug("registry %s: index changed during a batch; retrying", self._name)
                 _backoff(attempt)
-        raise self._gave_up(f"remove entry {key}")
+        raise self._gave_up("apply a batch of changes")
+
+    def state(self, name: str) -> str | None:
+        index = self._install(self._require(self._fetch_index()))
+        return index.states.get(name)
 
     def _destroy(self, generation: str, key: str, upto: int) -> None:
         """Destroy the removed entry's document versions (best effort: the index no
@@ -711,7 +762,7 @@ class VaultStore:
             }
             version, _ = self._write_doc(generation, key, doc, 0)
             rows[key] = _Row(revision, version, old.rows[key].updated_at)
-        return _Index(new_key_id, generation, revision, rows, 0)
+        return _Index(new_key_id, generation, revision, rows, 0, old.states)
 
     def _purge_quietly(self, generation: str) -> None:
         try:
@@ -788,7 +839,7 @@ class VaultStore:
 
 def open_vault_registry(
     url: str,
-    key: MasterKey,
+    key: MasterKey | KeyRing,
     *,
     connection: VaultConnection | None = None,
     **connection_options: Any,

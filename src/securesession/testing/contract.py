@@ -27,6 +27,7 @@ import pytest
 
 from .. import (
     ClientCertificate,
+    ConflictError,
     Credential,
     DecryptionError,
     EntryRef,
@@ -325,6 +326,81 @@ class RegistryContract:
         assert list(registry.urls()) == [BASE + "/bad", BASE + "/good"]
         assert registry.count() == 2
 
+    def test_apply_writes_and_removes_in_one_batch(self, registry: Registry) -> None:
+        kept = registry.put(_entry("/keep/", "keep"))
+        registry.put(_entry("/old/", "old"))
+        written = registry.apply(
+            [_entry("/a/", "a"), _entry("/b/", "b")], [BASE + "/old/", BASE + "/never/"]
+        )
+        assert [entry.url for entry in written] == [BASE + "/a", BASE + "/b"]
+        assert len({entry.revision for entry in written}) == 2
+        assert all(entry.revision > kept.revision for entry in written)
+        assert list(registry.urls()) == [BASE + "/a", BASE + "/b", BASE + "/keep"]
+        for entry in written:
+            assert registry.get(entry.url + "/x") == entry
+            ref = registry.lookup(entry.url)
+            assert ref is not None and ref.revision == entry.revision
+        assert registry.apply() == []  # an empty batch is no change
+
+    def test_apply_refuses_an_entry_named_twice(self, registry: Registry) -> None:
+        with pytest.raises(ValueError, match="more than once"):
+            registry.apply([_entry("/a/", "1")], [BASE + "/a"])
+        with pytest.raises(ValueError, match="more than once"):
+            registry.apply([_entry("/a/", "1"), _entry("/a", "2")])
+        assert registry.count() == 0
+
+    def test_apply_with_a_stale_expectation_changes_nothing(self, registry: Registry) -> None:
+        first = registry.put(_entry("/svc/", "a"))
+        registry.put(_entry("/svc/", "b"))  # another writer, since `first` was read
+        with pytest.raises(ConflictError, match="changed by another writer") as caught:
+            registry.apply(
+                [_entry("/svc/", "c"), _entry("/new/", "n")],
+                [BASE + "/gone"],
+                expect={first.url: first.revision, BASE + "/new": None},
+                state=("sync:test", "never stored"),
+            )
+        assert caught.value.urls == (first.url,)
+        assert "SECRET" not in str(caught.value)
+        assert [e.gateway.username for e in registry.entries() if e.gateway] == ["gw-b"]
+        assert registry.state("sync:test") is None
+
+    def test_apply_expecting_absence_refuses_an_existing_entry(self, registry: Registry) -> None:
+        registry.put(_entry("/svc/", "a"))
+        with pytest.raises(ConflictError) as caught:
+            registry.apply([_entry("/svc/", "b")], expect={BASE + "/svc/": None})
+        assert caught.value.urls == (BASE + "/svc",)
+        current = registry.get(BASE + "/svc/")
+        assert current is not None and current.gateway is not None
+        assert current.gateway.username == "gw-a"
+
+    def test_apply_with_current_expectations_goes_through(self, registry: Registry) -> None:
+        stored = registry.put(_entry("/svc/", "a"))
+        written = registry.apply(
+            [_entry("/svc/", "b"), _entry("/new/", "n")],
+            expect={stored.url: stored.revision, BASE + "/new/": None},
+        )
+        assert [entry.revision > stored.revision for entry in written] == [True, True]
+
+    def test_state_is_stored_with_the_batch(
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        assert registry.state("sync:a") is None
+        registry.apply([_entry("/svc/")], state=("sync:a", '{"rev": 1}'))
+        registry.apply(state=("sync:b", "other"))  # a state alone is a batch too
+        registry.apply(state=("sync:a", '{"rev": 2}'))
+        assert registry.state("sync:a") == '{"rev": 2}'
+        registry.close()
+        reopened = reopen(key)
+        assert (reopened.state("sync:a"), reopened.state("sync:b")) == ('{"rev": 2}', "other")
+
+    def test_put_and_remove_are_batches_of_one(self, registry: Registry) -> None:
+        stored = registry.put(_entry("/svc/"))
+        with pytest.raises(ConflictError):
+            registry.apply(removes=[BASE + "/svc/"], expect={stored.url: stored.revision + 1})
+        assert registry.count() == 1
+        registry.apply(removes=[BASE + "/svc/"], expect={stored.url: stored.revision})
+        assert registry.count() == 0
+
     @pytest.mark.parametrize(
         "use",
         [
@@ -333,6 +409,8 @@ class RegistryContract:
             pytest.param(lambda r, ref: r.lookup(BASE + "/svc/x"), id="lookup"),
             pytest.param(lambda r, ref: r.load(ref), id="load"),
             pytest.param(lambda r, ref: r.remove(BASE + "/svc/"), id="remove"),
+            pytest.param(lambda r, ref: r.apply([_entry("/other/")]), id="apply"),
+            pytest.param(lambda r, ref: r.state("sync:x"), id="state"),
             pytest.param(lambda r, ref: list(r.entries()), id="entries"),
             pytest.param(lambda r, ref: list(r.urls()), id="urls"),
             pytest.param(lambda r, ref: r.count(), id="count"),

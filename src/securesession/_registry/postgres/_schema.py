@@ -16,7 +16,8 @@ from ._pool import Connection
 
 logger = logging.getLogger("securesession")
 
-SCHEMA_VERSION: Final = 1
+#: 2 added the ``states`` and ``audit`` tables.
+SCHEMA_VERSION: Final = 2
 
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -35,6 +36,20 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 updated_at double precision NOT NULL,
                 settings   jsonb NOT NULL,
                 secrets    jsonb NOT NULL
+            )""",
+        ),
+    ),
+    (
+        2,
+        (
+            """CREATE TABLE IF NOT EXISTS {schema}.states (
+                name  text PRIMARY KEY,
+                value text NOT NULL
+            )""",
+            # The record is kept as text, byte for byte: its MAC covers that text.
+            """CREATE TABLE IF NOT EXISTS {schema}.audit (
+                seq    bigint PRIMARY KEY,
+                record text NOT NULL
             )""",
         ),
     ),
@@ -60,6 +75,12 @@ class Queries:
     reseal: sql.Composed
     index: sql.Composed
     state_revision: sql.Composed
+    revision_of: sql.Composed
+    read_state: sql.Composed
+    write_state: sql.Composed
+    last_audit: sql.Composed
+    append_audit: sql.Composed
+    audit_after: sql.Composed
 
     @classmethod
     def build(cls, schema: str) -> Queries:
@@ -98,6 +119,15 @@ class Queries:
             reseal=q("UPDATE {schema}.entries SET secrets = %s, revision = %s WHERE key = %s"),
             index=q("SELECT key, revision FROM {schema}.entries"),
             state_revision=q("SELECT revision FROM {schema}.state WHERE id = 1"),
+            revision_of=q("SELECT revision FROM {schema}.entries WHERE key = %s"),
+            read_state=q("SELECT value FROM {schema}.states WHERE name = %s"),
+            write_state=q(
+                "INSERT INTO {schema}.states (name, value) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            last_audit=q("SELECT seq, record FROM {schema}.audit ORDER BY seq DESC LIMIT 1"),
+            append_audit=q("INSERT INTO {schema}.audit (seq, record) VALUES (%s, %s)"),
+            audit_after=q("SELECT seq, record FROM {schema}.audit WHERE seq > %s ORDER BY seq"),
         )
 
 

@@ -8,9 +8,21 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ..._crypto import MasterKey
+from ..._crypto import KeyRing, MasterKey
 from ..._exceptions import RegistryCorruptError
-from .._base import EncryptedRegistry, EntryRef, SealedEntry, now, rekeyed_error
+from .._base import (
+    Applied,
+    AuditRow,
+    Batch,
+    Change,
+    EncryptedRegistry,
+    EntryRef,
+    SealedEntry,
+    SealedWrite,
+    check_expected,
+    now,
+    rekeyed_error,
+)
 from ._listener import Listener, announce
 from ._options import parse_url
 from ._pool import Connection, Pool, registry_error
@@ -18,6 +30,9 @@ from ._schema import Queries, migrate
 
 #: Rows re-encrypted per UPDATE batch during a rotation.
 _ROTATE_BATCH: Final = 200
+#: A batch of more changes than this sends one "reload" notification instead of one
+#: per change: listeners then reload the index once.
+_MAX_NOTIFICATIONS: Final = 64
 
 
 class PostgresStore:
@@ -92,39 +107,88 @@ class PostgresStore:
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
     ) -> SealedEntry:
-        updated_at = now()
-
-        def body(connection: Connection) -> int:
-            revision = self._lock_revision(connection) + 1
-            # The state row is locked now, so no rotation can slip in before COMMIT.
-            stored = connection.execute(self._q.key_id).fetchone()
-            if stored is not None and stored[0] is not None and stored[0] != key_id:
-                raise rekeyed_error(self.name, stored[0], key_id)
-            connection.execute(self._q.set_revision, (revision,))
-            connection.execute(
-                self._q.upsert, (key, revision, updated_at, Jsonb(settings), Jsonb(secrets))
-            )
-            announce(connection, self._target.channel, "u", revision, key)
-            return revision
-
-        revision = self._pool.transact("write", body)
-        self._listener.await_change(revision)
-        return SealedEntry(key, revision, updated_at, settings, secrets)
+        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
 
     def delete(self, key: str) -> bool:
-        def body(connection: Connection) -> int | None:
-            revision = self._lock_revision(connection) + 1
-            if connection.execute(self._q.delete, (key,)).rowcount == 0:
-                return None
-            connection.execute(self._q.set_revision, (revision,))
-            announce(connection, self._target.channel, "d", revision, key)
-            return revision
+        return bool(self.apply(Batch(None, removes=[key])).removed)
 
-        revision = self._pool.transact("write", body)
-        if revision is None:
-            return False
-        self._listener.await_change(revision)
-        return True
+    def apply(self, batch: Batch) -> Applied:
+        updated_at = now()
+
+        # Run again from the start if the pool retries on a fresh connection: nothing
+        # here outlives one attempt.
+        def body(connection: Connection) -> tuple[Applied, int]:
+            start = revision = self._lock_revision(connection)
+            # The state row is locked now, so no rotation or other writer can slip in
+            # before COMMIT: what is checked here stays true.
+            stored = connection.execute(self._q.key_id).fetchone()
+            if (
+                batch.key_id is not None
+                and stored is not None
+                and stored[0] is not None
+                and stored[0] != batch.key_id
+            ):
+                raise rekeyed_error(self.name, stored[0], batch.key_id)
+            check_expected(
+                self.name, batch.expect, lambda key: self._stored_revision(connection, key)
+            )
+            journal = batch.journal
+            changes: list[Change] = []
+            notices: list[tuple[str, int, str]] = []
+            for write in batch.writes:
+                before = self._row(connection, write.key) if journal else None
+                revision += 1
+                connection.execute(
+                    self._q.upsert,
+                    (write.key, revision, updated_at, Jsonb(write.settings), Jsonb(write.secrets)),
+                )
+                row = SealedEntry(write.key, revision, updated_at, write.settings, write.secrets)
+                changes.append(Change(write.key, revision, before, row))
+                notices.append(("u", revision, write.key))
+            for key in batch.removes:
+                before = self._row(connection, key) if journal else None
+                if connection.execute(self._q.delete, (key,)).rowcount:
+                    revision += 1
+                    changes.append(Change(key, revision, before, None))
+                    notices.append(("d", revision, key))
+            if revision != start:
+                connection.execute(self._q.set_revision, (revision,))
+            if batch.state is not None:
+                connection.execute(self._q.write_state, batch.state)
+            if journal is not None and changes:
+                last = connection.execute(self._q.last_audit).fetchone()
+                records = journal(
+                    changes, None if last is None else AuditRow(int(last[0]), str(last[1]))
+                )
+                with connection.cursor() as cursor:
+                    cursor.executemany(
+                        self._q.append_audit, [(record.seq, record.record) for record in records]
+                    )
+            if len(notices) > _MAX_NOTIFICATIONS:
+                announce(connection, self._target.channel, "*", revision)
+            else:
+                for op, number, key in notices:
+                    announce(connection, self._target.channel, op, number, key)
+            written = [change.after for change in changes if change.after is not None]
+            removed = [change.key for change in changes if change.after is None]
+            return Applied(written, removed), revision
+
+        applied, revision = self._pool.transact("write", body)
+        if applied.written or applied.removed:
+            self._listener.await_change(revision)
+        return applied
+
+    def _stored_revision(self, connection: Connection, key: str) -> int | None:
+        row = connection.execute(self._q.revision_of, (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _row(self, connection: Connection, key: str) -> SealedEntry | None:
+        row = connection.execute(self._q.read, (key,)).fetchone()
+        return None if row is None else self._sealed(row)
+
+    def state(self, name: str) -> str | None:
+        row = self._pool.query("read", lambda c: c.execute(self._q.read_state, (name,)).fetchone())
+        return None if row is None else str(row[0])
 
     def scan(self) -> Iterator[SealedEntry]:
         rows = self._pool.query("read", lambda c: c.execute(self._q.scan).fetchall())
@@ -162,7 +226,9 @@ class PostgresStore:
         self._listener.close()
 
 
-def open_postgres_registry(url: str, key: MasterKey, **options: str | int) -> EncryptedRegistry:
+def open_postgres_registry(
+    url: str, key: MasterKey | KeyRing, **options: str | int
+) -> EncryptedRegistry:
     """Open (creating or migrating its schema if needed) the registry at *url*.
 
     *options* are the URL's query parameters as keywords, ``schema`` or any libpq
