@@ -35,9 +35,10 @@ class Backend:
         import psycopg
 
         statement = statement.replace("?", "%s")
-        with psycopg.connect(self._raw, autocommit=True) as connection:
-            connection.execute("SET search_path TO securesession")
-            cursor = connection.execute(statement.encode(), params)  # type: ignore[call-overload]
+        with psycopg.connect(self._raw, autocommit=True) as admin:
+            admin.execute("SET search_path TO securesession")
+            # bytes: psycopg types a str query as a LiteralString; this one is built at run time.
+            cursor = admin.execute(statement.encode(), params)
             return cursor.fetchall() if cursor.description else []
 
     def dump(self) -> list[tuple[Any, ...]]:

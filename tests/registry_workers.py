@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from securesession import (
     Credential,
@@ -117,7 +117,7 @@ def rotate_slowly(
     store = registry.store
     rewrite_all = store.rewrite_all
 
-    def slow_rewrite_all(reseal: Callable[[SealedEntry], dict[str, str]], key_id: str) -> None:
+    def slow_rewrite_all(reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
         done = 0
 
         def slow(sealed: SealedEntry) -> dict[str, str]:
@@ -128,7 +128,7 @@ def rotate_slowly(
             time.sleep(delay if done < signal_after else 10 * delay)
             return reseal(sealed)
 
-        rewrite_all(slow, key_id)
+        rewrite_all(slow, new_key_id)
 
     store.rewrite_all = slow_rewrite_all  # type: ignore[method-assign]
     registry.rotate(MasterKey.from_base64(new_b64))
@@ -158,6 +158,17 @@ def service_entry(base: str, index: int, version: int) -> ServiceEntry:
     )
 
 
+class CallStats(TypedDict):
+    """What :func:`call_services` counted: requests sent, loads refused (old key), registries
+    reopened with the new key, unexpected errors and the first one's traceback."""
+
+    sent: int
+    refused: int
+    reopened: int
+    errors: int
+    first_error: str
+
+
 def call_services(
     url: str,
     old_b64: str,
@@ -168,7 +179,7 @@ def call_services(
     stop: Any,
     process: int,
     start: Any,
-) -> dict[str, Any]:
+) -> CallStats:
     """*threads* threads calling random services through one shared SecureSession,
     until the *stop* event is set (by the test, once it has made its changes).
 
@@ -186,7 +197,7 @@ def call_services(
         return SecureSession(registry, cache_ttl=300)
 
     state["session"] = open_session(0)
-    stats = {"sent": 0, "refused": 0, "reopened": 0, "errors": 0, "first_error": ""}
+    stats: CallStats = {"sent": 0, "refused": 0, "reopened": 0, "errors": 0, "first_error": ""}
     start.wait(60)
     # A safety net only: the test sets *stop* long before this.
     deadline = time.monotonic() + 120

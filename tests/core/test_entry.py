@@ -255,7 +255,8 @@ def test_basic_credentials_with_non_ascii_characters_reach_the_server() -> None:
             response = session.get(f"{server.url}/api/x", timeout=10)
     registry.close()
     assert response.status_code == 200, response.text
-    assert server.requests[-1].header("Authorization", "").startswith("Basic ")
+    authorization = server.requests[-1].header("Authorization")
+    assert authorization is not None and authorization.startswith("Basic ")
 
 
 # -- mode "wsse": a credential kept for the SOAP envelope, never sent as HTTP ------------

@@ -486,7 +486,9 @@ def _seal_010(entry: ServiceEntry, key: MasterKey) -> tuple[Settings, Secrets]:
             "version": profile.version,
             "min_version": profile.min_version,
             "max_version": profile.max_version,
-            "ca_bundle": None if profile.ca_bundle is None else profile.ca_bundle.decode("ascii"),
+            "ca_bundle": profile.ca_bundle.decode("ascii")
+            if isinstance(profile.ca_bundle, bytes)
+            else profile.ca_bundle,
             "pins": list(profile.pins),
             "crl": None if profile.crl is None else profile.crl.decode("ascii"),
             "crl_scope": profile.crl_scope,

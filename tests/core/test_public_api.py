@@ -19,7 +19,7 @@ def test_all_and_the_lazy_table_agree() -> None:
 
 def test_unknown_names_raise_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
-        _ = securesession.Nope  # type: ignore[attr-defined]
+        _ = securesession.Nope
 
 
 def test_importing_the_package_and_the_pytest_plugin_loads_no_http_stack() -> None:

@@ -40,7 +40,7 @@ def test_the_backend_authors_names() -> None:
     assert registry.RegistryContract is contract.RegistryContract
     assert registry.OpenRegistry is contract.OpenRegistry
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
-        _ = registry.Nope  # type: ignore[attr-defined]
+        _ = registry.Nope
 
 
 def test_rekeyed_error_names_both_keys() -> None:

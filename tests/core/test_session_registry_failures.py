@@ -89,7 +89,7 @@ def test_default_fails_closed_and_sends_nothing(
     flaky: FlakyRegistry, server: GatewayServer
 ) -> None:
     put(flaky, server.url + "/svc", "v1")
-    with SecureSession(flaky) as session:  # type: ignore[arg-type]
+    with SecureSession(flaky) as session:
         session.get(server.url + "/svc/a")
         flaky.down = True
         with pytest.raises(RegistryError, match="connection lost"):
@@ -101,7 +101,7 @@ def test_warm_entry_is_served_while_the_registry_is_down(
     flaky: FlakyRegistry, server: GatewayServer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     put(flaky, server.url + "/svc", "v1")
-    with SecureSession(flaky, stale_on_error=60, timer=clock) as session:  # type: ignore[arg-type]
+    with SecureSession(flaky, stale_on_error=60, timer=clock) as session:
         session.get(server.url + "/svc/a?x=1")
         session.get(server.url + "/other")  # matched no entry
         flaky.down = True
@@ -123,7 +123,7 @@ def test_stale_service_stops_after_n_seconds(
 ) -> None:
     put(flaky, server.url + "/svc", "v1")
     with SecureSession(
-        flaky,  # type: ignore[arg-type]
+        flaky,
         cache_ttl=300,
         stale_on_error=30,
         timer=clock,
@@ -141,7 +141,7 @@ def test_entry_decrypted_long_ago_is_not_served_stale(
 ) -> None:
     put(flaky, server.url + "/svc", "v1")
     with SecureSession(
-        flaky,  # type: ignore[arg-type]
+        flaky,
         cache_ttl=300,
         stale_on_error=30,
         timer=clock,
@@ -157,7 +157,7 @@ def test_entry_decrypted_long_ago_is_not_served_stale(
 
 def test_known_change_is_never_served_stale(flaky: FlakyRegistry, server: GatewayServer) -> None:
     put(flaky, server.url + "/svc", "v1")
-    with SecureSession(flaky, stale_on_error=60) as session:  # type: ignore[arg-type]
+    with SecureSession(flaky, stale_on_error=60) as session:
         session.get(server.url + "/svc/a")
         put(flaky, server.url + "/svc", "v2")
         flaky.loads_fail = True  # the lookup sees v2, but v2 cannot be loaded
@@ -176,7 +176,7 @@ def test_recovery_serves_fresh_entries_again(
     flaky: FlakyRegistry, server: GatewayServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     put(flaky, server.url + "/svc", "v1")
-    with SecureSession(flaky, stale_on_error=60) as session:  # type: ignore[arg-type]
+    with SecureSession(flaky, stale_on_error=60) as session:
         session.get(server.url + "/svc/a")
         flaky.down = True
         session.get(server.url + "/svc/a")
@@ -190,7 +190,7 @@ def test_recovery_serves_fresh_entries_again(
 def test_strict_session_still_refuses_a_url_that_had_no_entry(
     flaky: FlakyRegistry, server: GatewayServer
 ) -> None:
-    with SecureSession(flaky, stale_on_error=60, strict=True) as session:  # type: ignore[arg-type]
+    with SecureSession(flaky, stale_on_error=60, strict=True) as session:
         with pytest.raises(NoCredentialsError):
             session.get(server.url + "/none")
         flaky.down = True
@@ -202,7 +202,7 @@ def test_strict_session_still_refuses_a_url_that_had_no_entry(
 @pytest.mark.parametrize("value", [-1.0, 301.0])
 def test_stale_on_error_is_bounded_by_the_ttl(flaky: FlakyRegistry, value: float) -> None:
     with pytest.raises(ValueError, match="stale_on_error"):
-        SecureSession(flaky, cache_ttl=300, stale_on_error=value)  # type: ignore[arg-type]
+        SecureSession(flaky, cache_ttl=300, stale_on_error=value)
 
 
 def test_basic_credentials_are_served_stale_too(
@@ -215,7 +215,7 @@ def test_basic_credentials_are_served_stale_too(
             request=Credential("CORP\\svc", "req-SECRET-1"),
         )
     )
-    with SecureSession(flaky, stale_on_error=5) as session:  # type: ignore[arg-type]
+    with SecureSession(flaky, stale_on_error=5) as session:
         session.get(server.url + "/b/x")
         flaky.down = True
         session.get(server.url + "/b/x")
@@ -247,7 +247,7 @@ def test_entry_removed_while_loading_is_looked_up_again(server: GatewayServer) -
     put(inner, server.url + "/svc", "parent")
     child = put(inner, server.url + "/svc/sub", "child")
     racing = RacingRegistry(inner, child.url)
-    with SecureSession(racing) as session:  # type: ignore[arg-type]
+    with SecureSession(racing) as session:
         session.get(server.url + "/svc/sub/x")
     assert password_seen(server) == "gw-SECRET-parent"
 
@@ -273,11 +273,11 @@ def test_an_entry_the_lookup_still_names_but_is_gone_is_no_entry(
     assert gone is not None and inner.remove(server.url + "/svc")
     assert inner.load(gone) is None
     lagging = LaggingRegistry(inner, gone)
-    with SecureSession(lagging) as session:  # type: ignore[arg-type]
+    with SecureSession(lagging) as session:
         assert session.get(server.url + "/svc/x").status_code == 200
     assert password_seen(server) is None  # sent as unmatched, not failed, not stale
     with (
-        SecureSession(lagging, strict=True) as strict,  # type: ignore[arg-type]
+        SecureSession(lagging, strict=True) as strict,
         pytest.raises(NoCredentialsError),
     ):
         strict.get(server.url + "/svc/x")
@@ -288,6 +288,6 @@ def test_a_corrupt_entry_stays_an_error(server: GatewayServer) -> None:
     put(inner, server.url + "/svc", "v1")
     racing = RacingRegistry(inner, "")
     racing.corrupt = True
-    with SecureSession(racing) as session, pytest.raises(RegistryCorruptError):  # type: ignore[arg-type]
+    with SecureSession(racing) as session, pytest.raises(RegistryCorruptError):
         session.get(server.url + "/svc/x")
     assert server.requests == []

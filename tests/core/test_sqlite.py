@@ -236,7 +236,7 @@ def test_warm_lookups_run_no_statement(tmp_path: Path, key: MasterKey) -> None:
     reader = clocked(path, key, clock)
     url = "https://gw.example.test/svc1/a"
     first = reader.lookup(url)
-    statements = trace(reader.store)  # type: ignore[attr-defined]
+    statements = trace(reader.store)
     checked_at = clock.now  # the first lookup re-checked
     for step in range(1000):
         clock.now = checked_at + step * 0.0000099  # 1,000 lookups in 9.9 ms
@@ -469,7 +469,7 @@ def secure_delete_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     connect = sqlite3.connect
 
     def connect_off(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        connection = connect(*args, **kwargs)
+        connection: sqlite3.Connection = connect(*args, **kwargs)
         connection.execute("PRAGMA secure_delete=OFF")
         return connection
 
