@@ -44,6 +44,7 @@ __all__ = [
     "ENTRY_FORMAT",
     "ENTRY_FORMAT_TLS",
     "ENTRY_TAG_FIELD",
+    "entry_fields",
     "reseal",
     "seal",
     "unseal",
@@ -78,6 +79,15 @@ _legacy_warned_lock = threading.Lock()
 def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
     """Split *entry* into public settings and encrypted secret fields, the entry tag
     (:data:`ENTRY_TAG_FIELD`) among them."""
+    settings, clear = entry_fields(entry)
+    return settings, _seal_fields(entry.url, settings, clear, key)
+
+
+def entry_fields(entry: ServiceEntry) -> tuple[dict[str, Any], dict[str, str]]:
+    """*entry*'s public settings, and its secret fields in clear (field name -> value):
+    exactly what :func:`seal` stores in the clear and encrypts, so a tool that compares
+    entries (``securesession diff``) sees them as the registry does. The clear values
+    are for comparison in memory only."""
     clear: dict[str, str] = {}
     for role, credential in (("gateway", entry.gateway), ("request", entry.request)):
         if credential is not None:
@@ -95,7 +105,7 @@ def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str,
     }
     if entry.tls is not None:
         settings["tls"] = _seal_tls(entry.tls, clear)
-    return settings, _seal_fields(entry.url, settings, clear, key)
+    return settings, clear
 
 
 def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:

@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importing.add_argument("--dry-run", action="store_true", help="report only; write nothing")
 
+    add_diff_commands(subparsers)
+
     request = _add_parser(
         subparsers,
         "request",
@@ -389,6 +391,69 @@ def add_check_command(subparsers: Any) -> None:
     )
 
 
+def add_diff_commands(subparsers: Any) -> None:
+    """``diff SRC DST`` and ``sync SRC DST``: two registries, each with its own key."""
+    diff = _add_parser(
+        subparsers,
+        "diff",
+        _lazy("._sync", "cmd_diff"),
+        "compare two registries (secrets as same/differs, never shown)",
+        "List the entries only in SRC, only in DST, and changed: for a changed entry its\n"
+        "settings diff, and each secret field as 'same' or 'differs' (values are compared\n"
+        "in memory and never shown). Exit code 0 when the registries are the same, 1 when\n"
+        "they differ, 2 on error.",
+    )
+    # diff(1)'s convention: 1 means "they differ", so a failure must be 2.
+    diff.set_defaults(failure_exit=EXIT_USAGE)
+    sync = _add_parser(
+        subparsers,
+        "sync",
+        _lazy("._sync", "cmd_sync"),
+        "make DST hold what SRC holds: a plan, or --apply it in one transaction",
+        "Print the plan that makes DST hold SRC's entries; --apply carries it out in one\n"
+        "transaction on DST, re-encrypting the secrets under DST's key. An entry changed\n"
+        "in DST since the last sync (or never written by one) is a conflict, left alone\n"
+        "unless --force. Exit code 1 on conflicts (nothing written).",
+    )
+    for parser in (diff, sync):
+        parser.add_argument("src", metavar="SRC", help="the source registry URL")
+        parser.add_argument("dst", metavar="DST", help="the destination registry URL")
+        for role in ("src", "dst"):
+            keys = parser.add_argument_group(f"{role.upper()} key (one of)")
+            source = keys.add_mutually_exclusive_group(required=True)
+            source.add_argument(
+                f"--{role}-key-file", metavar="PATH", help=f"{role.upper()}'s master key file"
+            )
+            source.add_argument(
+                f"--{role}-key-env",
+                metavar="NAME",
+                help=f"environment variable NAME holds {role.upper()}'s key (base64url)",
+            )
+        parser.add_argument(
+            "--map",
+            action="append",
+            metavar="SRC_PREFIX=DST_PREFIX",
+            help="compare SRC URLs under SRC_PREFIX as DST_PREFIX (repeatable; the scheme "
+            "must stay the same)",
+        )
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sync.add_argument(
+        "--only",
+        action="append",
+        metavar="PREFIX",
+        type=_url,
+        help="only SRC entries at or below PREFIX, and DST entries at or below its mapped "
+        "prefix (repeatable)",
+    )
+    sync.add_argument(
+        "--delete", action="store_true", help="remove DST entries that are absent from SRC"
+    )
+    sync.add_argument(
+        "--force", action="store_true", help="overwrite or remove conflicting DST entries"
+    )
+    sync.add_argument("--apply", action="store_true", help="carry the plan out (default: print it)")
+
+
 def known_options(parser: argparse.ArgumentParser) -> set[str]:
     """Every option string of *parser* and its subcommands."""
     options: set[str] = set()
@@ -415,6 +480,7 @@ def run(argv: Sequence[str]) -> int:
     """Parse *argv*, run the command, map every failure to an exit code."""
     debug = _wants_debug(argv)
     _configure_logging(debug)
+    args: argparse.Namespace | None = None
     try:
         parser = build_parser()
         refuse_secrets_on_argv(argv, known_options(parser))
@@ -428,7 +494,7 @@ def run(argv: Sequence[str]) -> int:
     except UsageError as exc:
         return _fail(exc, EXIT_USAGE, debug)
     except (CommandError, SecureSessionError) as exc:
-        return _fail(exc, EXIT_FAILED, debug)
+        return _fail(exc, getattr(args, "failure_exit", EXIT_FAILED), debug)
     except BrokenPipeError:
         # The reader went away (`securesession list | head`): not worth a message, and
         # Python would complain again when flushing stdout at exit.
@@ -437,7 +503,9 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_FAILED
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        return _fail(exc, EXIT_FAILED, debug, f"{exc.strerror or exc}{where}")
+        return _fail(
+            exc, getattr(args, "failure_exit", EXIT_FAILED), debug, f"{exc.strerror or exc}{where}"
+        )
     except KeyboardInterrupt as exc:
         return _fail(exc, EXIT_FAILED, debug, "interrupted")
 
