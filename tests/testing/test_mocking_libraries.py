@@ -7,6 +7,7 @@ import base64
 import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import requests
@@ -24,7 +25,7 @@ from securesession import (
 from securesession.testing import CertificateAuthority, StubRegistry
 
 API = "https://svc.test/api/"
-ENTRIES = {
+ENTRIES: dict[str, dict[str, Any]] = {  # ServiceEntry keyword arguments per URL
     API: {
         "gateway": ("gw", "gw-SECRET"),
         "request": ("u", "u-SECRET"),
@@ -233,6 +234,7 @@ def test_requests_mock_fixture_under_a_tls_profile_entry(
     requests_mock.get(API + "orders/7", json={"id": 7})
     with SecureSession(_tls_registry(ca)) as session:
         assert session.get(API + "orders/7").json() == {"id": 7}
+    assert requests_mock.last_request is not None
     assert _injected(requests_mock.last_request.headers) == EXPECTED
 
 
@@ -251,4 +253,5 @@ def test_requests_mock_adapter_mounted_over_a_tls_profile_entry_is_refused(
     with StubRegistry(ENTRIES) as registry, SecureSession(registry) as session:
         session.mount("https://svc.test/", adapter)
         assert session.get(API + "orders/7").json() == {"id": 7}
+    assert adapter.last_request is not None
     assert _injected(adapter.last_request.headers) == EXPECTED

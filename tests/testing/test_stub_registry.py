@@ -276,6 +276,7 @@ def test_an_entry_with_a_tls_profile_presents_its_client_certificate() -> None:
     with GatewayServer(
         tls=True, require_client_cert=True, expect_gateway=("gw", "gw-SECRET")
     ) as server:
+        assert server.ca is not None  # tls=True
         issued = server.ca.issue_client("stub-client")
         profile = TLSProfile(
             client_cert=ClientCertificate.from_pkcs12(
