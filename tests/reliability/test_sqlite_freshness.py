@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -170,11 +170,13 @@ def registries(tmp_path: Path) -> Iterator[tuple[EncryptedRegistry, EncryptedReg
     writer.close()
 
 
-def changing_on_401(server: GatewayServer, change: object) -> object:
+def changing_on_401(
+    server: GatewayServer, change: Callable[[], object]
+) -> Callable[..., requests.Response]:
     def hook(response: requests.Response, **_: object) -> requests.Response:
         if response.status_code == 401:
             server.clear_routes()  # the service now accepts what is stored ...
-            change()  # type: ignore[operator]  # ... after the change made elsewhere
+            change()  # ... after the change made elsewhere
         return response
 
     return hook
