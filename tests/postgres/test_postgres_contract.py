@@ -13,7 +13,7 @@ from securesession.testing.contract import OpenRegistry, RegistryContract
 
 class TestPostgresRegistry(RegistryContract):
     @pytest.fixture
-    def open_registry(self, postgres_url: str) -> Iterator[OpenRegistry]:  # type: ignore[override]
+    def open_registry(self, postgres_url: str) -> Iterator[OpenRegistry]:
         opened: list[EncryptedRegistry] = []
 
         def opener(key: MasterKey) -> EncryptedRegistry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -160,7 +161,7 @@ def test_bad_url_is_a_configuration_error(
 
 
 def test_unreachable_server_names_it_without_the_password(key: MasterKey) -> None:
-    with pgcluster.socket.socket() as sock:  # a port nothing listens on
+    with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"postgresql://svc:pw%2FSECRET@127.0.0.1:{port}/registry?connect_timeout=2"
@@ -531,7 +532,9 @@ def test_lookup_is_served_from_memory(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
             ).fetchone()
         assert row is not None
-        return int(row[0])
+        commits = row[0]
+        assert isinstance(commits, int)
+        return commits
 
     before = statements()
     for _ in range(500):
