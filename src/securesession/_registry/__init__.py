@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from .._crypto import MasterKey
+from .._crypto import KeyRing, MasterKey
 from .._exceptions import ConfigurationError
 from ._base import EncryptedRegistry, EntryRef, Registry, RegistryStore, SealedEntry
 from .memory import open_memory_registry
@@ -25,10 +25,10 @@ __all__ = [
 #: called as ``factory(url, key)`` and returns a :class:`Registry`.
 ENTRY_POINT_GROUP: Final = "securesession.registries"
 
-RegistryFactory = Callable[[str, MasterKey], Registry]
+RegistryFactory = Callable[[str, MasterKey | KeyRing], Registry]
 
 
-def _open_postgres_registry(url: str, key: MasterKey) -> Registry:
+def _open_postgres_registry(url: str, key: MasterKey | KeyRing) -> Registry:
     # Imported on use: psycopg is an optional extra, and only this backend needs it.
     try:
         from .postgres import open_postgres_registry
@@ -41,7 +41,7 @@ def _open_postgres_registry(url: str, key: MasterKey) -> Registry:
     return open_postgres_registry(url, key)
 
 
-def _open_vault_registry(url: str, key: MasterKey) -> Registry:
+def _open_vault_registry(url: str, key: MasterKey | KeyRing) -> Registry:
     # Imported on use: hvac is an optional extra (the connection reports its absence,
     # naming the securesession[vault] extra), and only this backend needs it.
     from .vault import open_vault_registry
@@ -59,8 +59,10 @@ _BUILTIN: Final[dict[str, RegistryFactory]] = {
 }
 
 
-def open_registry(url: str, key: MasterKey) -> Registry:
-    """Open the registry named by *url* with *key*.
+def open_registry(url: str, key: MasterKey | KeyRing) -> Registry:
+    """Open the registry named by *url* with *key*: one master key, or a key ring (it
+    opens a registry whose active key it holds, and follows a staged key once another
+    process commits it; see :class:`~securesession.KeyRing`).
 
     Built in: ``memory://``, ``sqlite:///path/to/registry.db`` and
     ``postgresql://user@host:port/db`` (also ``postgres://``; needs the ``postgres``

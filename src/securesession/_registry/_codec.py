@@ -31,7 +31,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from .._crypto import MasterKey, token_key_id
+from .._crypto import TokenCipher, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import DecryptionError, RegistryCorruptError, TLSConfigError
 from .._secret import Credential, Secret
@@ -76,7 +76,7 @@ _legacy_warned_lock = threading.Lock()
 # -- the three operations --------------------------------------------------------------
 
 
-def seal(entry: ServiceEntry, key: MasterKey) -> tuple[dict[str, Any], dict[str, str]]:
+def seal(entry: ServiceEntry, key: TokenCipher) -> tuple[dict[str, Any], dict[str, str]]:
     """Split *entry* into public settings and encrypted secret fields, the entry tag
     (:data:`ENTRY_TAG_FIELD`) among them."""
     settings, clear = entry_fields(entry)
@@ -108,7 +108,7 @@ def entry_fields(entry: ServiceEntry) -> tuple[dict[str, Any], dict[str, str]]:
     return settings, clear
 
 
-def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
+def unseal(sealed: SealedEntry, key: TokenCipher) -> ServiceEntry:
     """Authenticate and decrypt a stored entry; any failure names the entry (and the
     field, when one is to blame), never a value. Nothing is built from the settings
     before the entry tag has authenticated them."""
@@ -149,13 +149,14 @@ def unseal(sealed: SealedEntry, key: MasterKey) -> ServiceEntry:
 
 
 def reseal(
-    sealed: SealedEntry, old_key: MasterKey, new_key: MasterKey
+    sealed: SealedEntry, old_key: TokenCipher, new_key: TokenCipher
 ) -> tuple[dict[str, str], bool]:
     """The secret fields of *sealed* re-encrypted under *new_key*, in the current
     (authenticated) format, over its settings exactly as stored; and whether the row
     was a legacy one (so was just upgraded).
 
-    The row is authenticated under *old_key* first: a tampered authenticated entry
+    *old_key* may be a key ring: each token is opened with the key it names. The row
+    is authenticated under it first: a tampered authenticated entry
     stops the rotation; it must not come out of it re-authenticated."""
     _check_format(sealed)
     clear, legacy = _open_fields(sealed, old_key)
@@ -186,7 +187,7 @@ def _tag_context(key: str, settings: dict[str, Any], secrets: dict[str, str]) ->
 
 
 def _seal_fields(
-    key: str, settings: dict[str, Any], clear: dict[str, str], master: MasterKey
+    key: str, settings: dict[str, Any], clear: dict[str, str], master: TokenCipher
 ) -> dict[str, str]:
     """The field tokens of an entry and the tag that authenticates them with *settings*."""
     tokens = {
@@ -203,7 +204,7 @@ def _check_format(sealed: SealedEntry) -> None:
         raise RegistryCorruptError(f"entry {sealed.key}: unknown settings format")
 
 
-def _open_field(sealed: SealedEntry, name: str, key: MasterKey, *, legacy: bool) -> str:
+def _open_field(sealed: SealedEntry, name: str, key: TokenCipher, *, legacy: bool) -> str:
     token = sealed.secrets[name]
     context = _legacy_context if legacy else _field_context
     try:
@@ -220,7 +221,7 @@ def _open_field(sealed: SealedEntry, name: str, key: MasterKey, *, legacy: bool)
         raise RegistryCorruptError(f"entry {sealed.key}, field {name!r}: not UTF-8") from None
 
 
-def _opens(token: str, key: MasterKey, context: bytes) -> bool:
+def _opens(token: str, key: TokenCipher, context: bytes) -> bool:
     try:
         key.decrypt(token, context)
     except DecryptionError:
@@ -228,14 +229,14 @@ def _opens(token: str, key: MasterKey, context: bytes) -> bool:
     return True
 
 
-def _verify_tag(sealed: SealedEntry, key: MasterKey) -> None:
+def _verify_tag(sealed: SealedEntry, key: TokenCipher) -> None:
     """Raise unless the entry's tag authenticates its key, settings and field tokens."""
     tag = sealed.secrets[ENTRY_TAG_FIELD]
     try:
         plaintext = key.decrypt(tag, _tag_context(sealed.key, sealed.settings, sealed.secrets))
     except DecryptionError as exc:
         carried = token_key_id(tag)
-        if carried is not None and carried != key.key_id:
+        if carried is not None and not key.holds(carried):
             raise DecryptionError(f"entry {sealed.key}: {exc}") from None
         # Say which field, if one of them is the reason (tampered, or moved here).
         for name in sorted(sealed.secrets):
@@ -250,7 +251,7 @@ def _verify_tag(sealed: SealedEntry, key: MasterKey) -> None:
         raise RegistryCorruptError(f"entry {sealed.key}: invalid entry authentication field")
 
 
-def _open_fields(sealed: SealedEntry, key: MasterKey) -> tuple[dict[str, str], bool]:
+def _open_fields(sealed: SealedEntry, key: TokenCipher) -> tuple[dict[str, str], bool]:
     """Every secret field of *sealed* in clear, once the entry is authenticated (or read
     as a legacy entry); and whether it is a legacy entry."""
     legacy = ENTRY_TAG_FIELD not in sealed.secrets

@@ -116,7 +116,7 @@ class StubRegistry(EncryptedRegistry):
     @property
     def key(self) -> MasterKey:
         """The master key the entries are sealed under (the new one after :meth:`rotate`)."""
-        return self._key
+        return self._key.active
 
     def add(
         self,
