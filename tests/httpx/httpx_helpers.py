@@ -19,11 +19,14 @@ import ssl
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from typing import TypeAlias, cast
 
 from securesession import ClientCertificate, Credential, ServiceEntry, TLSProfile
 from securesession.testing import CertificateAuthority, RecordedRequest
 
 _BASIC = re.compile(r"Basic\s+([A-Za-z0-9+/=]+)")
+# The subject of ssl.SSLSocket.getpeercert(): relative distinguished names of (name, value).
+_RDNs: TypeAlias = tuple[tuple[tuple[str, str], ...], ...]
 
 
 def client_cert(ca: CertificateAuthority, cn: str) -> ClientCertificate:
@@ -201,7 +204,9 @@ class H2Server:
             alpn = sock.selected_alpn_protocol()
             peer = sock.getpeercert()
             cn = None
-            for rdn in (peer or {}).get("subject", ()):
+            # typeshed types every getpeercert() value as one union; "subject" is the RDNs.
+            subject = cast(_RDNs, (peer or {}).get("subject", ()))
+            for rdn in subject:
                 for key, value in rdn:
                     if key == "commonName":
                         cn = value

@@ -12,6 +12,7 @@ sends the HTTP/2 preface (the server sees a handshake and no request). Against
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -29,9 +30,9 @@ def h2_ca() -> CertificateAuthority:
 
 
 @pytest.fixture
-def h2_server(h2_ca: CertificateAuthority) -> H2Server:
+def h2_server(h2_ca: CertificateAuthority) -> Iterator[H2Server]:
     with H2Server(h2_ca) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 def test_http2_over_the_entrys_profile(

@@ -5,7 +5,9 @@ respx), TLS failures explained as with requests."""
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import TypeAlias
 
 import anyio
 import httpx
@@ -58,7 +60,7 @@ def test_a_plain_client_with_the_transport_is_guarded_hop_by_hop(
 
 def test_a_secure_transport_cannot_wrap_another(registry: Registry) -> None:
     with pytest.raises(ConfigurationError, match="already a securesession transport"):
-        SecureTransport(registry, transport=SecureTransport(registry))  # type: ignore[arg-type]
+        SecureTransport(registry, transport=SecureTransport(registry))
 
 
 def test_mounted_transports_are_guarded_too(
@@ -103,13 +105,13 @@ def test_env_proxies_and_proxy_are_guarded_routes(
 def test_pins_are_checked_inside_a_proxy_tunnel(
     registry: Registry, tls_server: GatewayServer
 ) -> None:
-    assert tls_server.server_cert is not None
+    assert tls_server.server_cert is not None and tls_server.ca is not None
     good = (tls_server.server_cert.spki_sha256_pin,)
     bad = ("sha256/" + "B" * 43 + "=",)
     registry.put(
         tagged(tls_server.url + "/good", "pg", tls=profile(tls_server.ca, "px", pins=good))
-    )  # type: ignore[arg-type]
-    registry.put(tagged(tls_server.url + "/bad", "pb", tls=profile(tls_server.ca, "px", pins=bad)))  # type: ignore[arg-type]
+    )
+    registry.put(tagged(tls_server.url + "/bad", "pb", tls=profile(tls_server.ca, "px", pins=bad)))
     proxy = ConnectProxy()
     try:
         with SecureClient(registry, proxy=proxy.url) as client:
@@ -197,8 +199,12 @@ async def test_respx_async(registry: Registry) -> None:
 # -- TLS failures, explained ---------------------------------------------------------------
 
 
+# The CA, a gateway that demands a client certificate, a gateway that speaks TLS 1.3 only.
+StrictTLS: TypeAlias = tuple[CertificateAuthority, GatewayServer, GatewayServer]
+
+
 @pytest.fixture(scope="module")
-def strict_tls() -> object:
+def strict_tls() -> Iterator[StrictTLS]:
     ca = CertificateAuthority("strict CA")
     with (
         GatewayServer(tls=True, ca=ca, require_client_cert=True) as demanding,
@@ -209,8 +215,8 @@ def strict_tls() -> object:
         yield ca, demanding, tls13
 
 
-def _failures(registry: Registry, strict_tls: object) -> list[tuple[str, type[Exception]]]:
-    ca, demanding, tls13 = strict_tls  # type: ignore[misc]
+def _failures(registry: Registry, strict_tls: StrictTLS) -> list[tuple[str, type[Exception]]]:
+    ca, demanding, tls13 = strict_tls
     other = CertificateAuthority("unrelated CA")
     registry.put(ServiceEntry(url=demanding.url + "/nocert", tls=profile(ca, None)))
     registry.put(ServiceEntry(url=demanding.url + "/wrongca", tls=profile(other, "w")))
@@ -222,20 +228,20 @@ def _failures(registry: Registry, strict_tls: object) -> list[tuple[str, type[Ex
     ]
 
 
-def test_handshake_failures_are_explained(registry: Registry, strict_tls: object) -> None:
+def test_handshake_failures_are_explained(registry: Registry, strict_tls: StrictTLS) -> None:
     with SecureClient(registry) as client:
         for url, error in _failures(registry, strict_tls):
             with pytest.raises(error) as caught:
                 client.get(url)
             assert not isinstance(caught.value, httpx.HTTPError)
             assert isinstance(caught.value.__cause__, httpx.TransportError)
-    _, demanding, tls13 = strict_tls  # type: ignore[misc]
+    _, demanding, tls13 = strict_tls
     assert demanding.requests == tls13.requests == []
 
 
 @pytest.mark.anyio
 async def test_handshake_failures_are_explained_async(
-    registry: Registry, strict_tls: object
+    registry: Registry, strict_tls: StrictTLS
 ) -> None:
     async with SecureAsyncClient(registry) as client:
         for url, error in _failures(registry, strict_tls):
@@ -243,7 +249,7 @@ async def test_handshake_failures_are_explained_async(
                 await client.get(url)
 
 
-def test_protocol_mismatch_names_both_sides(registry: Registry, strict_tls: object) -> None:
+def test_protocol_mismatch_names_both_sides(registry: Registry, strict_tls: StrictTLS) -> None:
     with SecureClient(registry) as client:
         url, _ = _failures(registry, strict_tls)[2]
         with pytest.raises(ProtocolVersionMismatchError) as caught:
