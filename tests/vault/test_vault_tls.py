@@ -9,7 +9,7 @@ with a message that says the certificate is the problem (not "unreachable").
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -143,7 +143,7 @@ def test_untrusted_certificate_fails_clearly_without_secrets(
     assert tls_bao.approle is not None
     secret_id = tls_bao.approle.secret_id.reveal()
 
-    attempts = {
+    attempts: dict[str, Callable[[], object]] = {
         "registry, no ca": lambda: open_registry(_https_url(tls_bao, prefix, None), key),
         "registry, another CA": lambda: open_registry(_https_url(tls_bao, prefix, other_ca), key),
         "transit, token": lambda: MasterKey.from_vault_transit(tls_bao.url, TRANSIT_KEY, wrapped),

@@ -204,13 +204,12 @@ def test_loose_connection_settings_still_work_with_a_deprecation_warning(
     bao: Bao, tmp_path: Path
 ) -> None:
     """For one release: token=, approle=, ... beside an address build the connection."""
-    operator = {"token": bao.operator_token}
     path = tmp_path / "wrapped"
     with pytest.warns(DeprecationWarning, match=r"passing token= beside a Vault address") as caught:
-        wrapped, key = wrap_new_key(bao.url, TRANSIT_KEY, path=path, **operator)
+        wrapped, key = wrap_new_key(bao.url, TRANSIT_KEY, path=path, token=bao.operator_token)
     assert caught[0].filename == __file__  # attributed to the caller's line
     with pytest.warns(DeprecationWarning, match="token="):
-        rewrapped = rewrap_key(bao.url, TRANSIT_KEY, path, timeout=5, **operator)
+        rewrapped = rewrap_key(bao.url, TRANSIT_KEY, path, timeout=5, token=bao.operator_token)
     assert rewrapped == path.read_text().strip()
     clear_key_cache()
     before = bao.audited(DECRYPT)
