@@ -349,7 +349,7 @@ def test_system_trust_positive_through_ssl_cert_file(
     )
     (tmp_path / "revoked.crl").write_bytes(ca.crl([server_cert]))
     (tmp_path / "fresh.crl").write_bytes(ca.crl())
-    entries = {
+    entries: dict[str, dict[str, object]] = {  # each entry's settings beyond name, url and ca
         "system": {},
         "no-cert": {"cert": False},
         "pin-wrong": {"pins": [ca.spki_sha256_pin]},
@@ -358,7 +358,7 @@ def test_system_trust_positive_through_ssl_cert_file(
         "crl-fresh": {"crl": str(tmp_path / "fresh.crl")},
         "certifi": {"ca": None},
     }
-    case = {
+    case: dict[str, object] = {
         "inject": "none",
         "entries": [
             *(
