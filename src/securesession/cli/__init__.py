@@ -1,8 +1,9 @@
 """The ``securesession`` console script (also ``python -m securesession``).
 
 Commands: ``init``, ``add``, ``list``, ``show``, ``remove``, ``match``, ``rotate-key``,
-``export``, ``import``, ``request``, ``check``, ``demo``. See ``docs/cli.md``.
-Exit codes: 0 ok, 1 operation failed, 2 usage error.
+``export``, ``import``, ``diff``, ``sync``, ``request``, ``check``, ``demo``. See
+``docs/cli.md``. Exit codes: 0 ok, 1 operation failed, 2 usage error (``diff``: 0 the
+same, 1 they differ, 2 any error).
 """
 
 from __future__ import annotations

@@ -468,10 +468,10 @@ def source_identity(url: str) -> str:
     path = sqlite_path(url)
     if path is not None:
         return f"sqlite://{path.resolve()}"
-    label = registry_label(url)
-    scheme, _, rest = label.partition("://")
+    scheme, _, rest = registry_label(url).partition("://")
     scheme = "postgresql" if scheme == "postgres" else scheme
-    return f"{scheme}://{rest.lower() if '?' not in rest else rest}"
+    host, slash, database = rest.partition("/")
+    return f"{scheme}://{host.lower()}{slash}{database}"  # a database name is case-sensitive
 
 
 def _state_name(identity: str) -> str:
@@ -763,6 +763,7 @@ def _run_plan(
     blocked = [step for step in steps if step.conflict is not None and not args.force]
     writes = [s for s in steps if s.action != "keep" and (s.conflict is None or args.force)]
     counts = {action: sum(1 for s in writes if s.action == action) for action in _PLAN_LABELS}
+    counts["keep"] = sum(1 for s in steps if s.action == "keep")
     unchanged = comparison.counts()["same"]
     summary = (
         f"{counts['add']} to add, {counts['update']} to update, {counts['remove']} to remove, "
@@ -783,6 +784,7 @@ def _run_plan(
             out(f"map {rule.src.key} -> {rule.dst.key}")
         _print_plan(steps, force=args.force)
     if blocked:
+        _say(args, f"plan: {summary}")
         raise CommandError(
             f"{len(blocked)} conflict{' blocks' if len(blocked) == 1 else 's block'} the sync "
             "(DST entries changed outside it, or never written by it); nothing was written: "
