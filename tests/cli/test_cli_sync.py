@@ -295,3 +295,26 @@ def test_the_same_registry_under_another_name_is_another_source(
     result = sync(capsys, other, dst)
     assert result.code == 1
     assert result.stdout.count("DST's entry was not written by a sync from SRC") == 3
+
+
+def test_the_map_is_checked_over_every_src_entry_even_with_only(
+    src: Env, dst: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Synced alone, /pay/admin would raise no objection; beside /pay, the map takes it
+    out of /pay's subtree, so it is refused whatever --only says."""
+    src.put(entry(TEST, "pay/admin", "adminSECRET"))
+    result = securesession(
+        capsys,
+        "sync",
+        src.url,
+        dst.url,
+        *key_args(src, dst),
+        "--map",
+        f"{TEST}/pay/admin={PROD}/admin",
+        "--only",
+        f"{TEST}/pay/admin",
+        "--apply",
+    )
+    assert result.code == 2, result
+    assert "--map changes which entry URLs use" in result.stderr
+    assert dst.snapshot() == {}

@@ -183,7 +183,7 @@ def mapped_entries(
         if target in origin_of:
             raise UsageError(
                 f"--map: SRC entries {origin_of[target]} and {entry.url} would both become "
-                f"{target}; map them apart, or sync them separately with --only"
+                f"{target}; map them apart"
             )
         origin_of[target] = entry.url
         try:
@@ -232,6 +232,8 @@ def _check_nesting(origin_of: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True)
 class SettingChange:
+    """One public setting that differs (``description``, ``tls.pins``), as stored."""
+
     name: str
     src: Any
     dst: Any
@@ -293,8 +295,7 @@ class EntryDiff:
 
 
 def _flat_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings one level deep (``tls.pins``), without the derived ``format``; an entry
-    without a TLS profile has ``tls: None``."""
+    """Settings one level deep (``tls.pins``), without the derived ``format``."""
     flat: dict[str, Any] = {}
     for name, value in settings.items():
         if name == "format":
@@ -368,7 +369,7 @@ def compare(
     diffs = []
     for url in sorted(set(src_entries) | set(dst_entries)):
         src, dst = src_entries.get(url), dst_entries.get(url)
-        src_url = source_urls.get(url)
+        src_url = None if src is None else source_urls.get(url)
         if src is None or dst is None:
             warnings: list[str] = []
             if src is not None and src_url is not None:
@@ -378,7 +379,6 @@ def compare(
         (src_settings, src_clear), (dst_settings, dst_clear) = entry_fields(src), entry_fields(dst)
         settings = _setting_changes(src_settings, dst_settings)
         secrets = _secret_fields(src_clear, dst_clear)
-        del src_clear, dst_clear
         differs = bool(settings) or not all(secret.same for secret in secrets)
         warnings = (
             _mapping_warnings(src_url or url, url, src_settings, dst_settings) if differs else []
@@ -527,10 +527,12 @@ def _compare_sides(
 ) -> Comparison:
     src.open()
     dst.open()
-    src_entries = [entry for entry in src.read() if src_scope(entry.url)]
-    by_dst, source_urls = mapped_entries(src_entries, url_map)
+    # The map is checked over every SRC entry, not only those in scope: an entry synced
+    # alone must not land where, beside the others, the map would have been refused.
+    by_dst, source_urls = mapped_entries(src.read(), url_map)
+    in_scope = {url: entry for url, entry in by_dst.items() if src_scope(source_urls[url])}
     dst_entries = {entry.url: entry for entry in dst.read() if dst_scope(entry.url)}
-    return Comparison(src, dst, url_map, compare(by_dst, dst_entries, source_urls))
+    return Comparison(src, dst, url_map, compare(in_scope, dst_entries, source_urls))
 
 
 # -- text output -----------------------------------------------------------------------
@@ -546,6 +548,8 @@ def _shown(value: Any) -> str:
 
 
 def _detail_lines(diff: EntryDiff) -> list[str]:
+    """The indented lines under an entry: what changed (settings as values, secrets as
+    same/differs) and the warnings."""
     lines = [f"    {c.name}: src {_shown(c.src)}, dst {_shown(c.dst)}" for c in diff.settings]
     for secret in diff.secrets:
         where = ""
@@ -599,12 +603,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             if diff.status == "same":
                 continue
             out(f"{_DIFF_LABELS[diff.status]:<12} {diff.url}{_from(diff)}")
-            out_lines = (
-                _detail_lines(diff)
-                if diff.status == "changed"
-                else [f"    warning: {warning}" for warning in diff.warnings]
-            )
-            for line in out_lines:
+            for line in _detail_lines(diff):
                 out(line)
         out(
             f"{counts['only_in_src']} only in SRC, {counts['only_in_dst']} only in DST, "
@@ -697,25 +696,21 @@ def plan_sync(diffs: Sequence[EntryDiff], state: SyncState, *, delete: bool) -> 
     return steps
 
 
-_PLAN_LABELS: Final = {"add": "add", "update": "update", "remove": "remove", "keep": "keep"}
+_ACTIONS: Final[tuple[Action, ...]] = ("add", "update", "remove", "keep")
 
 
 def _print_plan(steps: Sequence[Step], *, force: bool) -> None:
     for step in steps:
         diff = step.diff
-        label = _PLAN_LABELS[step.action]
+        label: str = step.action
         if step.conflict is not None:
             label = "force " + label if force else "conflict " + label
         suffix = "  (only in DST; --delete removes it)" if step.action == "keep" else _from(diff)
         out(f"{label:<16} {diff.url}{suffix}")
         if step.conflict is not None:
             out(f"    {step.conflict}")
-        if step.action == "update":
-            for line in _detail_lines(diff):
-                out(line)
-        elif step.action == "add":
-            for warning in diff.warnings:
-                out(f"    warning: {warning}")
+        for line in _detail_lines(diff):
+            out(line)
 
 
 def _step_json(step: Step) -> dict[str, Any]:
@@ -762,7 +757,7 @@ def _run_plan(
 ) -> int:
     blocked = [step for step in steps if step.conflict is not None and not args.force]
     writes = [s for s in steps if s.action != "keep" and (s.conflict is None or args.force)]
-    counts = {action: sum(1 for s in writes if s.action == action) for action in _PLAN_LABELS}
+    counts = {action: sum(1 for s in writes if s.action == action) for action in _ACTIONS}
     counts["keep"] = sum(1 for s in steps if s.action == "keep")
     unchanged = comparison.counts()["same"]
     summary = (
