@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from securesession import Credential, ServiceEntry, TLSProfile
+from securesession import Credential, Secret, ServiceEntry, TLSProfile
 
 from .clihelp import CLI
 from .synchelp import Env, key_args, securesession, sqlite_env
@@ -81,7 +81,10 @@ def test_every_category_and_each_secret_field_as_same_or_differs(
         [
             pay(TEST, password="gwSECRET-new", description="payments v2"),
             ServiceEntry(f"{TEST}/only-src", request=Credential("u", "srcSECRET")),
-            ServiceEntry(f"{TEST}/headers", secret_headers={"X-A": "aSECRET", "X-B": "bSECRET"}),
+            ServiceEntry(
+                f"{TEST}/headers",
+                secret_headers={"X-A": Secret("aSECRET"), "X-B": Secret("bSECRET")},
+            ),
         ],
     )
     dst = sqlite_env(
@@ -90,7 +93,10 @@ def test_every_category_and_each_secret_field_as_same_or_differs(
         [
             pay(TEST),
             ServiceEntry(f"{TEST}/only-dst", request=Credential("u", "dstSECRET")),
-            ServiceEntry(f"{TEST}/headers", secret_headers={"X-A": "aSECRET", "X-C": "cSECRET"}),
+            ServiceEntry(
+                f"{TEST}/headers",
+                secret_headers={"X-A": Secret("aSECRET"), "X-C": Secret("cSECRET")},
+            ),
         ],
     )
     document = diff_json(capsys, src, dst)
@@ -384,3 +390,22 @@ def test_the_console_script(tmp_path: Path, test_env: Env, prod_env: Env) -> Non
     assert same.code == 0, same
     differ = cli.run("diff", test_env.url, prod_env.url, *key_args(test_env, prod_env))
     assert differ.code == 1 and "2 only in SRC, 2 only in DST" in differ.stdout
+
+
+def test_a_key_given_where_its_variable_name_belongs_is_not_repeated(
+    test_env: Env, prod_env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_text = test_env.key_file.read_text().strip()
+    result = securesession(
+        capsys,
+        "diff",
+        test_env.url,
+        prod_env.url,
+        "--src-key-env",
+        key_text,
+        "--dst-key-file",
+        str(prod_env.key_file),
+    )
+    assert result.code == 2
+    assert "--src-key-env takes the name of an environment variable" in result.stderr
+    assert key_text not in result.output

@@ -85,6 +85,9 @@ _MAX_STATE_NAME: Final = 200
 #: A stored setting longer than this is shown as its length and digest in text output
 #: (a CA bundle, a CRL: public, but pages long). JSON carries it whole.
 _SHOWN_SETTING: Final = 60
+#: What ``--src-key-env`` / ``--dst-key-env`` accept: a variable name, never a key (a
+#: base64url key is 43 characters long).
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _MAP_RULE: Final = re.compile(r"(?P<src>.+?)=(?P<dst>https?://.*)", re.IGNORECASE | re.DOTALL)
 
 Status = Literal["only_in_src", "only_in_dst", "changed", "same"]
@@ -486,6 +489,14 @@ def _sides(args: argparse.Namespace) -> tuple[Side, Side]:
         path, env = getattr(args, f"{role}_key_file"), getattr(args, f"{role}_key_env")
         if path:
             return KeySource(path=Path(path).expanduser())
+        if not _ENV_NAME.fullmatch(env):
+            # Most likely the key itself, given where its variable's name belongs: the
+            # error for an unset variable would repeat it, so it is not named.
+            raise UsageError(
+                f"--{role}-key-env takes the name of an environment variable, and the value "
+                "given is not one (if it was the key itself, it is now in the shell history "
+                "and the process list: rotate that key)"
+            )
         return KeySource(env_name=env)
 
     return Side("SRC", args.src, source("src")), Side("DST", args.dst, source("dst"))
