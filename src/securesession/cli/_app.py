@@ -494,20 +494,25 @@ def run(argv: Sequence[str]) -> int:
     except UsageError as exc:
         return _fail(exc, EXIT_USAGE, debug)
     except (CommandError, SecureSessionError) as exc:
-        return _fail(exc, getattr(args, "failure_exit", EXIT_FAILED), debug)
+        return _fail(exc, _failure_exit(args), debug)
     except BrokenPipeError:
         # The reader went away (`securesession list | head`): not worth a message, and
         # Python would complain again when flushing stdout at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILED
+        return _failure_exit(args)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        return _fail(
-            exc, getattr(args, "failure_exit", EXIT_FAILED), debug, f"{exc.strerror or exc}{where}"
-        )
+        return _fail(exc, _failure_exit(args), debug, f"{exc.strerror or exc}{where}")
     except KeyboardInterrupt as exc:
-        return _fail(exc, EXIT_FAILED, debug, "interrupted")
+        return _fail(exc, _failure_exit(args), debug, "interrupted")
+
+
+def _failure_exit(args: argparse.Namespace | None) -> int:
+    """The exit code of a failed command: 1, or what the command chose (``diff``: 2,
+    since its 1 means "they differ")."""
+    code: int = getattr(args, "failure_exit", EXIT_FAILED)
+    return code
 
 
 def _configure_logging(debug: bool) -> None:
