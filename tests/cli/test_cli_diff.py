@@ -4,13 +4,15 @@ every category of difference, ``--map`` both ways and what it refuses, the exit 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from securesession import Credential, Secret, ServiceEntry, TLSProfile
+from securesession import ClientCertificate, Credential, Secret, ServiceEntry, TLSProfile
+from securesession.testing import CertificateAuthority
 
 from .clihelp import CLI
 from .synchelp import Env, key_args, securesession, sqlite_env
@@ -409,3 +411,28 @@ def test_a_key_given_where_its_variable_name_belongs_is_not_repeated(
     assert result.code == 2
     assert "--src-key-env takes the name of an environment variable" in result.stderr
     assert key_text not in result.output
+
+
+def test_a_client_certificate_and_its_passphrase_are_secret_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The certificate bundle holds the private key: reported as same/differs only."""
+    ca = CertificateAuthority("diff test CA")
+    bundles = [ca.issue_client(name).pkcs12(b"pfxSECRET-diff") for name in ("client-a", "client-b")]
+
+    def with_cert(bundle: bytes) -> ServiceEntry:
+        cert = ClientCertificate.from_pkcs12(bundle, "pfxSECRET-diff")
+        return pay(TEST, tls=TLSProfile(client_cert=cert))
+
+    src = sqlite_env(tmp_path, "src", [with_cert(bundles[0])])
+    dst = sqlite_env(tmp_path, "dst", [with_cert(bundles[1])])
+    result = securesession(capsys, "diff", src.url, dst.url, *key_args(src, dst), "--json")
+    assert result.code == 1
+    (item,) = json.loads(result.stdout)["entries"]
+    secrets = {secret["name"]: secret["status"] for secret in item["secrets"]}
+    assert secrets["tls.client_cert"] == "differs"
+    assert secrets["tls.client_cert.password"] == "same"
+    assert not any(change["name"] == "tls.client_cert" for change in item["settings"])
+    for bundle in bundles:
+        assert base64.b64encode(bundle).decode()[:40] not in result.output
+    assert "PRIVATE KEY" not in result.output
