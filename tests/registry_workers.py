@@ -117,7 +117,9 @@ def rotate_slowly(
     store = registry.store
     rewrite_all = store.rewrite_all
 
-    def slow_rewrite_all(reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+    def slow_rewrite_all(
+        reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str, **options: Any
+    ) -> None:
         done = 0
 
         def slow(sealed: SealedEntry) -> dict[str, str]:
@@ -128,7 +130,7 @@ def rotate_slowly(
             time.sleep(delay if done < signal_after else 10 * delay)
             return reseal(sealed)
 
-        rewrite_all(slow, new_key_id)
+        rewrite_all(slow, new_key_id, **options)  # the audit journal, once there is one
 
     store.rewrite_all = slow_rewrite_all  # type: ignore[method-assign]
     registry.rotate(MasterKey.from_base64(new_b64))

@@ -252,17 +252,40 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = _add_parser(
         subparsers,
         "rotate-key",
-        _lazy("._commands", "cmd_rotate_key"),
-        "new master key; re-encrypt everything in one transaction",
+        _lazy("._rotate", "cmd_rotate_key"),
+        "new master key; re-encrypt everything in one transaction (or in stages)",
         "Generate a new master key and re-encrypt every secret under it in one\n"
         "transaction. The new key replaces the key file atomically; the old key file\n"
-        "is kept beside it as <name>.<UTC time>.bak (mode 0600).",
+        "is kept beside it as <name>.<UTC time>.bak (mode 0600).\n\n"
+        "Across a fleet, rotate in stages, so that no host fails: --stage adds a new\n"
+        "key to the key file (decrypt-only); copy the key file to every host and\n"
+        "restart them; --commit re-encrypts every entry under it in one transaction\n"
+        "and makes it the active key; --retire KEY_ID drops the old key once no entry\n"
+        "uses it.",
+    )
+    step = rotate.add_mutually_exclusive_group()
+    step.add_argument(
+        "--stage",
+        action="store_true",
+        help="add a new key to the key file as staged (decrypt-only); print its key id",
+    )
+    step.add_argument(
+        "--commit",
+        action="store_true",
+        help="re-encrypt every entry under the staged key in one transaction; it becomes "
+        "the active key, the old one decrypt-only",
+    )
+    step.add_argument(
+        "--retire",
+        metavar="KEY_ID",
+        help="drop key KEY_ID from the key file (refused while an entry uses it, or while "
+        "it is the active key)",
     )
     rotate.add_argument(
         "--new-key-file",
         metavar="PATH",
-        help="write the new key to PATH instead of replacing the key file (required when "
-        "the key comes from $SECURESESSION_MASTER_KEY)",
+        help="plain rotation: write the new key to PATH instead of replacing the key file "
+        "(required when the key comes from $SECURESESSION_MASTER_KEY)",
     )
 
     export = _add_parser(

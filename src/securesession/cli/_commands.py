@@ -1,4 +1,4 @@
-"""Registry commands: init, add, list, show, remove, match, rotate-key."""
+"""Registry commands: init, add, list, show, remove, match (rotate-key: :mod:`._rotate`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from securesession import (
     canonicalize,
     open_registry,
 )
-from securesession._files import write_private_file
 
 from ._common import (
     EXIT_FAILED,
@@ -34,16 +32,14 @@ from ._common import (
     out,
 )
 from ._config import (
-    KeySource,
     check_key_file_absent,
     ensure_private_dir,
     open_existing_registry,
-    pending_key_path,
     resolve_key_source,
     resolve_registry_url,
     sqlite_path,
 )
-from ._output import Progress, describe_entry, entry_lines, list_row, table
+from ._output import describe_entry, entry_lines, list_row, table
 from ._secrets import SecretInput
 from ._tlsopts import TLSProfile, build_tls_profile, tls_text, validate_tls_options
 
@@ -53,7 +49,6 @@ __all__ = [
     "cmd_list",
     "cmd_match",
     "cmd_remove",
-    "cmd_rotate_key",
     "cmd_show",
     "exact_entry",
     "registry_from_args",
@@ -412,98 +407,3 @@ def _print_match(result: dict[str, Any], candidates: int) -> None:
         width = max(len(m["url"]) for m in result["near_misses"])
         for miss in result["near_misses"]:
             out(f"  {miss['url']:<{width}}  {miss['reason']}")
-
-
-# -- rotate-key ----------------------------------------------------------------------
-
-
-def _backup_key_file(key_file: Path) -> Path:
-    """Copy *key_file* to ``<name>.<UTC time>.bak`` (0600, atomically, never overwriting)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    data = key_file.read_bytes()
-    for attempt in range(100):
-        suffix = f".{stamp}.bak" if attempt == 0 else f".{stamp}-{attempt}.bak"
-        backup = key_file.with_name(key_file.name + suffix)
-        if backup.exists():
-            continue
-        write_private_file(
-            backup, data, overwrite=False, what="key file backup", error=CommandError
-        )
-        return backup
-    raise CommandError(f"cannot find a free backup name for {key_file}")
-
-
-def _sync_directory(directory: Path) -> None:
-    # A rename is durable only once its directory is flushed (POSIX); best effort.
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def cmd_rotate_key(args: argparse.Namespace) -> int:
-    """New key, every secret re-encrypted in one transaction, old key file kept."""
-    url = resolve_registry_url(args.registry)
-    source = resolve_key_source(args.key_file)
-    new_key_file = Path(args.new_key_file).expanduser() if args.new_key_file else None
-    if new_key_file is None and source.path is None:
-        raise UsageError(
-            f"the key comes from {source.describe()}, which rotate-key cannot update; "
-            "pass --new-key-file PATH and then store the new key where the old one was"
-        )
-    if new_key_file is not None:
-        check_key_file_absent(new_key_file)
-    registry, old_key = open_existing_registry(url, source)
-    try:
-        return _rotate(registry, old_key, source, new_key_file)
-    finally:
-        registry.close()
-
-
-def _rotate(
-    registry: Registry, old_key: MasterKey, source: KeySource, new_key_file: Path | None
-) -> int:
-    new_key = MasterKey.generate()
-    progress = Progress("re-encrypting entries", registry.count())
-    backup: Path | None = None
-    if new_key_file is not None:
-        target = new_key_file
-        new_key.save(target)
-    else:
-        assert source.path is not None
-        target = pending_key_path(source.path)
-        if target.exists():
-            raise CommandError(
-                f"{target} exists: a previous rotate-key was interrupted. Find out which key "
-                f"the registry uses (try --key-file {target}), keep that one, then remove "
-                f"{target}"
-            )
-        backup = _backup_key_file(source.path)
-        new_key.save(target)
-    try:
-        registry.rotate(new_key, progress=progress.advance)
-    except BaseException:
-        # Nothing changed in the registry: the new key protects nothing, drop it.
-        target.unlink(missing_ok=True)
-        if backup is not None:
-            backup.unlink(missing_ok=True)
-        raise
-    finally:
-        progress.close()
-    if new_key_file is None:
-        assert source.path is not None
-        # The registry now needs the new key: put it in place in one atomic rename,
-        # so the key file is always either the old key or the new, never half.
-        os.replace(target, source.path)
-        _sync_directory(source.path.parent)
-        target = source.path
-    count = f"{progress.done} entr{'y' if progress.done == 1 else 'ies'} re-encrypted"
-    out(f"rotated the registry from key id {old_key.key_id} to {new_key.key_id} ({count})")
-    out(f"new key: {target}")
-    if backup is not None:
-        out(f"old key kept in {backup} (mode 0600): it still decrypts older registry backups")
-    else:
-        out(f"the old key ({source.describe()}) no longer opens the registry; replace it")
-    return EXIT_OK

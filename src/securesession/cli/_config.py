@@ -6,6 +6,10 @@ Precedence, highest first:
   ``sqlite:///<user data dir>/registry.db``;
 * key: ``--key-file PATH``, ``$SECURESESSION_KEY_FILE``, ``$SECURESESSION_MASTER_KEY``
   (the key itself, base64url), ``<user config dir>/master.key``.
+
+A key file or the variable holds one key, or a key ring (an active key, a staged one,
+previous ones: see :class:`securesession.KeyRing`); registries are opened with the
+whole ring.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from platformdirs import user_config_dir, user_data_dir
 from securesession import (
     KEY_ENV_VAR,
     DecryptionError,
+    KeyRing,
     MasterKey,
     Registry,
     open_registry,
@@ -36,6 +41,7 @@ __all__ = [
     "default_registry_url",
     "ensure_private_dir",
     "load_key",
+    "load_key_ring",
     "open_existing_registry",
     "pending_key_path",
     "resolve_key_source",
@@ -104,28 +110,38 @@ def ensure_private_dir(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def load_key(source: KeySource) -> MasterKey:
-    """Read the master key, turning "missing" into a hint about ``init``."""
+def load_key_ring(source: KeySource) -> KeyRing:
+    """Read the key ring (one key, or several), turning "missing" into a hint about
+    ``init``."""
     if source.path is not None:
         if not source.path.exists():
             raise CommandError(f"key file {source.path} does not exist; {_INIT_HINT}")
-        return MasterKey.from_file(source.path)
+        return KeyRing.from_file(source.path)
     assert source.env_name is not None
-    return MasterKey.from_env(source.env_name)
+    return KeyRing.from_env(source.env_name)
 
 
-def open_existing_registry(url: str, source: KeySource) -> tuple[Registry, MasterKey]:
-    """Open a registry that ``init`` created, with the configured key.
+def load_key(source: KeySource) -> MasterKey:
+    """The active key of the source's ring: the one key that encrypts (bundles)."""
+    return load_key_ring(source).active
+
+
+def open_existing_registry(
+    url: str, source: KeySource, ring: KeyRing | None = None
+) -> tuple[Registry, KeyRing]:
+    """Open a registry that ``init`` created, with the configured key ring (or *ring*,
+    read from *source* already).
 
     A missing SQLite file is an error here rather than silently created: a typo in
     ``--registry`` should not yield an empty registry that "has no entries".
     """
-    key = load_key(source)
+    if ring is None:
+        ring = load_key_ring(source)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise CommandError(f"registry {path} does not exist; {_INIT_HINT}")
     try:
-        return open_registry(url, key), key
+        return open_registry(url, ring), ring
     except DecryptionError as exc:
         raise CommandError(_wrong_key_message(str(exc), source)) from exc
 
