@@ -436,3 +436,21 @@ def test_a_client_certificate_and_its_passphrase_are_secret_fields(
     for bundle in bundles:
         assert base64.b64encode(bundle).decode()[:40] not in result.output
     assert "PRIVATE KEY" not in result.output
+
+
+@pytest.mark.parametrize("option", ["--registry", "--key-file"])
+def test_the_one_registry_options_are_refused_not_ignored(
+    test_env: Env, prod_env: Env, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    for command in ("diff", "sync"):
+        result = securesession(
+            capsys,
+            option,
+            prod_env.url if option == "--registry" else str(prod_env.key_file),
+            command,
+            test_env.url,
+            prod_env.url,
+            *key_args(test_env, prod_env),
+        )
+        assert result.code == 2, result
+        assert f"{option} does not apply here" in result.stderr

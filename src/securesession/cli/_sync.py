@@ -485,6 +485,14 @@ def _state_name(identity: str) -> str:
 
 
 def _sides(args: argparse.Namespace) -> tuple[Side, Side]:
+    for option, value in (("--registry", args.registry), ("--key-file", args.key_file)):
+        if value:
+            # Silently ignored, it would leave the reader unsure which registry was used.
+            raise UsageError(
+                f"{option} does not apply here: name the registries as SRC and DST, and "
+                "their keys with --src-key-file/--src-key-env and --dst-key-file/--dst-key-env"
+            )
+
     def source(role: str) -> KeySource:
         path, env = getattr(args, f"{role}_key_file"), getattr(args, f"{role}_key_env")
         if path:
