@@ -220,6 +220,12 @@ class Registry(Protocol):
         """Release connections. Closing twice is harmless; every other method of a
         closed registry raises :class:`~securesession.RegistryError`."""
 
+    def __enter__(self) -> Registry:
+        """The registry itself: ``with open_registry(...) as registry:`` closes it."""
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the registry."""
+
 
 class RegistryStore(Protocol):
     """Storage for sealed entries: what a backend author implements.
