@@ -82,6 +82,17 @@ FIXES: dict[str | tuple[str, str], str] = {
         "securesession on this host (every host sharing the registry runs the same or "
         "a newer version)."
     ),
+    "ConflictError": (
+        "Another writer changed the entries the message names since you read them, and "
+        "nothing was written. Read them again and retry (`securesession sync` plans "
+        "afresh; `--force` overwrites). [Registry.apply](concepts.md#writing-a-backend)."
+    ),
+    "AuditError": (
+        "The audit log was edited, cut or replaced outside securesession, or the registry "
+        "changed without its record: the message names the first record at fault. Treat "
+        "it as an incident; compare with a backup and with the head you kept "
+        "([Verify the audit log](operations.md#verify-the-audit-log))."
+    ),
     "VaultError": (
         "See the row for its `reason` below; the message names the address and the path. "
         "[Vault/OpenBao](vault.md#when-the-engine-is-unavailable)."

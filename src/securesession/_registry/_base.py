@@ -27,18 +27,32 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
+from .._audit import (
+    AuditLog,
+    AuditRecord,
+    AuditReport,
+    Pending,
+    check_actor,
+    default_actor,
+    new_records,
+)
+from .._audit import records as audit_records
+from .._audit import verify as verify_log
 from .._crypto import KeyRing, MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import ConflictError, DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
-from ._codec import reseal, seal, unseal
+from ._codec import ENTRY_TAG_FIELD, reseal, seal, unseal
+from ._codec import _open_fields as open_fields  # the audit compares decrypted fields
 
 __all__ = [
     "Applied",
+    "AuditRow",
     "Batch",
     "Change",
     "EncryptedRegistry",
     "EntryRef",
+    "Journal",
     "Registry",
     "RegistryStore",
     "SealedEntry",
@@ -198,6 +212,18 @@ class Registry(Protocol):
     def state(self, name: str) -> str | None:
         """The text last stored under *name* by :meth:`apply`, if any."""
 
+    def audit(
+        self, *, since: float | None = None, entry: str | None = None
+    ) -> Iterator[AuditRecord]:
+        """The audit log's records, oldest first: those at or after time *since* (Unix
+        seconds), of the entry whose prefix is exactly *entry* (and the registry-wide
+        ones, ``"*"``). Nothing is verified: :meth:`verify_audit` does that."""
+
+    def verify_audit(self) -> AuditReport:
+        """Check the whole audit log (links, MACs, the revisions of the registry and of
+        every entry); raise :class:`~securesession.AuditError` naming the first record
+        at fault."""
+
     def entries(self) -> Iterator[ServiceEntry]:
         """Every entry, decrypted, in key order."""
 
@@ -267,6 +293,16 @@ class RegistryStore(Protocol):
     def state(self, name: str) -> str | None:
         """The text a batch last stored under *name*, if any."""
 
+    @property
+    def keeps_audit(self) -> bool:
+        """Whether this store keeps the audit log: if so, every batch comes with a
+        journal, and :meth:`read_audit` returns what the journals appended."""
+
+    def read_audit(self) -> AuditLog:
+        """Every audit record, the registry-wide revision, each entry's revision and the
+        revision logging began at, read in one snapshot. A store that keeps no audit
+        log raises :class:`~securesession.RegistryError` saying so."""
+
     def scan(self) -> Iterator[SealedEntry]:
         """Every stored entry in key order."""
 
@@ -275,10 +311,18 @@ class RegistryStore(Protocol):
         without reading the entries where the store can avoid it: listings and
         progress bars use it, and must not cost one read per entry."""
 
-    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+    def rewrite_all(
+        self,
+        reseal: Callable[[SealedEntry], dict[str, str]],
+        new_key_id: str,
+        *,
+        journal: Journal | None = None,
+    ) -> None:
         """Replace every entry's secrets by ``reseal(entry)`` and record *new_key_id*,
         all in one transaction: either everything changes or nothing does. The
-        settings are kept exactly as stored (the new secrets authenticate them)."""
+        settings are kept exactly as stored (the new secrets authenticate them).
+        *journal*, as for :meth:`apply`, is called with one change per entry (each
+        entry gets a new revision) and its records appended in the transaction."""
 
     def close(self) -> None:
         """Release the store's connections. It may be called more than once."""
@@ -295,7 +339,15 @@ class EncryptedRegistry:
     with :class:`~securesession.RegistryError`, whatever the store would do.
     """
 
-    def __init__(self, store: RegistryStore, key: MasterKey | KeyRing, *, name: str) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        key: MasterKey | KeyRing,
+        *,
+        name: str,
+        actor: str | None = None,
+    ) -> None:
+        self.actor = default_actor() if actor is None else actor
         ring = KeyRing.of(key)
         stored = store.stored_key_id()
         if stored is None:
@@ -410,6 +462,7 @@ class EncryptedRegistry:
                     removes=remove_keys,
                     expect=expected,
                     state=state,
+                    journal=self._journal(operation, key, state),
                 )
             )
 
@@ -475,7 +528,8 @@ class EncryptedRegistry:
                 progress()
             return tokens
 
-        store.rewrite_all(resealed, new_key.key_id)
+        journal = self._journal("rotate", KeyRing.of(new_key), None)
+        store.rewrite_all(resealed, new_key.key_id, journal=journal)
         with self._follow_lock:
             self._key = old_key.rotated_to(new_key)
             self._stored_key_id = new_key.key_id
@@ -489,6 +543,87 @@ class EncryptedRegistry:
                 len(upgraded),
                 "y" if len(upgraded) == 1 else "ies",
             )
+
+    # -- the audit log -------------------------------------------------------------
+
+    @property
+    def actor(self) -> str:
+        """Who the audit records of this registry's writes name (default: the OS user)."""
+        return self._actor
+
+    @actor.setter
+    def actor(self, actor: str) -> None:
+        self._actor = check_actor(actor)
+
+    def _journal(
+        self, operation: str, key: KeyRing, state: tuple[str, str] | None
+    ) -> Journal | None:
+        """What appends the audit records of one batch signed by *key*'s active key, if
+        the store keeps an audit log. It runs inside the store's transaction."""
+        if not self._store.keeps_audit:
+            return None
+        actor = self._actor
+        signer = key.active
+
+        def journal(changes: Sequence[Change], last: AuditRow | None) -> list[AuditRow]:
+            if operation == "rotate":
+                revisions = [change.revision for change in changes]
+                pending = [
+                    Pending(
+                        "rotate",
+                        "*",
+                        max(revisions, default=None),
+                        min(revisions, default=None),
+                        ("secrets",),
+                    )
+                ]
+            else:
+                pending = [
+                    Pending(
+                        operation,
+                        change.key,
+                        change.revision,
+                        fields=_changed(change, key),
+                        change=_kind(change),
+                    )
+                    for change in changes
+                ]
+                if state is not None and not changes:
+                    pending.append(Pending(operation, "*", None, None, (f"state:{state[0]}",)))
+            records = new_records(
+                pending,
+                None if last is None else (last.seq, last.record),
+                key=signer,
+                actor=actor,
+                now=time.time(),
+            )
+            return [AuditRow(seq, text) for seq, text in records]
+
+        return journal
+
+    def _read_audit(self) -> AuditLog:
+        store = self._open_store()
+        if not store.keeps_audit:
+            raise RegistryError(
+                f"registry {self._name} keeps no audit log (its backend does not; see "
+                "docs/vault.md, 'Audit')"
+            )
+        return store.read_audit()
+
+    def audit(
+        self, *, since: float | None = None, entry: str | None = None
+    ) -> Iterator[AuditRecord]:
+        wanted = None if entry is None else canonicalize(entry).key
+        log = self._read_audit()
+        return (
+            record
+            for record in audit_records(log)
+            if (since is None or record.time >= since)
+            and (wanted is None or record.entry in (wanted, "*"))
+        )
+
+    def verify_audit(self) -> AuditReport:
+        return verify_log(self._read_audit(), self._key.get, name=self._name)
 
     def key_usage(self) -> dict[str, int]:
         """How many entries hold a token under each key id, read from the tokens'
@@ -597,6 +732,44 @@ def check_expected(
         f"changed by another writer; nothing was written: {details}",
         urls=tuple(key for key, _, _ in differ),
     )
+
+
+def _changed(change: Change, key: KeyRing) -> tuple[str, ...]:
+    """The names of the fields *change* changed (never a value): settings whose value
+    differs, and secret fields whose decrypted value differs (tokens are randomised, so
+    every token differs). All of an added or removed entry's fields. If the old row
+    does not open (tampered, or under a key the ring lacks), every field counts."""
+    before, after = change.before, change.after
+    if before is None or after is None:
+        row = after or before
+        if row is None:
+            return ()
+        return tuple(sorted({*_setting_names(row), *_secret_names(row)}))
+    settings = {
+        name
+        for name in _setting_names(before) | _setting_names(after)
+        if before.settings.get(name) != after.settings.get(name)
+    }
+    try:
+        old, new = open_fields(before, key)[0], open_fields(after, key)[0]
+    except (DecryptionError, RegistryCorruptError):
+        return tuple(sorted(settings | _secret_names(before) | _secret_names(after)))
+    secrets = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+    return tuple(sorted(settings | secrets))
+
+
+def _kind(change: Change) -> str:
+    if change.after is None:
+        return "removed"
+    return "added" if change.before is None else "changed"
+
+
+def _setting_names(row: SealedEntry) -> set[str]:
+    return set(row.settings) - {"format"}
+
+
+def _secret_names(row: SealedEntry) -> set[str]:
+    return set(row.secrets) - {ENTRY_TAG_FIELD}
 
 
 def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:

@@ -6,11 +6,11 @@ persistent backend runs.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 
+from .._audit import AuditLog
 from .._crypto import KeyRing, MasterKey
 from ._base import (
     Applied,
@@ -19,6 +19,7 @@ from ._base import (
     Change,
     EncryptedRegistry,
     EntryRef,
+    Journal,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -37,7 +38,7 @@ class MemoryStore:
         self._key_id: str | None = None
         self._states: dict[str, str] = {}
         self._audit: list[AuditRow] = []
-        self._revisions = itertools.count(1)
+        self._revision = 0  # registry-wide: every change takes the next one
         self._write_lock = threading.Lock()
 
     def stored_key_id(self) -> str | None:
@@ -75,13 +76,15 @@ class MemoryStore:
             # Everything is computed on copies and swapped in at the end: an exception
             # (from the journal, say) leaves the store as it was.
             rows = dict(self._rows)
+            revision = self._revision
             changes: list[Change] = []
             written: list[SealedEntry] = []
             updated_at = now()
             for write in batch.writes:
+                revision += 1
                 row = SealedEntry(
                     write.key,
-                    next(self._revisions),
+                    revision,
                     updated_at,
                     dict(write.settings),
                     dict(write.secrets),
@@ -92,15 +95,20 @@ class MemoryStore:
             for key in batch.removes:
                 before = rows.pop(key, None)
                 if before is not None:
-                    changes.append(Change(key, next(self._revisions), before, None))
+                    revision += 1
+                    changes.append(Change(key, revision, before, None))
             records: list[AuditRow] = []
-            if batch.journal is not None and changes:
-                records = list(batch.journal(changes, self._audit[-1] if self._audit else None))
+            if batch.journal is not None and (changes or batch.state is not None):
+                records = list(batch.journal(changes, self._last_record()))
             self._rows = rows
+            self._revision = revision
             self._audit.extend(records)
             if batch.state is not None:
                 self._states[batch.state[0]] = batch.state[1]
         return Applied(written, [change.key for change in changes if change.after is None])
+
+    def _last_record(self) -> AuditRow | None:
+        return self._audit[-1] if self._audit else None
 
     def _revision_of(self, key: str) -> int | None:
         row = self._rows.get(key)
@@ -109,22 +117,44 @@ class MemoryStore:
     def state(self, name: str) -> str | None:
         return self._states.get(name)
 
+    #: The memory store keeps an audit log for as long as it lives.
+    keeps_audit: Final = True
+
+    def read_audit(self) -> AuditLog:
+        with self._write_lock:
+            return AuditLog(
+                rows=[(row.seq, row.record) for row in self._audit],
+                revision=self._revision,
+                entries={key: row.revision for key, row in self._rows.items()},
+                logged_from=0,
+            )
+
     def scan(self) -> Iterator[SealedEntry]:
         return iter(sorted(self._rows.values(), key=lambda row: row.key))
 
     def keys(self) -> Iterator[str]:
         return iter(sorted(self._rows))
 
-    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+    def rewrite_all(
+        self,
+        reseal: Callable[[SealedEntry], dict[str, str]],
+        new_key_id: str,
+        *,
+        journal: Journal | None = None,
+    ) -> None:
         with self._write_lock:
             # Build the whole new table first, then swap: a failure leaves the old one.
-            rows = {
-                key: SealedEntry(
-                    key, next(self._revisions), row.updated_at, row.settings, reseal(row)
-                )
-                for key, row in self._rows.items()
-            }
+            revision = self._revision
+            rows: dict[str, SealedEntry] = {}
+            changes: list[Change] = []
+            for key, row in sorted(self._rows.items()):
+                revision += 1
+                rows[key] = SealedEntry(key, revision, row.updated_at, row.settings, reseal(row))
+                changes.append(Change(key, revision, row, rows[key]))
+            records = [] if journal is None else list(journal(changes, self._last_record()))
             self._rows = rows
+            self._revision = revision
+            self._audit.extend(records)
             self._key_id = new_key_id
 
     def close(self) -> None:

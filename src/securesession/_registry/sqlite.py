@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from .._audit import AuditLog
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
 from ._base import (
@@ -37,6 +38,7 @@ from ._base import (
     Change,
     EncryptedRegistry,
     EntryRef,
+    Journal,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -186,6 +188,7 @@ class SQLiteStore:
             if version is None:
                 connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 connection.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
+                connection.execute("INSERT OR IGNORE INTO meta VALUES ('audit_from', '0')")
             elif version > SCHEMA_VERSION:
                 connection.execute("ROLLBACK")
                 raise SchemaVersionError(
@@ -196,6 +199,11 @@ class SQLiteStore:
                 # The new tables were created above; the version says so from now on,
                 # and a securesession that predates them refuses to write here.
                 connection.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+                # The audit log starts now: entries at this revision or older predate it.
+                connection.execute(
+                    "INSERT OR IGNORE INTO meta SELECT 'audit_from', value FROM meta"
+                    " WHERE name = 'revision'"
+                )
                 logger.info("registry %s: schema migrated to version %d", self.path, SCHEMA_VERSION)
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -387,7 +395,7 @@ class SQLiteStore:
                     removed.append(key)
             if batch.state is not None:
                 connection.execute("INSERT OR REPLACE INTO states VALUES (?, ?)", batch.state)
-            if journal is not None and changes:
+            if journal is not None and (changes or batch.state is not None):
                 self._append_audit(connection, journal(changes, self._last_audit(connection)))
         if removed:
             self._checkpoint("removal")
@@ -411,6 +419,38 @@ class SQLiteStore:
         connection.executemany(
             "INSERT INTO audit VALUES (?, ?)", [(record.seq, record.record) for record in records]
         )
+
+    #: SQLite keeps the audit log, in the ``audit`` table.
+    keeps_audit: Final = True
+
+    def read_audit(self) -> AuditLog:
+        connection = self._connection()
+        try:
+            # One read transaction: the records, the revision and the entries agree.
+            connection.execute("BEGIN")
+            try:
+                rows = connection.execute("SELECT seq, record FROM audit ORDER BY seq").fetchall()
+                meta = dict(
+                    connection.execute(
+                        "SELECT name, value FROM meta WHERE name IN ('revision', 'audit_from')"
+                    ).fetchall()
+                )
+                entries = connection.execute("SELECT key, revision FROM entries").fetchall()
+            finally:
+                connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error("cannot read the audit log of", exc) from exc
+        try:
+            return AuditLog(
+                rows=[(int(seq), str(record)) for seq, record in rows],
+                revision=int(meta["revision"]),
+                entries={str(key): self._revision(key, revision) for key, revision in entries},
+                logged_from=int(meta.get("audit_from", 0)),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise RegistryCorruptError(
+                f"registry {self.path}: its revision or audit records are not numbers"
+            ) from None
 
     def state(self, name: str) -> str | None:
         try:
@@ -444,18 +484,33 @@ class SQLiteStore:
             raise self._error("cannot read", exc) from exc
         return iter([str(key) for (key,) in rows])
 
-    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+    def rewrite_all(
+        self,
+        reseal: Callable[[SealedEntry], dict[str, str]],
+        new_key_id: str,
+        *,
+        journal: Journal | None = None,
+    ) -> None:
         with self._transaction("rotate") as connection:
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM entries"  # noqa: S608
             ).fetchall()
+            changes: list[Change] = []
             for row in rows:
                 sealed = self._sealed(row)
+                secrets = reseal(sealed)
+                revision = self._next_revision(connection)
                 connection.execute(
                     "UPDATE entries SET secrets = ?, revision = ? WHERE key = ?",
-                    (dumps(reseal(sealed)), self._next_revision(connection), sealed.key),
+                    (dumps(secrets), revision, sealed.key),
                 )
+                after = SealedEntry(
+                    sealed.key, revision, sealed.updated_at, sealed.settings, secrets
+                )
+                changes.append(Change(sealed.key, revision, sealed, after))
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (new_key_id,))
+            if journal is not None:
+                self._append_audit(connection, journal(changes, self._last_audit(connection)))
         self._checkpoint("rotation")
 
     def _checkpoint(self, after: str) -> None:

@@ -18,6 +18,7 @@ from securesession import (
     __version__,
     canonicalize,
 )
+from securesession._audit import acting_as, check_actor
 
 from ._common import EXIT_FAILED, EXIT_USAGE, CommandError, UsageError
 from ._secrets import refuse_secrets_on_argv
@@ -72,6 +73,14 @@ def _positive(value: str) -> float:
     return number
 
 
+def _actor(value: str) -> str:
+    """argparse type: a name audit records can carry (printable, short)."""
+    try:
+        return check_actor(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
     # The same options are accepted before and after the command name; in the
     # subcommand their default is SUPPRESS so it does not overwrite the main one.
@@ -96,6 +105,13 @@ def _common_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> 
         action="store_true",
         default=argparse.SUPPRESS if in_subcommand else False,
         help="show tracebacks and the library's debug log on stderr",
+    )
+    group.add_argument(
+        "--actor",
+        metavar="NAME",
+        type=_actor,
+        default=unset,
+        help="who the audit records of this command's changes name (default: the OS user)",
     )
 
 
@@ -379,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_check_command(subparsers)
+    add_log_command(subparsers)
 
     demo = _add_parser(
         subparsers,
@@ -477,6 +494,34 @@ def add_diff_commands(subparsers: Any) -> None:
     sync.add_argument("--apply", action="store_true", help="carry the plan out (default: print it)")
 
 
+def add_log_command(subparsers: Any) -> None:
+    """``log``: the audit log; ``log --verify``: check it."""
+    log = _add_parser(
+        subparsers,
+        "log",
+        _lazy("._log", "cmd_log"),
+        "show the audit log of the registry's changes, or verify it",
+        "Show the audit log: one record per change (time, operation, entry, revision,\n"
+        "names of the changed fields, actor), never a value. --verify checks that no\n"
+        "record was removed, edited, reordered or copied from another registry, and that\n"
+        "every change of the registry has its record. Exit code 1 when it fails.",
+    )
+    log.add_argument(
+        "--since", metavar="TIME", help="records from TIME on: ISO 8601, or an age (90m, 12h, 7d)"
+    )
+    log.add_argument("--entry", metavar="URL", type=_url, help="records of this entry only")
+    log.add_argument("--json", action="store_true", help="machine-readable output")
+    log.add_argument(
+        "--verify", action="store_true", help="check the whole log; exit 1 if it is not intact"
+    )
+    log.add_argument(
+        "--expect-head",
+        metavar="SEQ:SHA256",
+        help="with --verify: also fail unless record SEQ has this digest (a head printed by "
+        "an earlier verify and kept elsewhere)",
+    )
+
+
 def known_options(parser: argparse.ArgumentParser) -> set[str]:
     """Every option string of *parser* and its subcommands."""
     options: set[str] = set()
@@ -509,7 +554,8 @@ def run(argv: Sequence[str]) -> int:
         refuse_secrets_on_argv(argv, known_options(parser))
         args = parser.parse_args(argv)
         handler: Handler = args.handler
-        return handler(args)
+        with acting_as(getattr(args, "actor", None)):
+            return handler(args)
     except SystemExit as exc:  # --help, --version
         if exc.code is None:
             return 0

@@ -314,8 +314,10 @@ def _apply(registry: Registry, entries: list[ServiceEntry], args: argparse.Names
     added: list[ServiceEntry] = []
     changed: list[ServiceEntry] = []
     unchanged: list[ServiceEntry] = []
+    revisions: dict[str, int | None] = {}
     for entry in entries:
         existing = exact_entry(registry, entry.url)
+        revisions[entry.url] = None if existing is None else existing.revision
         if existing is None:
             added.append(entry)
         elif existing == entry:
@@ -331,9 +333,15 @@ def _apply(registry: Registry, entries: list[ServiceEntry], args: argparse.Names
             "registry; nothing was imported (choose with --on-conflict skip|replace)"
         )
     written = added + (changed if policy == "replace" else [])
-    if not args.dry_run:
-        for entry in written:
-            registry.put(entry)
+    if not args.dry_run and written:
+        # One transaction: a failure part way (disk full, a lost connection, a killed
+        # process) leaves the registry exactly as it was. What was compared above must
+        # still hold at COMMIT, or another writer's change would be overwritten unseen.
+        expect = {entry.url: revisions.get(entry.url) for entry in written}
+        try:
+            registry.apply(written, operation="import", expect=expect)
+        except SecureSessionError as exc:
+            raise CommandError(f"{exc}; nothing was imported") from exc
     action = "replaced" if policy == "replace" else "skipped"
     for entry in added:
         out(f"added      {entry.url}")

@@ -51,6 +51,10 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 seq    bigint PRIMARY KEY,
                 record text NOT NULL
             )""",
+            # The audit log starts now: entries at this revision or older predate it
+            # (0 for a registry created with the log).
+            "ALTER TABLE {schema}.state ADD COLUMN IF NOT EXISTS audit_from bigint",
+            "UPDATE {schema}.state SET audit_from = revision WHERE audit_from IS NULL",
         ),
     ),
 )
@@ -80,7 +84,8 @@ class Queries:
     write_state: sql.Composed
     last_audit: sql.Composed
     append_audit: sql.Composed
-    audit_after: sql.Composed
+    audit_all: sql.Composed
+    audit_state: sql.Composed
 
     @classmethod
     def build(cls, schema: str) -> Queries:
@@ -127,7 +132,8 @@ class Queries:
             ),
             last_audit=q("SELECT seq, record FROM {schema}.audit ORDER BY seq DESC LIMIT 1"),
             append_audit=q("INSERT INTO {schema}.audit (seq, record) VALUES (%s, %s)"),
-            audit_after=q("SELECT seq, record FROM {schema}.audit WHERE seq > %s ORDER BY seq"),
+            audit_all=q("SELECT seq, record FROM {schema}.audit ORDER BY seq"),
+            audit_state=q("SELECT revision, audit_from FROM {schema}.state WHERE id = 1"),
         )
 
 

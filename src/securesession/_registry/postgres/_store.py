@@ -8,6 +8,7 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ..._audit import AuditLog
 from ..._crypto import KeyRing, MasterKey
 from ..._exceptions import RegistryCorruptError
 from .._base import (
@@ -17,6 +18,7 @@ from .._base import (
     Change,
     EncryptedRegistry,
     EntryRef,
+    Journal,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -155,15 +157,8 @@ class PostgresStore:
                 connection.execute(self._q.set_revision, (revision,))
             if batch.state is not None:
                 connection.execute(self._q.write_state, batch.state)
-            if journal is not None and changes:
-                last = connection.execute(self._q.last_audit).fetchone()
-                records = journal(
-                    changes, None if last is None else AuditRow(int(last[0]), str(last[1]))
-                )
-                with connection.cursor() as cursor:
-                    cursor.executemany(
-                        self._q.append_audit, [(record.seq, record.record) for record in records]
-                    )
+            if journal is not None and (changes or batch.state is not None):
+                self._append_audit(connection, journal, changes)
             if len(notices) > _MAX_NOTIFICATIONS:
                 announce(connection, self._target.channel, "*", revision)
             else:
@@ -177,6 +172,39 @@ class PostgresStore:
         if applied.written or applied.removed:
             self._listener.await_change(revision)
         return applied
+
+    def _append_audit(
+        self, connection: Connection, journal: Journal, changes: Sequence[Change]
+    ) -> None:
+        last = connection.execute(self._q.last_audit).fetchone()
+        records = journal(changes, None if last is None else AuditRow(int(last[0]), str(last[1])))
+        if records:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    self._q.append_audit, [(record.seq, record.record) for record in records]
+                )
+
+    #: PostgreSQL keeps the audit log, in the ``audit`` table.
+    keeps_audit: Final = True
+
+    def read_audit(self) -> AuditLog:
+        def read(connection: Connection) -> AuditLog:
+            # One snapshot: the records, the revision and the entries agree.
+            with connection.transaction():
+                connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                rows = connection.execute(self._q.audit_all).fetchall()
+                state = connection.execute(self._q.audit_state).fetchone()
+                entries = connection.execute(self._q.index).fetchall()
+            if state is None:
+                raise RegistryCorruptError(f"registry {self.name}: its state row is missing")
+            return AuditLog(
+                rows=[(int(seq), str(record)) for seq, record in rows],
+                revision=int(state[0]),
+                entries={str(key): int(revision) for key, revision in entries},
+                logged_from=0 if state[1] is None else int(state[1]),
+            )
+
+        return self._pool.query("read the audit log of", read)
 
     def _stored_revision(self, connection: Connection, key: str) -> int | None:
         row = connection.execute(self._q.revision_of, (key,)).fetchone()
@@ -199,10 +227,17 @@ class PostgresStore:
         rows = self._pool.query("read", lambda c: c.execute(self._q.index).fetchall())
         return iter(sorted(str(row[0]) for row in rows))  # code-point order, as scan's
 
-    def rewrite_all(self, reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str) -> None:
+    def rewrite_all(
+        self,
+        reseal: Callable[[SealedEntry], dict[str, str]],
+        new_key_id: str,
+        *,
+        journal: Journal | None = None,
+    ) -> None:
         def body(connection: Connection) -> int:
             revision = self._lock_revision(connection)
             rows = connection.execute(self._q.scan_for_update).fetchall()
+            changes: list[Change] = []
             # Batches keep memory flat and make the rotation's progress visible to a
             # server-side observer; it commits (or not) as a whole either way.
             for start in range(0, len(rows), _ROTATE_BATCH):
@@ -210,10 +245,18 @@ class PostgresStore:
                 for row in rows[start : start + _ROTATE_BATCH]:
                     revision += 1
                     sealed = self._sealed(row)
-                    batch.append((Jsonb(reseal(sealed)), revision, sealed.key))
+                    secrets = reseal(sealed)
+                    batch.append((Jsonb(secrets), revision, sealed.key))
+                    if journal is not None:
+                        after = SealedEntry(
+                            sealed.key, revision, sealed.updated_at, sealed.settings, secrets
+                        )
+                        changes.append(Change(sealed.key, revision, sealed, after))
                 with connection.cursor() as cursor:
                     cursor.executemany(self._q.reseal, batch)
             connection.execute(self._q.rotate_state, (revision, new_key_id))
+            if journal is not None:
+                self._append_audit(connection, journal, changes)
             announce(connection, self._target.channel, "*", revision)
             return revision
 
