@@ -49,8 +49,6 @@ from urllib3.util.retry import Retry
 from ._entry import ServiceEntry
 from ._exceptions import ConfigurationError, TLSConfigError
 from ._tls.context import ProfileContext, build_context
-from ._tls.diagnosis import diagnose
-from ._tls.iis import describe_iis_403, iis_substatus
 from ._tls.model import TLSProfile
 from ._urls import redacted_url
 
@@ -392,6 +390,9 @@ class SecureAdapter(HTTPAdapter):
         except (RequestsSSLError, RequestsConnectionError) as exc:
             if entry is None:
                 raise
+            # Loaded at the first failure: a process whose calls succeed never pays for it.
+            from ._tls.diagnosis import diagnose
+
             url = request.url or ""
             parts = urlsplit(url)
             error = diagnose(
@@ -413,6 +414,8 @@ class SecureAdapter(HTTPAdapter):
         return response
 
     def _explain_403(self, entry: ServiceEntry, response: Response) -> None:
+        from ._tls.iis import describe_iis_403, iis_substatus  # at the first 403
+
         headers = dict(response.headers)
         substatus = iis_substatus(headers)
         if substatus is None:

@@ -308,7 +308,12 @@ def test_tls_profile_round_trips_through_the_registry_encrypted(
     assert sealed.settings["format"] == ENTRY_FORMAT_TLS
     assert sealed_plain.settings["format"] == ENTRY_FORMAT
     assert sealed.settings["tls"]["pins"] == [ca.spki_sha256_pin]
-    assert set(sealed.secrets) == {"$entry", "tls.client_cert", "tls.client_cert.password"}
+    assert set(sealed.secrets) == {
+        "$entry",
+        "tls.client_cert",
+        "tls.client_cert.password",
+        "tls.client_cert.facts",  # subject, validity: encrypted too
+    }
     raw = db.read_bytes()
     assert b"SECRET" not in raw and b"PRIVATE KEY" not in raw
 

@@ -68,6 +68,9 @@ _LEGACY: Final = b"securesession entry\x00"
 _FIELD_V3: Final = b"securesession entry v3\x00"
 _TAG_V3: Final = b"securesession entry tag v3\x00"
 _TAG_PLAINTEXT: Final = b""
+#: The client certificate's public facts (JSON), written since 0.2; encrypted like the
+#: certificate itself, so a store reader learns no more than before.
+_CERT_FACTS_FIELD: Final = "tls.client_cert.facts"
 
 _legacy_warned: set[tuple[str, int]] = set()
 _legacy_warned_lock = threading.Lock()
@@ -139,7 +142,7 @@ def unseal(sealed: SealedEntry, key: TokenCipher) -> ServiceEntry:
             request_headers=tuple(settings["request_headers"]),
             secret_headers=headers,
             description=settings.get("description", ""),
-            tls=_unseal_tls(settings.get("tls"), clear),
+            tls=_unseal_tls(settings.get("tls"), clear, authenticated=not legacy),
         )
     except TLSConfigError as exc:
         raise TLSConfigError(f"entry {sealed.key}: stored TLS profile: {exc}") from None
@@ -291,6 +294,8 @@ def _seal_tls(profile: TLSProfile, clear: dict[str, str]) -> dict[str, Any]:
         clear["tls.client_cert"] = base64.b64encode(cert.data).decode("ascii")
         if cert.password is not None:
             clear["tls.client_cert.password"] = cert.password.reveal()
+        # Subject, issuer, validity, fingerprint: loading the entry reads no certificate.
+        clear[_CERT_FACTS_FIELD] = json.dumps(cert._stored_facts(), sort_keys=True)
     return {
         "client_cert_format": None if cert is None else cert.format,
         "version": profile.version,
@@ -308,28 +313,38 @@ def _seal_tls(profile: TLSProfile, clear: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _unseal_tls(settings: Any, clear: dict[str, str]) -> TLSProfile | None:
+def _unseal_tls(settings: Any, clear: dict[str, str], *, authenticated: bool) -> TLSProfile | None:
+    """The stored profile. An authenticated entry's certificate facts, CA bundle and CRL
+    are taken as stored (the tag vouches for them; they were checked when the entry was
+    put), so nothing is parsed until a context is built; a legacy entry's are read again."""
     if settings is None:
         return None  # written before TLS profiles existed, or an entry without one
     if not isinstance(settings, dict):
         raise TypeError("tls settings are not an object")
     cert: ClientCertificate | None = None
     if settings["client_cert_format"] is not None:
-        cert = ClientCertificate(
+        material = (
             settings["client_cert_format"],
             base64.b64decode(clear["tls.client_cert"], validate=True),
             clear.get("tls.client_cert.password"),
         )
+        if authenticated:
+            facts = clear.get(_CERT_FACTS_FIELD)
+            stored = None if facts is None else json.loads(facts)
+            cert = ClientCertificate._stored(*material, stored)
+        else:
+            cert = ClientCertificate(*material)
     ca_bundle, crl = settings["ca_bundle"], settings["crl"]
-    return TLSProfile(
-        client_cert=cert,
-        version=settings["version"],
-        min_version=settings["min_version"],
-        max_version=settings["max_version"],
-        ca_bundle=ca_bundle if ca_bundle in (None, "system") else ca_bundle.encode("ascii"),
-        pins=tuple(settings["pins"]),
-        crl=None if crl is None else crl.encode("ascii"),
-        crl_scope=settings["crl_scope"],
-        check_revocation=settings["check_revocation"],
-        allow_legacy=settings["allow_legacy"],
-    )
+    fields: dict[str, Any] = {
+        "client_cert": cert,
+        "version": settings["version"],
+        "min_version": settings["min_version"],
+        "max_version": settings["max_version"],
+        "ca_bundle": ca_bundle if ca_bundle in (None, "system") else ca_bundle.encode("ascii"),
+        "pins": tuple(settings["pins"]),
+        "crl": None if crl is None else crl.encode("ascii"),
+        "crl_scope": settings["crl_scope"],
+        "check_revocation": settings["check_revocation"],
+        "allow_legacy": settings["allow_legacy"],
+    }
+    return TLSProfile._stored(**fields) if authenticated else TLSProfile(**fields)

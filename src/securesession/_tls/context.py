@@ -23,7 +23,6 @@ operating system's trust store explicitly, through truststore.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import ssl
@@ -41,7 +40,14 @@ from .._exceptions import (
     ServerCertificateError,
     TLSConfigError,
 )
-from .model import _LEGACY, EXPIRY_WARNING_DAYS, TLSProfile, _describe_versions, spki_pin
+from .model import (
+    _LEGACY,
+    EXPIRY_WARNING_DAYS,
+    ClientCertificate,
+    TLSProfile,
+    _describe_versions,
+    spki_pin,
+)
 
 __all__ = ["ProfileContext", "build_context"]
 
@@ -110,7 +116,7 @@ _C_LEVEL_PROPERTIES: Final = (
 
 def _c_level_property(name: str) -> property:
     """*name*'s standard getter, and a setter that writes the C-level attribute itself."""
-    standard = inspect.getattr_static(_StandardSSLContext, name)
+    standard = next(k.__dict__[name] for k in _StandardSSLContext.__mro__ if name in k.__dict__)
     raw = getattr(_C_LEVEL, name)
 
     def set_value(self: ssl.SSLContext, value: Any) -> None:
@@ -225,7 +231,7 @@ class ProfileContext(_IsolatedSSLContext):
                     negotiated,
                 )
         if profile.check_revocation and profile.crl is None and not self._crl_dp_warned:
-            points = _crl_distribution_points(der)
+            points = _crl_distribution_points(sock)
             if points:
                 with self._warn_lock:
                     first, self._crl_dp_warned = not self._crl_dp_warned, True
@@ -249,21 +255,13 @@ def _subject_of(der: bytes) -> str:
         return "unreadable certificate"
 
 
-def _crl_distribution_points(der: bytes) -> list[str]:
-    from cryptography import x509
-
-    try:
-        ext = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
-            x509.CRLDistributionPoints
-        )
-    except (ValueError, x509.ExtensionNotFound):
-        return []
-    return [
-        name.value
-        for point in ext.value
-        for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-    ]
+def _crl_distribution_points(sock: _PeerSocket) -> list[str]:
+    """The CRL distribution point URIs of the server's certificate, as OpenSSL decoded
+    them for the standard library (the context verifies the server, so its decoded
+    certificate is there): no certificate is parsed in Python for them."""
+    decoded = sock.getpeercert(False)
+    points = decoded.get("crlDistributionPoints", ()) if isinstance(decoded, dict) else ()
+    return [point for point in points if isinstance(point, str)]
 
 
 @contextlib.contextmanager
@@ -358,12 +356,18 @@ def _default_ca_file() -> str | None:
     return str(certifi.where())
 
 
-def build_context(profile: TLSProfile, *, where: str) -> ProfileContext:
+def build_context(profile: TLSProfile, *, where: str, rewrap: bool = False) -> ProfileContext:
     """Build the one ``SSLContext`` of *profile*, for the entry named *where*.
 
     Raises :class:`TLSConfigError` when the local OpenSSL cannot honour the profile
     and :class:`ClientCertificateExpiredError` for an expired client certificate;
     logs a warning when the certificate expires within ``EXPIRY_WARNING_DAYS`` (30).
+
+    A PEM client certificate whose key is encrypted goes to OpenSSL as it is (OpenSSL
+    decrypts the key in memory with the certificate's password): no certificate code
+    is loaded in Python. Any other (PKCS#12, a key in clear), or with *rewrap*, is
+    read with ``cryptography`` and its key re-encrypted under a one-time passphrase
+    first. Either way the key reaches OpenSSL encrypted.
     """
     context_class = ProfileContext
     if profile.system_trust:
@@ -438,6 +442,11 @@ def build_context(profile: TLSProfile, *, where: str) -> ProfileContext:
         context._not_before = cert.not_before.timestamp()
         context._not_after = cert.not_after.timestamp()
         context.refuse_if_expired()
+        if not _load_client_certificate(context, cert, where, rewrap=rewrap):
+            # OpenSSL refused the chain as stored (it does not start with its leaf,
+            # or its key cipher is one this OpenSSL lacks): start again on a clean
+            # context, the key re-wrapped.
+            return build_context(profile, where=where, rewrap=True)
         days = cert.expires_in() / 86400
         if days < EXPIRY_WARNING_DAYS:
             logger.warning(
@@ -446,14 +455,6 @@ def build_context(profile: TLSProfile, *, where: str) -> ProfileContext:
                 cert.describe(),
                 days,
             )
-        pem, passphrase = cert._rewrapped()
-        try:
-            with _private_path(pem) as path:
-                context.load_cert_chain(path, password=passphrase)
-        except ssl.SSLError as exc:
-            raise TLSConfigError(
-                f"entry {where}: OpenSSL refused the client certificate {cert.subject}: {exc}"
-            ) from None
         # TLS 1.3 servers (IIS among them) may ask for the certificate only once
         # they see the request path.
         context.post_handshake_auth = True
@@ -461,3 +462,27 @@ def build_context(profile: TLSProfile, *, where: str) -> ProfileContext:
     # that write a no-op on an object shared between threads.
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def _load_client_certificate(
+    context: ProfileContext, cert: ClientCertificate, where: str, *, rewrap: bool
+) -> bool:
+    """Load *cert* and its key into *context*; False when OpenSSL refused the PEM as
+    stored (then *context* is not to be used), so that the caller re-wraps instead."""
+    as_stored = None if rewrap else cert._pem_as_stored()
+    if as_stored is not None:
+        try:
+            with _private_path(as_stored[0]) as path:
+                context.load_cert_chain(path, password=as_stored[1])
+        except ssl.SSLError:
+            return False
+        return True
+    pem, passphrase = cert._rewrapped()
+    try:
+        with _private_path(pem) as path:
+            context.load_cert_chain(path, password=passphrase)
+    except ssl.SSLError as exc:
+        raise TLSConfigError(
+            f"entry {where}: OpenSSL refused the client certificate {cert.subject}: {exc}"
+        ) from None
+    return True

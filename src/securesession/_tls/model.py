@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 from .._exceptions import TLSConfigError
 from .._secret import Secret
@@ -120,6 +120,83 @@ def _describe_versions(low: TLSVersionName, high: TLSVersionName) -> str:
 # -- client certificate ------------------------------------------------------------
 
 
+class _LeafFacts:
+    """The public facts of a client certificate's leaf, as :class:`ClientCertificate`
+    shows them. A registry stores them with the entry (a field of their own, encrypted
+    and authenticated like the certificate), so that loading an entry reads no
+    certificate."""
+
+    __slots__ = ("fingerprint", "issuer", "not_after", "not_before", "serial", "subject")
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        issuer: str,
+        serial: int,
+        not_before: datetime,
+        not_after: datetime,
+        fingerprint: str,
+    ) -> None:
+        self.subject = subject
+        self.issuer = issuer
+        self.serial = serial
+        self.not_before = not_before
+        self.not_after = not_after
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def of(cls, leaf: x509.Certificate) -> _LeafFacts:
+        from cryptography.hazmat.primitives import hashes
+
+        return cls(
+            subject=leaf.subject.rfc4514_string(),
+            issuer=leaf.issuer.rfc4514_string(),
+            serial=leaf.serial_number,
+            not_before=leaf.not_valid_before_utc,
+            not_after=leaf.not_valid_after_utc,
+            fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
+        )
+
+    def as_record(self) -> dict[str, str]:
+        # Strings only: a serial number is wider than a float, and a datetime has no
+        # JSON type.
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": f"{self.serial:x}",
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "sha256": self.fingerprint,
+        }
+
+    @classmethod
+    def from_record(cls, stored: object) -> _LeafFacts:
+        """The facts :meth:`as_record` wrote; ``ValueError`` for anything else."""
+        if not isinstance(stored, dict) or set(stored) != _FACT_NAMES:
+            raise ValueError("client certificate facts are not the expected object")
+        if not all(isinstance(value, str) for value in stored.values()):
+            raise ValueError("client certificate facts are not all strings")
+        not_before = datetime.fromisoformat(stored["not_before"])
+        not_after = datetime.fromisoformat(stored["not_after"])
+        if not_before.utcoffset() is None or not_after.utcoffset() is None:
+            raise ValueError("client certificate validity has no time zone")
+        if not _FINGERPRINT.fullmatch(stored["sha256"]):
+            raise ValueError("client certificate fingerprint is not SHA-256 hex")
+        return cls(
+            subject=stored["subject"],
+            issuer=stored["issuer"],
+            serial=int(stored["serial"], 16),
+            not_before=not_before,
+            not_after=not_after,
+            fingerprint=stored["sha256"],
+        )
+
+
+_FACT_NAMES: Final = frozenset({"subject", "issuer", "serial", "not_before", "not_after", "sha256"})
+_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
+
+
 @dataclass(frozen=True, repr=False)
 class ClientCertificate:
     """A client certificate (with its chain) and its private key, for mutual TLS.
@@ -135,23 +212,27 @@ class ClientCertificate:
     material or the password. Public facts about the leaf certificate are
     attributes: :attr:`subject`, :attr:`issuer`, :attr:`serial`,
     :attr:`not_before`, :attr:`not_after`, :attr:`fingerprint` (SHA-256, hex).
+    A registry stores them with the entry (encrypted and authenticated with it), so a
+    certificate loaded from a registry is not parsed until a TLS context needs it.
     """
 
     format: CertificateFormat
     data: bytes
     password: Secret | None
-    subject: str = field(compare=False)
-    issuer: str = field(compare=False)
-    serial: int = field(compare=False)
-    not_before: datetime = field(compare=False)
-    not_after: datetime = field(compare=False)
-    fingerprint: str = field(compare=False)
+    # None until first needed, for a certificate loaded from an entry stored before
+    # the facts were (securesession 0.1 and 0.2 pre-releases).
+    _facts: _LeafFacts | None = field(compare=False)
 
     def __init__(
         self, format: CertificateFormat, data: bytes, password: str | Secret | None = None
     ) -> None:
-        from cryptography.hazmat.primitives import hashes
+        self._set_material(format, data, password)
+        _key, leaf, _chain = self._load()
+        object.__setattr__(self, "_facts", _LeafFacts.of(leaf))
 
+    def _set_material(
+        self, format: CertificateFormat, data: bytes, password: str | Secret | None
+    ) -> None:
         if format not in get_args(CertificateFormat):
             raise TLSConfigError(
                 f"client certificate format must be 'pem' or 'pkcs12', not {format!r}"
@@ -161,13 +242,64 @@ class ClientCertificate:
         object.__setattr__(self, "format", format)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "password", None if password is None else Secret(password))
-        _key, leaf, _chain = self._load()
-        object.__setattr__(self, "subject", leaf.subject.rfc4514_string())
-        object.__setattr__(self, "issuer", leaf.issuer.rfc4514_string())
-        object.__setattr__(self, "serial", leaf.serial_number)
-        object.__setattr__(self, "not_before", leaf.not_valid_before_utc)
-        object.__setattr__(self, "not_after", leaf.not_valid_after_utc)
-        object.__setattr__(self, "fingerprint", leaf.fingerprint(hashes.SHA256()).hex())
+
+    @classmethod
+    def _stored(
+        cls,
+        format: CertificateFormat,
+        data: bytes,
+        password: str | Secret | None,
+        facts: object | None,
+    ) -> ClientCertificate:
+        """The certificate of an authenticated registry entry, with the *facts* stored
+        beside it (:meth:`_stored_facts`), and nothing read: the entry tag vouches for
+        both, and they were checked when the entry was put. *facts* None (an entry
+        stored before them) reads the bundle when a fact is first asked for."""
+        cert = object.__new__(cls)
+        cert._set_material(format, data, password)
+        object.__setattr__(cert, "_facts", None if facts is None else _LeafFacts.from_record(facts))
+        return cert
+
+    def _stored_facts(self) -> dict[str, str]:
+        """The leaf's public facts, as a registry stores them with the entry."""
+        return self._leaf_facts().as_record()
+
+    def _leaf_facts(self) -> _LeafFacts:
+        facts = self._facts
+        if facts is None:  # an entry stored without them: read the bundle once
+            facts = _LeafFacts.of(self._load()[1])
+            object.__setattr__(self, "_facts", facts)
+        return facts
+
+    @property
+    def subject(self) -> str:
+        """The leaf certificate's subject (RFC 4514)."""
+        return self._leaf_facts().subject
+
+    @property
+    def issuer(self) -> str:
+        """The leaf certificate's issuer (RFC 4514)."""
+        return self._leaf_facts().issuer
+
+    @property
+    def serial(self) -> int:
+        """The leaf certificate's serial number."""
+        return self._leaf_facts().serial
+
+    @property
+    def not_before(self) -> datetime:
+        """Start of the leaf certificate's validity (UTC)."""
+        return self._leaf_facts().not_before
+
+    @property
+    def not_after(self) -> datetime:
+        """End of the leaf certificate's validity (UTC)."""
+        return self._leaf_facts().not_after
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the leaf certificate (DER), hex."""
+        return self._leaf_facts().fingerprint
 
     @classmethod
     def from_pkcs12(cls, source: Source, password: str | Secret | None = None) -> ClientCertificate:
@@ -192,7 +324,7 @@ class ClientCertificate:
         key_pem = b"" if key is None else _read_source(key, "private key")
         blocks = [m.group(0) for m in _PEM_BLOCK.finditer(cert_pem + b"\n" + key_pem)]
         certs = [b for b in blocks if b.startswith(b"-----BEGIN CERTIFICATE-----")]
-        keys = [b for b in blocks if _block_label(b) in _KEY_LABELS]
+        keys = [b for b in blocks if _is_key_block(b)]
         if not certs:
             raise TLSConfigError("the client certificate PEM holds no CERTIFICATE block")
         if len(keys) != 1:
@@ -219,6 +351,20 @@ class ClientCertificate:
             )
         return key, leaf, others
 
+    def _pem_as_stored(self) -> tuple[bytes, bytes] | None:
+        """``(pem, password)`` for OpenSSL as they are, when it can load them so: a PEM
+        chain whose private key is encrypted under the certificate's password. None
+        otherwise (PKCS#12; a key in clear, which is never handed over as it is): then
+        :meth:`_rewrapped` is the way. OpenSSL still checks that the key belongs to the
+        first certificate, and a chain that does not start with its leaf is refused."""
+        password = _password_bytes(self.password)
+        if self.format != "pem" or password is None:
+            return None
+        keys = [m.group(0) for m in _PEM_BLOCK.finditer(self.data) if _is_key_block(m.group(0))]
+        if len(keys) != 1 or not _is_encrypted_key(keys[0]):
+            return None
+        return self.data, password
+
     def _rewrapped(self) -> tuple[bytes, bytes]:
         """``(pem, passphrase)``: the chain, leaf first, and the private key encrypted
         under a fresh random *passphrase*; what ``build_context`` hands to OpenSSL."""
@@ -239,7 +385,9 @@ class ClientCertificate:
         return self.not_after.timestamp() - (time.time() if now is None else now)
 
     def __hash__(self) -> int:
-        return hash(self.fingerprint)
+        # What equality compares (less the password): equal certificates hash equal,
+        # and hashing one reads nothing.
+        return hash((self.format, self.data))
 
     def __repr__(self) -> str:
         return (
@@ -259,6 +407,15 @@ class ClientCertificate:
 
 def _block_label(block: bytes) -> bytes:
     return block[len(b"-----BEGIN ") : block.index(b"-----", len(b"-----BEGIN "))]
+
+
+def _is_key_block(block: bytes) -> bool:
+    return _block_label(block) in _KEY_LABELS
+
+
+def _is_encrypted_key(block: bytes) -> bool:
+    # PKCS#8 encrypted, or a traditional (OpenSSL) key with a DEK-Info header.
+    return _block_label(block) == b"ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in block
 
 
 def _same_public_key(key: _PrivateKey, cert: x509.Certificate) -> bool:
@@ -320,7 +477,7 @@ def _load_pem(
     from cryptography.hazmat.primitives import serialization
 
     blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)]
-    key_blocks = [b for b in blocks if _block_label(b) in _KEY_LABELS]
+    key_blocks = [b for b in blocks if _is_key_block(b)]
     if len(key_blocks) != 1:
         raise TLSConfigError("the client certificate PEM must hold exactly one private key")
     try:
@@ -436,6 +593,50 @@ class TLSProfile:
         check_revocation: bool = True,
         allow_legacy: bool = False,
     ) -> None:
+        trust: bytes | Literal["system"] | None
+        if ca_bundle is None or (isinstance(ca_bundle, str) and ca_bundle == SYSTEM_TRUST):
+            trust = cast('Literal["system"] | None', ca_bundle)
+        else:
+            trust = _pem_certificates(_read_source(ca_bundle, "CA bundle"), "CA bundle")
+        self._set(
+            client_cert=client_cert,
+            version=version,
+            min_version=min_version,
+            max_version=max_version,
+            ca_bundle=trust,
+            pins=pins,
+            crl=None if crl is None else _pem_crls(_read_source(crl, "CRL")),
+            crl_scope=crl_scope,
+            check_revocation=check_revocation,
+            allow_legacy=allow_legacy,
+        )
+
+    @classmethod
+    def _stored(cls, **fields: Any) -> TLSProfile:
+        """The profile of an authenticated registry entry, from its stored *fields* (the
+        constructor's keywords): every setting is checked as by the constructor, but
+        ``ca_bundle`` and ``crl`` are taken as the PEM bytes the constructor made of
+        them when the entry was put (the entry tag vouches that they are), not parsed
+        again: OpenSSL reads them when the context is built."""
+        profile = object.__new__(cls)
+        profile._set(**fields)
+        return profile
+
+    def _set(
+        self,
+        *,
+        client_cert: ClientCertificate | None,
+        version: TLSVersionName | None,
+        min_version: TLSVersionName | None,
+        max_version: TLSVersionName | None,
+        ca_bundle: bytes | Literal["system"] | None,
+        pins: Iterable[str] | str,
+        crl: bytes | None,
+        crl_scope: CRLScope,
+        check_revocation: bool,
+        allow_legacy: bool,
+    ) -> None:
+        """Check and set every field; *ca_bundle* and *crl* are PEM already."""
         if client_cert is not None and not isinstance(client_cert, ClientCertificate):
             raise TLSConfigError("client_cert must be a ClientCertificate")
         for name, value in (
@@ -466,16 +667,9 @@ class TLSProfile:
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "min_version", min_version)
         object.__setattr__(self, "max_version", max_version)
-        trust: bytes | Literal["system"] | None
-        if ca_bundle is None or (isinstance(ca_bundle, str) and ca_bundle == SYSTEM_TRUST):
-            trust = cast('Literal["system"] | None', ca_bundle)
-        else:
-            trust = _pem_certificates(_read_source(ca_bundle, "CA bundle"), "CA bundle")
-        object.__setattr__(self, "ca_bundle", trust)
+        object.__setattr__(self, "ca_bundle", ca_bundle)
         object.__setattr__(self, "pins", pin_tuple)
-        object.__setattr__(
-            self, "crl", None if crl is None else _pem_crls(_read_source(crl, "CRL"))
-        )
+        object.__setattr__(self, "crl", crl)
         object.__setattr__(self, "crl_scope", crl_scope)
         object.__setattr__(self, "check_revocation", bool(check_revocation))
         object.__setattr__(self, "allow_legacy", bool(allow_legacy))
