@@ -16,7 +16,6 @@ import pytest
 from securesession import Credential, KeyRing, MasterKey, ServiceEntry, open_registry
 from securesession._crypto import token_key_id
 from securesession.cli import main
-from securesession.cli._rotate import KEY_RING_STATE
 from securesession.registry import EncryptedRegistry
 
 from .clihelp import CLI, one_error_line
@@ -77,7 +76,8 @@ def test_stage_adds_a_decrypt_only_key_and_records_it(host: Host) -> None:
     assert sorted(p.name for p in host.key_file.parent.iterdir()) == ["master.key"]
     with contextlib.closing(host.open()) as registry:
         assert registry.key_id == host.first_key.key_id  # nothing re-encrypted yet
-        assert json.loads(registry.state(KEY_RING_STATE) or "{}") == {"staged": ring.staged.key_id}
+        assert registry.staged_key_id == ring.staged.key_id
+        assert json.loads(registry.state("key-ring") or "{}") == {"staged": ring.staged.key_id}
     code, output = host.run("rotate-key", "--stage")
     assert code == 1 and "staged already" in output
     assert host.ring().key_ids == ring.key_ids
@@ -149,7 +149,7 @@ def test_retiring_the_staged_key_withdraws_the_staging(host: Host) -> None:
     assert code == 0 and "(the staged key)" in output
     assert host.ring().key_ids == (host.first_key.key_id,)
     with contextlib.closing(host.open()) as registry:
-        assert json.loads(registry.state(KEY_RING_STATE) or "{}") == {"staged": None}
+        assert registry.staged_key_id is None
     assert host.run("rotate-key", "--commit")[0] == 1
 
 

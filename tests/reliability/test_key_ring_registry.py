@@ -5,6 +5,7 @@ both the old key alone and the ring still open)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -232,3 +233,24 @@ def test_key_usage_counts_entries_per_key_id(backend: Backend) -> None:
         assert registry.key_usage() == {old.key_id: 4}
         registry.rotate(new)
         assert registry.key_usage() == {new.key_id: 4}
+
+
+def test_a_host_lacking_the_staged_key_says_so_when_it_opens(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = MasterKey.generate(), MasterKey.generate()
+    fill(backend, old, 1)
+    with opened(backend.url, KeyRing(old).stage(new)) as stager:
+        stager.record_staged_key_id(new.key_id, operation="stage")
+        assert stager.staged_key_id == new.key_id
+    caplog.set_level(logging.WARNING, logger="securesession")
+    with opened(backend.url, KeyRing(old).stage(new)):
+        assert not [r for r in caplog.records if "staged for the next" in r.getMessage()]
+    with opened(backend.url, old) as lagging:
+        assert lagging.staged_key_id == new.key_id
+    warned = [r.getMessage() for r in caplog.records if "staged for the next" in r.getMessage()]
+    assert len(warned) == 1 and new.key_id in warned[0] and old.key_id in warned[0]
+    assert new.to_base64() not in warned[0]
+    with opened(backend.url, KeyRing(old).stage(new)) as committer:
+        committer.rotate(new)
+        assert committer.staged_key_id is None  # committed: the staged key is the active one

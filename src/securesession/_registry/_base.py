@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from .._audit import (
     AuditLog,
@@ -129,6 +129,12 @@ class AuditRow:
     record: str
 
 
+#: A state text, or a function of the revisions a batch's writes get (entry key to
+#: revision) that returns it, evaluated inside the batch's transaction: so a state
+#: can record what the writes became, atomically with them.
+StateText: TypeAlias = "str | Callable[[Mapping[str, int]], str]"
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Changes a store applies in one transaction (:meth:`RegistryStore.apply`).
@@ -142,7 +148,8 @@ class Batch:
       any stored revision that differs raises :class:`~securesession.ConflictError`
       (use :func:`check_expected`) and nothing is written.
     * *state* is ``(name, text)``, stored under *name* in the same transaction
-      (:meth:`RegistryStore.state` reads it back).
+      (:meth:`RegistryStore.state` reads it back); *text* may be a function of the
+      revisions the writes get (:meth:`state_after` evaluates it, after the writes).
     * *journal*, if given, is called once the changes are made, in the transaction,
       and the records it returns are appended to the audit log before COMMIT.
     """
@@ -151,8 +158,19 @@ class Batch:
     writes: Sequence[SealedWrite] = ()
     removes: Sequence[str] = ()
     expect: Mapping[str, int | None] = field(default_factory=dict)
-    state: tuple[str, str] | None = None
+    state: tuple[str, StateText] | None = None
     journal: Journal | None = None
+
+    def state_after(self, written: Sequence[SealedEntry]) -> tuple[str, str] | None:
+        """The state to store once *written* (this batch's writes) have their revisions."""
+        if self.state is None:
+            return None
+        name, text = self.state
+        if callable(text):
+            text = text({row.key: row.revision for row in written})
+        if not isinstance(text, str):
+            raise TypeError("the state text must be a str")
+        return name, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +212,7 @@ class Registry(Protocol):
         *,
         operation: str = "put",
         expect: Mapping[str, int | None] | None = None,
-        state: tuple[str, str] | None = None,
+        state: tuple[str, StateText] | None = None,
     ) -> list[ServiceEntry]:
         """Write *puts* and remove the entries whose prefix is exactly each of
         *removes*, all in one transaction of the store: on any failure (I/O, disk full,
@@ -204,7 +222,9 @@ class Registry(Protocol):
         entry must be absent); if any stored revision differs, raise
         :class:`~securesession.ConflictError` naming the URLs, and change nothing.
         *state* is ``(name, text)``, stored in the same transaction under *name*
-        (non-secret bookkeeping, such as what a sync last copied); :meth:`state` reads
+        (non-secret bookkeeping, such as what a sync last copied; *text* may be a
+        function of the revisions the writes get, entry URL to revision, called inside
+        the transaction once they are made); :meth:`state` reads
         it back. *operation* names the change in the audit log (``put``, ``remove``,
         ``import``, ``sync``, ...). A URL may appear once in *puts* and *removes*
         together. Returns the written entries with their new revisions, in order."""
@@ -380,6 +400,7 @@ class EncryptedRegistry:
         self._follow_lock = threading.Lock()
         if self._key.key_id != self._stored_key_id:
             logger.warning("%s", self._previous_key_error())
+        self._warn_if_staged_key_missing(ring)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name} key_id={self._stored_key_id}>"
@@ -425,7 +446,7 @@ class EncryptedRegistry:
         *,
         operation: str = "put",
         expect: Mapping[str, int | None] | None = None,
-        state: tuple[str, str] | None = None,
+        state: tuple[str, StateText] | None = None,
     ) -> list[ServiceEntry]:
         written, _ = self._apply(puts, removes, operation, expect, state)
         return written
@@ -436,7 +457,7 @@ class EncryptedRegistry:
         removes: Sequence[str],
         operation: str,
         expect: Mapping[str, int | None] | None,
-        state: tuple[str, str] | None,
+        state: tuple[str, StateText] | None,
     ) -> tuple[list[ServiceEntry], list[str]]:
         """The one write path: every put, remove and batch comes through here."""
         store = self._open_store()
@@ -444,8 +465,8 @@ class EncryptedRegistry:
             raise ValueError(f"operation must match {_OPERATION.pattern}, not {operation!r}")
         if state is not None:
             _check_state_name(state[0])
-            if not isinstance(state[1], str):
-                raise TypeError("the state text must be a str")
+            if not isinstance(state[1], str) and not callable(state[1]):
+                raise TypeError("the state text must be a str or a function returning one")
         remove_keys = [canonicalize(url).key for url in removes]
         keys = [entry.url for entry in puts] + remove_keys
         if len(set(keys)) != len(keys):
@@ -556,7 +577,7 @@ class EncryptedRegistry:
         self._actor = check_actor(actor)
 
     def _journal(
-        self, operation: str, key: KeyRing, state: tuple[str, str] | None
+        self, operation: str, key: KeyRing, state: tuple[str, StateText] | None
     ) -> Journal | None:
         """What appends the audit records of one batch signed by *key*'s active key, if
         the store keeps an audit log. It runs inside the store's transaction."""
@@ -624,6 +645,34 @@ class EncryptedRegistry:
 
     def verify_audit(self) -> AuditReport:
         return verify_log(self._read_audit(), self._key.get, name=self._name)
+
+    @property
+    def staged_key_id(self) -> str | None:
+        """The key id ``rotate-key --stage`` recorded as the registry's next key, unless
+        it is the active key already (committed) or none was staged."""
+        return _staged_key_id(self._open_store().state(KEY_RING_STATE), self._stored_key_id)
+
+    def record_staged_key_id(self, key_id: str | None, *, operation: str) -> None:
+        """Record *key_id* (``None``: none) as the staged key, in one transaction with
+        the audit record of *operation* (``stage``, ``retire``). Ids only, never a key."""
+        self.apply(operation=operation, state=(KEY_RING_STATE, json.dumps({"staged": key_id})))
+
+    def _warn_if_staged_key_missing(self, ring: KeyRing) -> None:
+        """Say so at once when a key is staged that this process cannot read: the commit
+        would make it fail closed (an operator restarting hosts sees it in their logs)."""
+        try:
+            staged = self.staged_key_id
+        except (RegistryError, AttributeError):  # a store from before state, or no access
+            return
+        if staged is not None and not ring.holds(staged):
+            logger.warning(
+                "registry %s: key id %s is staged for the next rotation, and this process's "
+                "key ring lacks it (it holds %s): once it is committed, this process fails "
+                "closed; give it the key file with the staged key, then restart it",
+                self._name,
+                staged,
+                ring.describe(),
+            )
 
     def key_usage(self) -> dict[str, int]:
         """How many entries hold a token under each key id, read from the tokens'
@@ -779,6 +828,24 @@ def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
         f"registry {name} was re-keyed to key id {stored} (by another process?), but this "
         f"process holds key id {ours}: wrong master key; reopen the registry with the new key"
     )
+
+
+#: The registry state where the staged key id is recorded, as JSON ``{"staged": id}``.
+KEY_RING_STATE: Final = "key-ring"
+
+
+def _staged_key_id(text: str | None, active: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        staged = json.loads(text).get("staged")
+    except (ValueError, AttributeError):
+        raise RegistryCorruptError(f"the registry's {KEY_RING_STATE!r} state is not JSON") from None
+    if staged is None or staged == active:
+        return None
+    if not isinstance(staged, str):
+        raise RegistryCorruptError(f"the registry's {KEY_RING_STATE!r} state names no key id")
+    return staged
 
 
 def _holding(ring: KeyRing) -> str:

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
 
 from securesession import KeyRing, MasterKey, Registry
 from securesession._files import write_private_file
@@ -51,11 +49,7 @@ from ._config import (
 )
 from ._output import Progress
 
-__all__ = ["KEY_RING_STATE", "cmd_rotate_key"]
-
-#: The registry state (``Registry.state``) where ``--stage`` records the staged key id,
-#: as JSON ``{"staged": "<key id>" | null}``; ids only, never a key.
-KEY_RING_STATE: Final = "key-ring"
+__all__ = ["cmd_rotate_key"]
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
@@ -95,14 +89,13 @@ def _stage(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
             f"key id {staged} is staged already in {path}: run rotate-key --commit to "
             f"switch the registry to it, or rotate-key --retire {staged} to drop it"
         )
-    registry, _ = open_existing_registry(url, source, ring)
-    with contextlib.closing(registry):
+    with _key_ring_registry(url, source, ring) as registry:
         if registry.key_id != ring.key_id:
             raise CommandError(
                 f"registry is under key id {registry.key_id}, not under the active key of "
                 f"{path} ({ring.key_id}): run rotate-key --commit or plain rotate-key first"
             )
-        recorded = _recorded_stage(registry)
+        recorded = registry.staged_key_id
         if recorded is not None:
             raise CommandError(
                 f"the registry records key id {recorded} as staged (by another host?), "
@@ -112,7 +105,7 @@ def _stage(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
         new_key = MasterKey.generate()
         # The key file first: a key recorded as staged must exist somewhere.
         _replace_key_file(path, ring.stage(new_key))
-        _record_stage(registry, new_key.key_id, operation="stage")
+        registry.record_staged_key_id(new_key.key_id, operation="stage")
     out(
         f"staged key id {new_key.key_id} in {path} (decrypt-only until --commit; the "
         f"registry stays under key id {ring.key_id})"
@@ -131,9 +124,8 @@ def _commit(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
             f"{path} has no staged key: run rotate-key --stage first, distribute the key "
             "file, then commit"
         )
-    registry, _ = open_existing_registry(url, source, ring)
-    with contextlib.closing(registry):
-        recorded = _recorded_stage(registry)
+    with _key_ring_registry(url, source, ring) as registry:
+        recorded = registry.staged_key_id
         already = registry.key_id == staged.key_id
         if not already and recorded is not None and recorded != staged.key_id:
             raise CommandError(
@@ -181,16 +173,10 @@ def _retire(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str)
             f"key id {key_id} is the active key of {path}: stage and commit another key "
             "before retiring it"
         )
-    registry, _ = open_existing_registry(url, source, ring)
-    with contextlib.closing(registry):
+    with _key_ring_registry(url, source, ring) as registry:
         if registry.key_id == key_id:
             raise CommandError(
                 f"the registry is still under key id {key_id}: run rotate-key --commit first"
-            )
-        if not isinstance(registry, EncryptedRegistry):
-            raise CommandError(
-                f"cannot tell which keys the entries of {url} use ({type(registry).__name__} "
-                "is not an EncryptedRegistry); the key was not retired"
             )
         in_use = registry.key_usage().get(key_id, 0)
         if in_use:
@@ -200,10 +186,9 @@ def _retire(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str)
             )
         backup = _backup_key_file(path)
         _replace_key_file(path, ring.retire(key_id))
-        if role == "staged":
-            _record_stage(registry, None, operation="retire")
-        else:
-            _record_stage(registry, _recorded_stage(registry), operation="retire")
+        # One retire record in the audit log either way; a withdrawn staging is forgotten.
+        still_staged = None if role == "staged" else registry.staged_key_id
+        registry.record_staged_key_id(still_staged, operation="retire")
     what = "the staged key" if role == "staged" else "a previous key"
     out(f"retired key id {key_id} ({what}) from {path}")
     out(
@@ -214,24 +199,17 @@ def _retire(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str)
     return EXIT_OK
 
 
-def _recorded_stage(registry: Registry) -> str | None:
-    """The key id ``--stage`` recorded in the registry, if any (``None`` once committed)."""
-    text = registry.state(KEY_RING_STATE)
-    if text is None:
-        return None
-    try:
-        staged = json.loads(text).get("staged")
-    except (ValueError, AttributeError):
-        raise CommandError(f"the registry's {KEY_RING_STATE!r} state is not valid JSON") from None
-    if staged is None or staged == registry.key_id:
-        return None  # committed: the staged key is the active one
-    return str(staged)
-
-
-def _record_stage(registry: Registry, staged: str | None, *, operation: str) -> None:
-    """Record the staged key id in the registry, in one transaction with its audit
-    record (*operation*: ``stage`` or ``retire``)."""
-    registry.apply(operation=operation, state=(KEY_RING_STATE, json.dumps({"staged": staged})))
+def _key_ring_registry(url: str, source: KeySource, ring: KeyRing) -> EncryptedRegistry:
+    """The registry, opened with *ring*; the staged steps need its key bookkeeping
+    (the recorded staged key, which keys the entries use), which EncryptedRegistry keeps."""
+    registry, _ = open_existing_registry(url, source, ring)
+    if not isinstance(registry, EncryptedRegistry):
+        registry.close()
+        raise CommandError(
+            f"registry {url} is a {type(registry).__name__}, not an EncryptedRegistry: it keeps "
+            "no record of staged keys nor of which keys its entries use; use plain rotate-key"
+        )
+    return registry
 
 
 # -- plain rotate-key --------------------------------------------------------------------
