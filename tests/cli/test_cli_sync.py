@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,22 @@ def test_the_plan_writes_nothing_and_apply_carries_it_out(
     # Re-encrypted under DST's key: SRC's key does not open DST.
     with pytest.raises(DecryptionError):
         open_registry(dst.url, src.key)
+
+
+def test_the_writes_and_the_sync_state_are_one_transaction(
+    src: Env, dst: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert sync(capsys, src, dst, "--apply").code == 0
+    with closing(dst.open()) as registry:
+        records = [record for record in registry.audit() if record.operation == "sync"]
+        revisions = {entry.url: entry.revision for entry in registry.entries()}
+        state = _sync.SyncState.load(registry, _sync.source_identity(src.url))
+    # One record per entry written, none for a state-only batch after them; and the
+    # state holds the revisions the writes got, so it was written with them.
+    assert sorted((record.entry, record.revision) for record in records) == sorted(
+        revisions.items()
+    )
+    assert state.revisions == revisions
 
 
 def test_a_second_sync_plans_nothing_and_writes_nothing(

@@ -97,14 +97,15 @@ class MemoryStore:
                 if before is not None:
                     revision += 1
                     changes.append(Change(key, revision, before, None))
+            state = batch.state_after(written)
             records: list[AuditRow] = []
             if batch.journal is not None and (changes or batch.state is not None):
                 records = list(batch.journal(changes, self._last_record()))
             self._rows = rows
             self._revision = revision
             self._audit.extend(records)
-            if batch.state is not None:
-                self._states[batch.state[0]] = batch.state[1]
+            if state is not None:
+                self._states[state[0]] = state[1]
         return Applied(written, [change.key for change in changes if change.after is None])
 
     def _last_record(self) -> AuditRow | None:

@@ -393,8 +393,9 @@ class SQLiteStore:
                 if connection.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount:
                     changes.append(Change(key, self._next_revision(connection), before, None))
                     removed.append(key)
-            if batch.state is not None:
-                connection.execute("INSERT OR REPLACE INTO states VALUES (?, ?)", batch.state)
+            state = batch.state_after(written)
+            if state is not None:
+                connection.execute("INSERT OR REPLACE INTO states VALUES (?, ?)", state)
             if journal is not None and (changes or batch.state is not None):
                 self._append_audit(connection, journal(changes, self._last_audit(connection)))
         if removed:

@@ -637,8 +637,9 @@ class VaultStore:
                         revision += 1
                         removed.append((key, row.version))
                 states = dict(index.states)
-                if batch.state is not None:
-                    states[batch.state[0]] = batch.state[1]
+                state = batch.state_after(written)
+                if state is not None:
+                    states[state[0]] = state[1]
                 if revision == index.revision and states == index.states:
                     self._install(index)
                     return Applied([], [])

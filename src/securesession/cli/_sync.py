@@ -828,8 +828,8 @@ def _state_after(
     writes: Sequence[Step],
     dst_scope: Sequence[str] | None,
 ) -> SyncState:
-    """The state once *writes* are made, but for the revisions the writes will get
-    (known only once they are made: see :func:`_apply`)."""
+    """The state once *writes* are made, but for the revisions the writes get, which
+    :func:`_apply` adds inside their transaction."""
     revisions = dict(state.revisions)
     present = {diff.url for diff in diffs}
     for url in list(revisions):
@@ -845,46 +845,28 @@ def _state_after(
 
 
 def _apply(registry: Registry, writes: Sequence[Step], state: SyncState) -> None:
-    """Make *writes* in one transaction, with *expect* = what the plan saw; then record
-    the revisions they got.
-
-    The revisions a write gets are known only once it is made, so they are recorded by
-    a second, state-only transaction, which expects them still there. Should the
-    process die between the two, the entries it wrote are simply unrecorded: the next
-    sync finds them equal to SRC and records them, or, if SRC changed meanwhile, reports
-    them as conflicts. It never overwrites what it cannot vouch for."""
+    """Make *writes* in one transaction, with *expect* = what the plan saw, and record
+    in the same transaction the revisions they get (the state is a function of them,
+    which the store calls once the writes are made)."""
     puts = [step.diff.src for step in writes if step.action in ("add", "update")]
     removes = [step.diff.url for step in writes if step.action == "remove"]
     expect = {
         step.diff.url: None if step.diff.dst is None else step.diff.dst.revision for step in writes
     }
+
+    def recorded(revisions: Mapping[str, int]) -> str:
+        return SyncState(state.identity, {**state.revisions, **revisions}).text()
+
     try:
-        written = registry.apply(
+        registry.apply(
             [entry for entry in puts if entry is not None],
             removes,
             operation="sync",
             expect=expect,
-            state=(state.name, state.text()),
+            state=(state.name, recorded),
         )
     except ConflictError as exc:
         raise CommandError(
             f"DST changed while the sync was planned ({exc}); nothing was written: "
             "run the sync again"
         ) from exc
-    if not written:
-        return
-    recorded = SyncState(state.identity, {**state.revisions})
-    recorded.revisions.update({entry.url: entry.revision for entry in written})
-    try:
-        registry.apply(
-            operation="sync",
-            expect={entry.url: entry.revision for entry in written},
-            state=(recorded.name, recorded.text()),
-        )
-    except ConflictError:
-        # Another writer changed a synced entry in the instant since: leave them all
-        # unrecorded, so the next sync looks at them again rather than trusting them.
-        note(
-            "securesession: warning: DST changed right after the sync; its entries are "
-            "synced, but the next sync will check them again"
-        )

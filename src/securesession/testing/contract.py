@@ -19,8 +19,9 @@ runs this same class. (:mod:`securesession.registry` re-exports it.)
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -392,6 +393,21 @@ class RegistryContract:
         registry.close()
         reopened = reopen(key)
         assert (reopened.state("sync:a"), reopened.state("sync:b")) == ('{"rev": 2}', "other")
+
+    def test_a_state_function_records_the_revisions_the_writes_get(
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        seen: list[dict[str, int]] = []
+
+        def state(revisions: Mapping[str, int]) -> str:
+            seen.append(dict(revisions))
+            return json.dumps(dict(revisions), sort_keys=True)
+
+        written = registry.apply([_entry("/a/"), _entry("/b/")], state=("sync:f", state))
+        expected = {entry.url: entry.revision for entry in written}
+        assert seen == [expected]  # called once, with the revisions the writes got
+        registry.close()
+        assert json.loads(reopen(key).state("sync:f") or "null") == expected
 
     def test_put_and_remove_are_batches_of_one(self, registry: Registry) -> None:
         stored = registry.put(_entry("/svc/"))

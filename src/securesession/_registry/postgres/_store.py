@@ -155,8 +155,9 @@ class PostgresStore:
                     notices.append(("d", revision, key))
             if revision != start:
                 connection.execute(self._q.set_revision, (revision,))
-            if batch.state is not None:
-                connection.execute(self._q.write_state, batch.state)
+            state = batch.state_after([change.after for change in changes if change.after])
+            if state is not None:
+                connection.execute(self._q.write_state, state)
             if journal is not None and (changes or batch.state is not None):
                 self._append_audit(connection, journal, changes)
             if len(notices) > _MAX_NOTIFICATIONS:
