@@ -7,6 +7,13 @@ Vault/OpenBao Transit (:class:`securesession._vault.TransitKey`) is the built-in
 provider; a cloud KMS or a secrets manager of your own is another. The
 ``MasterKey.from_*`` classmethods read a key at once instead.
 
+A key file or environment variable may hold a key ring (an active key and the staged
+or previous keys of a rotation): ``KeyRing.from_file`` and ``KeyRing.from_env`` read
+all of it, and ``open_registry`` takes the ring. A source gives one key; during a
+staged rotation, build the ring from its keys: ``KeyRing(active, staged=...)``.
+Nothing re-reads a source by itself when a token names a key the ring lacks: see
+docs/security.md, "Key rings and key ids".
+
 This module and :mod:`securesession._crypto` know nothing of Vault: the Transit
 provider depends on them, never the other way round.
 """

@@ -235,3 +235,19 @@ def test_the_whole_rotation_through_the_console_script_logs_no_key(ready: CLI) -
     assert "Traceback" in failed.stderr and staged.to_base64() not in failed.output
     failed = ready.run("rotate-key", "--commit")
     assert failed.code == 1 and "no staged key" in one_error_line(failed)
+
+
+def test_a_staging_whose_key_file_was_lost_can_be_withdrawn(host: Host) -> None:
+    before = host.key_file.read_bytes()
+    assert host.run("rotate-key", "--stage")[0] == 0
+    lost = host.ring().staged
+    assert lost is not None
+    host.key_file.write_bytes(before)  # the staging host's key file is gone; ours never had it
+    code, output = host.run("rotate-key", "--stage")
+    assert code == 1 and f"records key id {lost.key_id} as staged" in output
+    code, output = host.run("rotate-key", "--retire", lost.key_id)
+    assert code == 0 and "no longer records" in output
+    assert host.key_file.read_bytes() == before
+    assert host.run("rotate-key", "--stage")[0] == 0
+    code, output = host.run("rotate-key", "--retire", "0123456789abcdef")
+    assert code == 1 and "has no key id 0123456789abcdef" in output

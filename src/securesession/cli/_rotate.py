@@ -100,7 +100,7 @@ def _stage(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
             raise CommandError(
                 f"the registry records key id {recorded} as staged (by another host?), "
                 f"which {path} lacks: finish that rotation with that host's key file, or "
-                f"retire the key there (rotate-key --retire {recorded})"
+                f"withdraw it (rotate-key --retire {recorded})"
             )
         new_key = MasterKey.generate()
         # The key file first: a key recorded as staged must exist somewhere.
@@ -167,7 +167,7 @@ def _commit(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
 def _retire(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str) -> int:
     role = ring.role(key_id)
     if role is None:
-        raise CommandError(f"{path} has no key id {key_id} (it holds {ring.describe()})")
+        return _forget_stage(url, source, path, ring, key_id)
     if role == "active":
         raise CommandError(
             f"key id {key_id} is the active key of {path}: stage and commit another key "
@@ -195,6 +195,20 @@ def _retire(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str)
         f"the former key file is kept in {backup} (mode 0600): it still opens registry "
         "backups taken under that key; delete it once none is needed (or at once, if the "
         "key leaked), and copy the new key file to every host"
+    )
+    return EXIT_OK
+
+
+def _forget_stage(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str) -> int:
+    """Retiring a key this key file lacks: only the registry's record of it as staged
+    can go (a staging made with a key file that was lost), since no entry can use it."""
+    with _key_ring_registry(url, source, ring) as registry:
+        if registry.staged_key_id != key_id:
+            raise CommandError(f"{path} has no key id {key_id} (it holds {ring.describe()})")
+        registry.record_staged_key_id(None, operation="retire")
+    out(
+        f"the registry no longer records key id {key_id} as staged ({path} never held it; "
+        "no key file changed): rotate-key --stage can stage a new key"
     )
     return EXIT_OK
 
