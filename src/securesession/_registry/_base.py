@@ -42,8 +42,7 @@ from .._crypto import KeyRing, MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import ConflictError, DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
-from ._codec import ENTRY_TAG_FIELD, reseal, seal, unseal
-from ._codec import _open_fields as open_fields  # the audit compares decrypted fields
+from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, reseal, seal, unseal
 
 __all__ = [
     "Applied",
@@ -800,10 +799,9 @@ def _changed(change: Change, key: KeyRing) -> tuple[str, ...]:
         if before.settings.get(name) != after.settings.get(name)
     }
     try:
-        old, new = open_fields(before, key)[0], open_fields(after, key)[0]
+        secrets = changed_secret_fields(before, after, key)
     except (DecryptionError, RegistryCorruptError):
         return tuple(sorted(settings | _secret_names(before) | _secret_names(after)))
-    secrets = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
     return tuple(sorted(settings | secrets))
 
 

@@ -3,10 +3,11 @@
 :func:`seal` splits an entry into public settings and one AES-256-GCM token per
 secret field, plus the entry tag (:data:`ENTRY_TAG_FIELD`) that authenticates the
 whole entry; :func:`unseal` authenticates and decrypts a stored row; :func:`reseal`
-re-encrypts a row under another key for a rotation. The format versions and the
+re-encrypts a row under another key for a rotation; :func:`changed_secret_fields`
+tells the audit log which secret fields a change changed. The format versions and the
 legacy (securesession 0.1.0) format are handled here and nowhere else: a store only
 ever carries the rows, and :class:`~securesession.registry.EncryptedRegistry` only
-calls these three functions.
+calls these functions.
 
 The current format ("v3") is:
 
@@ -44,6 +45,7 @@ __all__ = [
     "ENTRY_FORMAT",
     "ENTRY_FORMAT_TLS",
     "ENTRY_TAG_FIELD",
+    "changed_secret_fields",
     "entry_fields",
     "reseal",
     "seal",
@@ -164,6 +166,19 @@ def reseal(
     _check_format(sealed)
     clear, legacy = _open_fields(sealed, old_key)
     return _seal_fields(sealed.key, sealed.settings, clear, new_key), legacy
+
+
+def changed_secret_fields(before: SealedEntry, after: SealedEntry, key: TokenCipher) -> set[str]:
+    """The names of the secret fields whose *decrypted* value differs between two rows of
+    one entry (a field only one of them has counts as changed); never a value. Tokens are
+    randomised, so comparing the tokens would call every field changed.
+
+    Each row is authenticated first (*key* may be a key ring): a row that does not open
+    raises :class:`DecryptionError` or :class:`RegistryCorruptError`, as :func:`unseal`
+    would. The clear values live only inside this function."""
+    old, _ = _open_fields(before, key)
+    new, _ = _open_fields(after, key)
+    return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
 
 
 # -- fields and the entry tag ------------------------------------------------------------
