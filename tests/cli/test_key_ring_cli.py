@@ -251,3 +251,19 @@ def test_a_staging_whose_key_file_was_lost_can_be_withdrawn(host: Host) -> None:
     assert host.run("rotate-key", "--stage")[0] == 0
     code, output = host.run("rotate-key", "--retire", "0123456789abcdef")
     assert code == 1 and "has no key id 0123456789abcdef" in output
+
+
+def test_commit_needs_the_staging_recorded_in_this_registry(host: Host, tmp_path: Path) -> None:
+    assert host.run("rotate-key", "--stage")[0] == 0
+    staged = host.ring().staged
+    assert staged is not None
+    with contextlib.closing(host.open()) as registry:
+        registry.record_staged_key_id(None, operation="retire")  # as if never staged here
+    code, output = host.run("rotate-key", "--commit")
+    assert code == 1 and "records no staged key" in output and "nothing changed" in output
+    assert host.stored_key_ids() == {host.first_key.key_id}
+    code, output = host.run("rotate-key", "--stage")  # records the key file's staged key
+    assert code == 0 and f"stages key id {staged.key_id} already" in output
+    assert host.ring().staged == staged  # no second key generated
+    assert host.run("rotate-key", "--commit")[0] == 0
+    assert host.stored_key_ids() == {staged.key_id}

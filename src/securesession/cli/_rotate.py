@@ -83,12 +83,6 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 
 def _stage(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
-    if ring.staged is not None:
-        staged = ring.staged.key_id
-        raise CommandError(
-            f"key id {staged} is staged already in {path}: run rotate-key --commit to "
-            f"switch the registry to it, or rotate-key --retire {staged} to drop it"
-        )
     with _key_ring_registry(url, source, ring) as registry:
         if registry.key_id != ring.key_id:
             raise CommandError(
@@ -96,16 +90,30 @@ def _stage(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
                 f"{path} ({ring.key_id}): run rotate-key --commit or plain rotate-key first"
             )
         recorded = registry.staged_key_id
+        if ring.staged is not None:
+            staged = ring.staged.key_id
+            if recorded == staged:
+                raise CommandError(
+                    f"key id {staged} is staged already in {path}: run rotate-key --commit "
+                    f"to switch the registry to it, or rotate-key --retire {staged} to drop it"
+                )
         if recorded is not None:
             raise CommandError(
                 f"the registry records key id {recorded} as staged (by another host?), "
-                f"which {path} lacks: finish that rotation with that host's key file, or "
-                f"withdraw it (rotate-key --retire {recorded})"
+                f"which {path} does not stage: finish that rotation with that host's key "
+                f"file, or withdraw it (rotate-key --retire {recorded})"
             )
-        new_key = MasterKey.generate()
-        # The key file first: a key recorded as staged must exist somewhere.
-        _replace_key_file(path, ring.stage(new_key))
-        registry.record_staged_key_id(new_key.key_id, operation="stage")
+        if ring.staged is not None:
+            # Staged in the key file, not (yet) in this registry: a registry opened with
+            # the same key file elsewhere, or a --stage that died before recording it.
+            new_key = ring.staged
+            registry.record_staged_key_id(new_key.key_id, operation="stage")
+            note(f"{path} stages key id {new_key.key_id} already: recorded it in the registry")
+        else:
+            new_key = MasterKey.generate()
+            # The key file first: a key recorded as staged must exist somewhere.
+            _replace_key_file(path, ring.stage(new_key))
+            registry.record_staged_key_id(new_key.key_id, operation="stage")
     out(
         f"staged key id {new_key.key_id} in {path} (decrypt-only until --commit; the "
         f"registry stays under key id {ring.key_id})"
@@ -127,7 +135,15 @@ def _commit(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
     with _key_ring_registry(url, source, ring) as registry:
         recorded = registry.staged_key_id
         already = registry.key_id == staged.key_id
-        if not already and recorded is not None and recorded != staged.key_id:
+        if not already and recorded is None:
+            # The record is what tells the registry's hosts (their logs, at open) that a
+            # key is coming: never commit a key this registry was not told about.
+            raise CommandError(
+                f"the registry records no staged key, but {path} stages key id "
+                f"{staged.key_id}: run rotate-key --stage (it records it), distribute the "
+                "key file, then commit; nothing changed"
+            )
+        if not already and recorded != staged.key_id:
             raise CommandError(
                 f"the registry records key id {recorded} as staged, but {path} stages key id "
                 f"{staged.key_id}: the hosts were given another key file; nothing changed"
