@@ -127,7 +127,7 @@ def test_retire_is_refused_while_an_entry_still_uses_the_key(host: Host) -> None
         store.rewrite_all(lambda sealed: before.secrets, registry.key_id)
     after = host.key_file.read_bytes()
     code, output = host.run("rotate-key", "--retire", old.key_id)
-    assert code == 1 and f"1 entry still hold tokens under key id {old.key_id}" in output
+    assert code == 1 and f"1 entry still holds tokens under key id {old.key_id}" in output
     assert host.key_file.read_bytes() == after
     assert not list(host.key_file.parent.glob("*.bak"))
 

@@ -56,9 +56,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Plain rotation, or one step of a staged one (--stage, --commit, --retire)."""
     url = resolve_registry_url(args.registry)
     source = resolve_key_source(args.key_file)
-    step = "--stage" if args.stage else "--commit" if args.commit else None
-    if args.retire:
-        step = "--retire"
+    given = (("--stage", args.stage), ("--commit", args.commit), ("--retire", args.retire))
+    step = next((flag for flag, value in given if value), None)  # argparse allows one
     if step is not None and args.new_key_file:
         raise UsageError(f"--new-key-file is for plain rotate-key, not {step}")
     if step is None:
@@ -197,7 +196,8 @@ def _retire(url: str, source: KeySource, path: Path, ring: KeyRing, key_id: str)
         in_use = registry.key_usage().get(key_id, 0)
         if in_use:
             raise CommandError(
-                f"{_entries(in_use)} still hold tokens under key id {key_id}: run rotate-key "
+                f"{_entries(in_use)} still hold{'s' if in_use == 1 else ''} tokens under "
+                f"key id {key_id}: run rotate-key "
                 "--commit (or plain rotate-key) first; nothing changed"
             )
         backup = _backup_key_file(path)
