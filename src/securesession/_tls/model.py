@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast, get_args
 
 from .._exceptions import TLSConfigError
 from .._secret import Secret
@@ -120,42 +120,30 @@ def _describe_versions(low: TLSVersionName, high: TLSVersionName) -> str:
 # -- client certificate ------------------------------------------------------------
 
 
-class _LeafFacts:
+class _LeafFacts(NamedTuple):
     """The public facts of a client certificate's leaf, as :class:`ClientCertificate`
-    shows them. A registry stores them with the entry (a field of their own, encrypted
-    and authenticated like the certificate), so that loading an entry reads no
-    certificate."""
+    shows them (its fields of the same names). A registry stores them with the entry (a
+    field of their own, encrypted and authenticated like the certificate), so that
+    loading an entry reads no certificate."""
 
-    __slots__ = ("fingerprint", "issuer", "not_after", "not_before", "serial", "subject")
-
-    def __init__(
-        self,
-        *,
-        subject: str,
-        issuer: str,
-        serial: int,
-        not_before: datetime,
-        not_after: datetime,
-        fingerprint: str,
-    ) -> None:
-        self.subject = subject
-        self.issuer = issuer
-        self.serial = serial
-        self.not_before = not_before
-        self.not_after = not_after
-        self.fingerprint = fingerprint
+    subject: str
+    issuer: str
+    serial: int
+    not_before: datetime
+    not_after: datetime
+    fingerprint: str
 
     @classmethod
     def of(cls, leaf: x509.Certificate) -> _LeafFacts:
         from cryptography.hazmat.primitives import hashes
 
         return cls(
-            subject=leaf.subject.rfc4514_string(),
-            issuer=leaf.issuer.rfc4514_string(),
-            serial=leaf.serial_number,
-            not_before=leaf.not_valid_before_utc,
-            not_after=leaf.not_valid_after_utc,
-            fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
+            leaf.subject.rfc4514_string(),
+            leaf.issuer.rfc4514_string(),
+            leaf.serial_number,
+            leaf.not_valid_before_utc,
+            leaf.not_valid_after_utc,
+            leaf.fingerprint(hashes.SHA256()).hex(),
         )
 
     def as_record(self) -> dict[str, str]:
@@ -173,7 +161,7 @@ class _LeafFacts:
     @classmethod
     def from_record(cls, stored: object) -> _LeafFacts:
         """The facts :meth:`as_record` wrote; ``ValueError`` for anything else."""
-        if not isinstance(stored, dict) or set(stored) != _FACT_NAMES:
+        if not isinstance(stored, dict) or set(stored) != _RECORD_NAMES:
             raise ValueError("client certificate facts are not the expected object")
         if not all(isinstance(value, str) for value in stored.values()):
             raise ValueError("client certificate facts are not all strings")
@@ -181,20 +169,22 @@ class _LeafFacts:
         not_after = datetime.fromisoformat(stored["not_after"])
         if not_before.utcoffset() is None or not_after.utcoffset() is None:
             raise ValueError("client certificate validity has no time zone")
-        if not _FINGERPRINT.fullmatch(stored["sha256"]):
+        fingerprint = stored["sha256"]
+        if len(fingerprint) != 64 or fingerprint.strip("0123456789abcdef"):
             raise ValueError("client certificate fingerprint is not SHA-256 hex")
         return cls(
-            subject=stored["subject"],
-            issuer=stored["issuer"],
-            serial=int(stored["serial"], 16),
-            not_before=not_before,
-            not_after=not_after,
-            fingerprint=stored["sha256"],
+            stored["subject"],
+            stored["issuer"],
+            int(stored["serial"], 16),
+            not_before,
+            not_after,
+            fingerprint,
         )
 
 
-_FACT_NAMES: Final = frozenset({"subject", "issuer", "serial", "not_before", "not_after", "sha256"})
-_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
+_RECORD_NAMES: Final = frozenset(
+    {"subject", "issuer", "serial", "not_before", "not_after", "sha256"}
+)
 
 
 @dataclass(frozen=True, repr=False)
@@ -219,16 +209,22 @@ class ClientCertificate:
     format: CertificateFormat
     data: bytes
     password: Secret | None
-    # None until first needed, for a certificate loaded from an entry stored before
-    # the facts were (securesession 0.1 and 0.2 pre-releases).
-    _facts: _LeafFacts | None = field(compare=False)
+    # The leaf's facts (_LeafFacts, same names). A certificate loaded from an entry
+    # stored before they were (0.1) has none set until one is first read: then
+    # __getattr__ reads the bundle once.
+    subject: str = field(compare=False)
+    issuer: str = field(compare=False)
+    serial: int = field(compare=False)
+    not_before: datetime = field(compare=False)
+    not_after: datetime = field(compare=False)
+    fingerprint: str = field(compare=False)
 
     def __init__(
         self, format: CertificateFormat, data: bytes, password: str | Secret | None = None
     ) -> None:
         self._set_material(format, data, password)
         _key, leaf, _chain = self._load()
-        object.__setattr__(self, "_facts", _LeafFacts.of(leaf))
+        self._set_facts(_LeafFacts.of(leaf))
 
     def _set_material(
         self, format: CertificateFormat, data: bytes, password: str | Secret | None
@@ -243,6 +239,10 @@ class ClientCertificate:
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "password", None if password is None else Secret(password))
 
+    def _set_facts(self, facts: _LeafFacts) -> None:
+        for name, value in zip(facts._fields, facts, strict=True):
+            object.__setattr__(self, name, value)
+
     @classmethod
     def _stored(
         cls,
@@ -252,54 +252,27 @@ class ClientCertificate:
         facts: object | None,
     ) -> ClientCertificate:
         """The certificate of an authenticated registry entry, with the *facts* stored
-        beside it (:meth:`_stored_facts`), and nothing read: the entry tag vouches for
+        with it (:meth:`_stored_facts`), and nothing read: the entry tag vouches for
         both, and they were checked when the entry was put. *facts* None (an entry
         stored before them) reads the bundle when a fact is first asked for."""
         cert = object.__new__(cls)
         cert._set_material(format, data, password)
-        object.__setattr__(cert, "_facts", None if facts is None else _LeafFacts.from_record(facts))
+        if facts is not None:
+            cert._set_facts(_LeafFacts.from_record(facts))
         return cert
 
     def _stored_facts(self) -> dict[str, str]:
         """The leaf's public facts, as a registry stores them with the entry."""
-        return self._leaf_facts().as_record()
+        return _LeafFacts(*(getattr(self, name) for name in _LeafFacts._fields)).as_record()
 
-    def _leaf_facts(self) -> _LeafFacts:
-        facts = self._facts
-        if facts is None:  # an entry stored without them: read the bundle once
-            facts = _LeafFacts.of(self._load()[1])
-            object.__setattr__(self, "_facts", facts)
-        return facts
+    if not TYPE_CHECKING:  # typed as the fields above
 
-    @property
-    def subject(self) -> str:
-        """The leaf certificate's subject (RFC 4514)."""
-        return self._leaf_facts().subject
-
-    @property
-    def issuer(self) -> str:
-        """The leaf certificate's issuer (RFC 4514)."""
-        return self._leaf_facts().issuer
-
-    @property
-    def serial(self) -> int:
-        """The leaf certificate's serial number."""
-        return self._leaf_facts().serial
-
-    @property
-    def not_before(self) -> datetime:
-        """Start of the leaf certificate's validity (UTC)."""
-        return self._leaf_facts().not_before
-
-    @property
-    def not_after(self) -> datetime:
-        """End of the leaf certificate's validity (UTC)."""
-        return self._leaf_facts().not_after
-
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 of the leaf certificate (DER), hex."""
-        return self._leaf_facts().fingerprint
+        def __getattr__(self, name: str) -> object:
+            # Reached only for a fact not set yet (see the fields above).
+            if name not in _LeafFacts._fields:
+                raise AttributeError(name)
+            self._set_facts(_LeafFacts.of(self._load()[1]))
+            return getattr(self, name)
 
     @classmethod
     def from_pkcs12(cls, source: Source, password: str | Secret | None = None) -> ClientCertificate:
@@ -598,18 +571,10 @@ class TLSProfile:
             trust = cast('Literal["system"] | None', ca_bundle)
         else:
             trust = _pem_certificates(_read_source(ca_bundle, "CA bundle"), "CA bundle")
-        self._set(
-            client_cert=client_cert,
-            version=version,
-            min_version=min_version,
-            max_version=max_version,
-            ca_bundle=trust,
-            pins=pins,
-            crl=None if crl is None else _pem_crls(_read_source(crl, "CRL")),
-            crl_scope=crl_scope,
-            check_revocation=check_revocation,
-            allow_legacy=allow_legacy,
-        )
+        crl_pem = None if crl is None else _pem_crls(_read_source(crl, "CRL"))
+        versions = (version, min_version, max_version)
+        switches = (crl_scope, check_revocation, allow_legacy)
+        self._set(client_cert, *versions, trust, pins, crl_pem, *switches)  # _set's order
 
     @classmethod
     def _stored(cls, **fields: Any) -> TLSProfile:
@@ -624,7 +589,6 @@ class TLSProfile:
 
     def _set(
         self,
-        *,
         client_cert: ClientCertificate | None,
         version: TLSVersionName | None,
         min_version: TLSVersionName | None,

@@ -21,7 +21,7 @@ from securesession import (
 from securesession._audit import acting_as, check_actor
 
 from ._common import EXIT_FAILED, EXIT_USAGE, CommandError, UsageError
-from ._secrets import refuse_secrets_on_argv
+from ._secrets import add_secret_source, refuse_secrets_on_argv
 
 __all__ = ["build_parser", "known_options", "run"]
 
@@ -115,23 +115,6 @@ def _common_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> 
     )
 
 
-def _secret_source(
-    parser: argparse.ArgumentParser | Any, flag: str, what: str, *, prompt_flag: bool = True
-) -> None:
-    """``FLAG-stdin`` / ``FLAG-env NAME`` (/ ``FLAG-prompt``), mutually exclusive."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        f"{flag}-stdin", action="store_true", help=f"read the {what} from a line of stdin"
-    )
-    group.add_argument(
-        f"{flag}-env", metavar="NAME", help=f"read the {what} from environment variable NAME"
-    )
-    if prompt_flag:
-        group.add_argument(
-            f"{flag}-prompt", action="store_true", help=f"prompt for the {what} (no echo)"
-        )
-
-
 def _add_parser(
     subparsers: Any, name: str, handler: Handler, help_text: str, description: str | None = None
 ) -> argparse.ArgumentParser:
@@ -170,7 +153,7 @@ def _add_command(subparsers: Any) -> None:
     ):
         group = parser.add_argument_group(f"{role} credential")
         group.add_argument(f"--{role}-user", metavar="NAME", help=f"{role} user name")
-        _secret_source(group, f"--{role}-password", f"{role} password or token")
+        add_secret_source(group, f"--{role}-password", f"{role} password or token")
         group.add_argument(
             f"--{role}-auth",
             choices=get_args(AuthMode),
@@ -321,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_url,
         help="only entries at or below URL (repeatable)",
     )
-    _secret_source(export, "--passphrase", "transfer passphrase", prompt_flag=False)
+    add_secret_source(export, "--passphrase", "transfer passphrase", prompt_flag=False)
     export.add_argument(
         "--to-key-file", metavar="PATH", help="encrypt under this key file instead of a passphrase"
     )
@@ -337,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bundle imports nothing.",
     )
     importing.add_argument("file", metavar="FILE")
-    _secret_source(importing, "--passphrase", "transfer passphrase", prompt_flag=False)
+    add_secret_source(importing, "--passphrase", "transfer passphrase", prompt_flag=False)
     importing.add_argument(
         "--bundle-key-file",
         metavar="PATH",

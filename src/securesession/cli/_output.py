@@ -55,23 +55,17 @@ def describe_entry(
     *detail* adds user names, which identify accounts but are not secrets (the
     library shows them in ``repr`` too).
     """
+    roles = (
+        ("gateway", entry.gateway, entry.gateway_auth, entry.gateway_headers),
+        ("request", entry.request, entry.request_auth, entry.request_headers),
+    )
     described: dict[str, Any] = {
         "url": entry.url,
         "description": entry.description,
-        "gateway": _credential(
-            entry.gateway,
-            entry.gateway_auth,
-            entry.gateway_headers,
-            detail=detail,
-            reveal=reveal,
-        ),
-        "request": _credential(
-            entry.request,
-            entry.request_auth,
-            entry.request_headers,
-            detail=detail,
-            reveal=reveal,
-        ),
+        **{
+            role: _credential(credential, mode, names, detail=detail, reveal=reveal)
+            for role, credential, mode, names in roles
+        },
         "secret_headers": (
             {name: value.reveal() for name, value in entry.secret_headers.items()}
             if reveal

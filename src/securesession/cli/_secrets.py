@@ -13,17 +13,37 @@ error messages ("unrecognized arguments: hunter2") would echo the secret.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from securesession import Secret
 
 from ._common import UsageError
 
-__all__ = ["SecretInput", "looks_secret", "refuse_secrets_on_argv"]
+__all__ = ["SecretInput", "add_secret_source", "looks_secret", "refuse_secrets_on_argv"]
+
+
+def add_secret_source(
+    parser: argparse.ArgumentParser | Any, flag: str, what: str, *, prompt_flag: bool = True
+) -> None:
+    """Register ``FLAG-stdin`` / ``FLAG-env NAME`` (/ ``FLAG-prompt``), mutually exclusive,
+    on *parser* (a parser or an argument group): the ways a secret comes in."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        f"{flag}-stdin", action="store_true", help=f"read the {what} from a line of stdin"
+    )
+    group.add_argument(
+        f"{flag}-env", metavar="NAME", help=f"read the {what} from environment variable NAME"
+    )
+    if prompt_flag:
+        group.add_argument(
+            f"{flag}-prompt", action="store_true", help=f"prompt for the {what} (no echo)"
+        )
+
 
 #: Option-name fragments that mean "this flag carries a secret value".
 _SECRET_WORDS: Final = (

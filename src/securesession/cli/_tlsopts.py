@@ -23,7 +23,7 @@ from securesession import (
 )
 
 from ._common import CommandError, UsageError
-from ._secrets import SecretInput
+from ._secrets import SecretInput, add_secret_source
 
 __all__ = [
     "ClientCertificate",
@@ -57,22 +57,7 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
         "--client-pkcs12", metavar="FILE", help="client certificate as a PKCS#12 (.pfx/.p12) file"
     )
     group.add_argument("--client-key", metavar="PEM", help="private key PEM file of --client-cert")
-    passphrase = group.add_mutually_exclusive_group()
-    passphrase.add_argument(
-        "--client-cert-passphrase-stdin",
-        action="store_true",
-        help="read the key/PKCS#12 passphrase from a line of stdin",
-    )
-    passphrase.add_argument(
-        "--client-cert-passphrase-env",
-        metavar="NAME",
-        help="read the key/PKCS#12 passphrase from environment variable NAME",
-    )
-    passphrase.add_argument(
-        "--client-cert-passphrase-prompt",
-        action="store_true",
-        help="prompt for the key/PKCS#12 passphrase",
-    )
+    add_secret_source(group, "--client-cert-passphrase", "key/PKCS#12 passphrase")
     group.add_argument("--tls-version", choices=_VERSIONS, help="use exactly this TLS version")
     group.add_argument("--tls-min", choices=_VERSIONS, help="lowest TLS version (default 1.2)")
     group.add_argument("--tls-max", choices=_VERSIONS, help="highest TLS version (default 1.3)")

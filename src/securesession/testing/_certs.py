@@ -64,6 +64,24 @@ def _load_key(key_pem: bytes) -> _PrivateKey:
     return key
 
 
+def _key_usage(
+    *, signs_certificates: bool = False, key_encipherment: bool = False
+) -> x509.KeyUsage:
+    """Digital signatures, always; certificate and CRL signing for a CA; key
+    encipherment where asked. Nothing else."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _validity(not_before: datetime | None, not_after: datetime | None) -> tuple[datetime, datetime]:
     """Resolve default validity bounds, keeping not_before < not_after.
 
@@ -200,20 +218,7 @@ class CertificateAuthority:
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + _CA_LIFETIME)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(signs_certificates=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .sign(self.key, hashes.SHA256())
         )
@@ -262,18 +267,8 @@ class CertificateAuthority:
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    # RSA key exchange (TLS <= 1.2 legacy suites) needs this bit.
-                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                # RSA key exchange (TLS <= 1.2 legacy suites) needs key encipherment.
+                _key_usage(key_encipherment=isinstance(key, rsa.RSAPrivateKey)),
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)

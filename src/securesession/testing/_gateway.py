@@ -35,7 +35,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.request import parse_http_list, parse_keqv_list
 
 from ._certs import CertificateAuthority, IssuedCert
@@ -449,7 +449,55 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
 
-class GatewayServer:
+class _LoopbackServer:
+    """What both loopback servers share: the port they bound, their URL, ``with``."""
+
+    _port: int | None
+
+    def start(self: _Server) -> _Server:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _scheme(self) -> str:
+        return "http"
+
+    def _details(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        state = f"url={self.url!r}" if self._port is not None else "not started"
+        return f"{type(self).__name__}({state}{self._details()})"
+
+    def __enter__(self: _Server) -> _Server:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL: ``http://127.0.0.1:PORT``, or ``https://`` for a TLS server."""
+        return f"{self._scheme()}://{_LOOPBACK}:{self.port}"
+
+
+_Server = TypeVar("_Server", bound=_LoopbackServer)
+
+
+class GatewayServer(_LoopbackServer):
     """A loopback HTTP/HTTPS gateway for tests, serving on a background thread.
 
     Requests are checked in this order: ``forbid`` routes (IIS-style 403),
@@ -561,9 +609,8 @@ class GatewayServer:
         self._ntlm_files: tuple[str, str, tuple[str, str]] | None = None
         self._ntlm_cleanup: weakref.finalize[Any, Any] | None = None
 
-    def __repr__(self) -> str:
-        state = f"url={self.url!r}" if self._port is not None else "not started"
-        return f"GatewayServer({state}, tls={self.tls})"
+    def _details(self) -> str:
+        return f", tls={self.tls}"
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -602,16 +649,8 @@ class GatewayServer:
             thread.join(_JOIN_TIMEOUT)
         self._remove_ntlm_files()
 
-    def __enter__(self) -> GatewayServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def _ssl_context(self) -> ssl.SSLContext:
         assert self.server_cert is not None
@@ -640,18 +679,6 @@ class GatewayServer:
         return context
 
     # -- addresses ---------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        if self._port is None:
-            raise RuntimeError("GatewayServer not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``https://127.0.0.1:PORT``."""
-        return f"{'https' if self.tls else 'http'}://{_LOOPBACK}:{self.port}"
 
     @property
     def ca_pem(self) -> bytes:
@@ -1105,7 +1132,7 @@ def _basic_auth_failure(header: str | None, expected: tuple[str, str]) -> str | 
     return None
 
 
-class SilentServer:
+class SilentServer(_LoopbackServer):
     """A loopback socket that accepts connections and never answers.
 
     For client timeout tests: connecting succeeds, but no byte (not even a TLS
@@ -1119,10 +1146,6 @@ class SilentServer:
         self._lock = threading.Lock()
         self._accepted: list[socket.socket] = []
         self._port: int | None = None
-
-    def __repr__(self) -> str:
-        state = f"url={self.url!r}" if self._port is not None else "not started"
-        return f"SilentServer({state})"
 
     def start(self) -> SilentServer:
         """Bind 127.0.0.1 on a random port and start accepting; returns ``self``."""
@@ -1168,29 +1191,6 @@ class SilentServer:
             accepted, self._accepted = self._accepted, []
         for conn in accepted:
             conn.close()
-
-    def __enter__(self) -> SilentServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        if self._port is None:
-            raise RuntimeError("SilentServer not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{_LOOPBACK}:{self.port}"
 
     @property
     def https_url(self) -> str:
