@@ -94,3 +94,38 @@ def test_a_file_planted_at_the_temporary_name_is_never_followed(
             )
         assert victim.read_bytes() == b"precious"
         assert not (tmp_path / "key").exists()
+
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file away needs root"
+)
+
+
+@needs_root
+def test_a_replaced_file_keeps_its_owner_and_group(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    write_private_file(path, b"old", overwrite=False, what="key file")
+    os.chown(path, 65534, 65534)  # the service account's, say; we are root
+    write_private_file(path, b"new", overwrite=True, what="key file")
+    status = path.stat()
+    assert (status.st_uid, status.st_gid, path.read_bytes()) == (65534, 65534, b"new")
+    assert stat.S_IMODE(status.st_mode) == 0o600
+
+
+def test_a_file_whose_owner_cannot_be_kept_is_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "master.key"
+    write_private_file(path, b"old", overwrite=False, what="key file")
+    owner = os.stat(path)
+    # As an unprivileged user replacing another user's file: chown is refused.
+    monkeypatch.setattr(os, "geteuid", lambda: owner.st_uid + 1)
+
+    def refused(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", refused)
+    with pytest.raises(MasterKeyError, match=rf"belongs to uid {owner.st_uid}.*run as its owner"):
+        write_private_file(path, b"new", overwrite=True, what="key file")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["master.key"]  # no temporary left
