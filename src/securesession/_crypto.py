@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable
@@ -284,6 +285,7 @@ _ROLES: Final[tuple[KeyRole, ...]] = ("active", "staged", "previous")
 #: The key ring text format written by :meth:`KeyRing.to_text` (its ``version`` line).
 KEY_RING_FORMAT: Final = 1
 _MAX_KEY_TEXT: Final = 64 * 1024
+_KEY_ID_COMMENT: Final = re.compile(r"key id ([0-9a-f]{16})")
 _RING_BANNER: Final = (
     "# securesession key ring: one key per line, '<role> <base64url key>'. Roles: active\n"
     "# (encrypts and decrypts), staged (decrypts; the next active key), previous\n"
@@ -537,18 +539,21 @@ def _read_key_file(path: Path) -> str:
 
 
 def _parse_ring(text: str, where: str) -> KeyRing:
-    lines: list[tuple[str, list[str]]] = []  # (where in the text, the words there)
+    # (where in the text, its words, the key id its "# key id ..." comment names)
+    lines: list[tuple[str, list[str], str | None]] = []
     for number, line in enumerate(text.replace("\r", "").split("\n"), 1):
-        parts = line.partition("#")[0].split(";")
+        content, _, comment = line.partition("#")
+        named = _KEY_ID_COMMENT.fullmatch(comment.strip())
+        parts = content.split(";")
         for index, part in enumerate(parts, 1):
             if words := part.split():
                 label = f"line {number}" if len(parts) == 1 else f"line {number}, part {index}"
-                lines.append((label, words))
+                lines.append((label, words, named[1] if named and len(parts) == 1 else None))
     if not lines:
         raise MasterKeyError(f"{where} holds no key")
     if len(lines) == 1 and len(lines[0][1]) == 1:  # one bare key: the one-key format
-        return KeyRing(_decode_key(lines[0][1][0], where))
-    label, words = lines[0]
+        return KeyRing(_decode_key(lines[0][1][0], where, lines[0][2]))
+    label, words, _ = lines[0]
     if words[0] == "version":
         if len(words) != 2 or not words[1].isdigit():
             raise MasterKeyError(f"{where}, {label}: expected 'version {KEY_RING_FORMAT}'")
@@ -560,7 +565,7 @@ def _parse_ring(text: str, where: str) -> KeyRing:
         lines = lines[1:]
     found: dict[str, list[MasterKey]] = {role: [] for role in _ROLES}
     seen: dict[str, str] = {}
-    for label, words in lines:
+    for label, words, named_id in lines:
         # Never echo a word: a misplaced key would end up in a log.
         if len(words) != 2:
             raise MasterKeyError(f"{where}, {label}: expected '<role> <key>'")
@@ -569,7 +574,7 @@ def _parse_ring(text: str, where: str) -> KeyRing:
             raise MasterKeyError(
                 f"{where}, {label}: unknown role (expected active, staged or previous)"
             )
-        key = _decode_key(encoded, f"{where}, {label}")
+        key = _decode_key(encoded, f"{where}, {label}", named_id)
         if key.key_id in seen:
             raise MasterKeyError(
                 f"{where}, {label}: the same key as {seen[key.key_id]} (key id {key.key_id})"
@@ -586,11 +591,17 @@ def _parse_ring(text: str, where: str) -> KeyRing:
     return KeyRing(found["active"][0], staged=staged, previous=found["previous"])
 
 
-def _decode_key(encoded: str, where: str) -> MasterKey:
+def _decode_key(encoded: str, where: str, named_id: str | None = None) -> MasterKey:
     try:
-        return MasterKey.from_base64(encoded)
+        key = MasterKey.from_base64(encoded)
     except MasterKeyError as exc:
         raise MasterKeyError(f"{where}: {exc}") from None
+    # The comment is what an operator reads (and retires by): it must not lie.
+    if named_id is not None and named_id != key.key_id:
+        raise MasterKeyError(
+            f"{where}: its comment names key id {named_id}, but the key's id is {key.key_id}"
+        )
+    return key
 
 
 def token_key_id(token: str) -> str | None:

@@ -221,6 +221,9 @@ def _bad_texts(a: MasterKey, b: MasterKey) -> list[tuple[str, str]]:
         (f"active {ka[:-3]}", "line 1: master key decodes to"),
         (f"active {ka}; previous {kb[:10]}!!", "line 1, part 2: master key is not valid"),
         (ka[:-5], "master key decodes to"),
+        # The "# key id" comment is what operators read and retire by: it must be true.
+        (f"active {ka}  # key id {b.key_id}", f"line 1: its comment names key id {b.key_id}"),
+        (f"{ka}  # key id {b.key_id}", f"but the key's id is {a.key_id}"),
     ]
 
 
