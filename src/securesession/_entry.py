@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, Literal, get_args
+from typing import Final, Literal, get_args, overload
 
 from ._exceptions import InvalidEntryError, InvalidURLError
 from ._secret import Credential, Secret
@@ -34,11 +34,43 @@ _FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
 _NOT_WIRE_SAFE: Final = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
 #: What XML 1.0 text cannot hold (a ``wsse`` value goes into a SOAP envelope): C0
 #: controls but tab, LF and CR (which ``_FORBIDDEN_IN_VALUE`` refuses anyway),
-#: surrogates, U+FFFE and U+FFFF.
-_NOT_XML_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: surrogates, U+FFFE and U+FFFF. Compiled (by ``re``'s cache) at its first use: its
+#: surrogate range costs a millisecond to compile, at every import otherwise.
+_NOT_XML_TEXT: Final = "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
 
 
-@dataclass(frozen=True)
+class _SecretHeaders:
+    """The ``secret_headers`` field: the constructor takes ``str`` or :class:`Secret`
+    values (as the docs write them), the attribute always holds a read-only mapping of
+    :class:`Secret` ones. A descriptor rather than a conversion in ``__post_init__``, so
+    type checkers see both sides (a dataclass field's ``__init__`` parameter is typed by
+    its descriptor's ``__set__``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attribute = f"_{name}"
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _SecretHeaders: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> Mapping[str, Secret]: ...
+
+    def __get__(
+        self, instance: object | None, owner: type
+    ) -> _SecretHeaders | Mapping[str, Secret]:
+        if instance is None:
+            return self  # the field's default, read by dataclasses: no headers
+        headers: Mapping[str, Secret] = instance.__dict__[self._attribute]
+        return headers
+
+    def __set__(self, instance: object, value: Mapping[str, Secret | str] | _SecretHeaders) -> None:
+        given = {} if isinstance(value, _SecretHeaders) else value
+        instance.__dict__[self._attribute] = MappingProxyType(
+            {name: Secret(secret) for name, secret in given.items()}
+        )
+
+
+@dataclass(frozen=True, repr=False)  # its own __repr__ below (not built, then dropped)
 class ServiceEntry:
     """The credentials and TLS profile of every URL under *url*.
 
@@ -79,7 +111,7 @@ class ServiceEntry:
     request_auth: AuthMode = "basic"
     gateway_headers: tuple[str, str] = ("X-Gateway-User", "X-Gateway-Password")
     request_headers: tuple[str, str] = ("X-Request-User", "X-Request-Password")
-    secret_headers: Mapping[str, Secret] = field(default_factory=dict)
+    secret_headers: _SecretHeaders = _SecretHeaders()
     description: str = ""
     tls: TLSProfile | None = None
     revision: int = field(default=0, compare=False)
@@ -95,11 +127,6 @@ class ServiceEntry:
                 f"entry URL {canonical.key!r} is deeper than {MAX_DEPTH} path segments"
             )
         object.__setattr__(self, "url", canonical.key)
-        object.__setattr__(
-            self,
-            "secret_headers",
-            MappingProxyType({name: Secret(value) for name, value in self.secret_headers.items()}),
-        )
         object.__setattr__(self, "gateway_headers", tuple(self.gateway_headers))
         object.__setattr__(self, "request_headers", tuple(self.request_headers))
         self._validate()
@@ -213,7 +240,7 @@ def _check_wsse(where: str, role: str, credential: Credential) -> None:
         ("password", credential.password.reveal()),
     ):
         _check_value(where, f"{role} {what}", value)
-        if _NOT_XML_TEXT.search(value) is not None:
+        if re.search(_NOT_XML_TEXT, value) is not None:
             raise InvalidEntryError(
                 f"{where}: {role} {what} in mode 'wsse' holds a character that XML "
                 "cannot carry (a control character, a surrogate, U+FFFE or U+FFFF)"
