@@ -15,18 +15,37 @@ The suite closes every registry it opens through that function when the test end
 passed or failed (so your fixture need not track them; if it closes them too, that
 is a second ``close()``, which the contract says is harmless). Every built-in backend
 runs this same class. (:mod:`securesession.registry` re-exports it.)
+
+A store that keeps an audit log (``keeps_audit``) is checked for what each write
+records and that :meth:`~securesession.Registry.verify_audit` passes; one that keeps
+none, that it says so instead of showing an empty log. To run the tamper tests too
+(a record edited, removed, reordered, replayed, the newest cut off: each must fail
+verification, naming the record), provide a ``raw_audit`` fixture: a
+:data:`RawAuditWriter` that writes the test's store behind securesession's back, as
+someone with access to the database but not the master key could::
+
+        @pytest.fixture
+        def raw_audit(self, tmp_path):
+            def write(seq, text):  # text None: delete the record
+                ...  # INSERT OR REPLACE / DELETE on the store's audit table
+            return write
+
+Without it, those tests skip, saying why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from .. import (
+    AuditError,
     ClientCertificate,
     ConflictError,
     Credential,
@@ -44,10 +63,14 @@ from .. import (
 from ..registry import EncryptedRegistry, RegistryStore
 from ._certs import CertificateAuthority
 
-__all__ = ["OpenRegistry", "RegistryContract"]
+__all__ = ["OpenRegistry", "RawAuditWriter", "RegistryContract"]
 
 #: The type of the ``open_registry`` fixture: open the test's registry under a key.
 OpenRegistry = Callable[[MasterKey], Registry]
+#: The type of the ``raw_audit`` fixture: store *text* as audit record number *seq* of
+#: the test's registry (insert, or replace the record stored under *seq*), or delete
+#: that record if *text* is ``None``; straight into the store, with no check.
+RawAuditWriter = Callable[[int, "str | None"], None]
 
 BASE = "https://gw.example.test:8443"
 #: The reserved secret field of the entry tag (docs/concepts.md, "Registries").
@@ -67,6 +90,79 @@ def _store_of(registry: Registry) -> RegistryStore:
     if not isinstance(registry, EncryptedRegistry):
         pytest.skip("not an EncryptedRegistry: no sealed rows to check")
     return registry.store
+
+
+def _audited(registry: Registry) -> RegistryStore:
+    """The store of *registry*, if it keeps an audit log (else the test skips)."""
+    store = _store_of(registry)
+    if not store.keeps_audit:
+        pytest.skip(f"{type(store).__name__} keeps no audit log (keeps_audit is False)")
+    return store
+
+
+def _canonical(record: Mapping[str, Any]) -> str:
+    """A record's stored form (docs/security.md, "The audit log"): what a store writer
+    who edits one writes back, so the edit is caught by its MAC or its link, not by
+    its form."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _renumbered(text: str, seq: int) -> str:
+    return _canonical({**json.loads(text), "seq": seq})
+
+
+def _log_four_changes(registry: Registry) -> None:
+    """Five records: the start, an entry added, its gateway password changed, another
+    entry added, the first removed."""
+    registry.put(_entry("/a/", "a"))
+    registry.put(dataclasses.replace(_entry("/a/", "a"), gateway=Credential("gw-a", "gw-SECRET-2")))
+    registry.put(_entry("/b/", "b"))
+    registry.remove(BASE + "/a/")
+
+
+def _swap(
+    rows: Mapping[int, str], first: int, second: int, *, renumber: bool
+) -> list[tuple[int, str | None]]:
+    one, other = rows[first], rows[second]
+    if renumber:  # as a careful forger would: each record then says where it is
+        one, other = _renumbered(one, second), _renumbered(other, first)
+    return [(first, other), (second, one)]
+
+
+#: How a store writer without the master key may tamper with the log, and what
+#: verification must then say: (the rewrites, given the stored records by sequence
+#: number, as ``(seq, text or None)``; the message naming the record at fault).
+_TAMPERING: Final[
+    dict[str, tuple[Callable[[Mapping[int, str]], list[tuple[int, str | None]]], str]]
+] = {
+    "edit-actor": (
+        lambda rows: [(3, _canonical({**json.loads(rows[3]), "actor": "mallory"}))],
+        "record 3 failed authentication",
+    ),
+    "edit-fields": (
+        lambda rows: [(3, _canonical({**json.loads(rows[3]), "fields": ["description"]}))],
+        "record 3 failed authentication",
+    ),
+    "edit-form": (
+        lambda rows: [(3, rows[3].replace(",", ", ", 1))],
+        "record 3 is not in canonical form",
+    ),
+    "remove": (lambda rows: [(3, None)], "record 3 is missing"),
+    "reorder": (
+        lambda rows: _swap(rows, 3, 4, renumber=False),
+        "record 3 says it is record 4",
+    ),
+    "reorder-renumbered": (
+        lambda rows: _swap(rows, 3, 4, renumber=True),
+        "record 3 does not follow record 2",
+    ),
+    "replay": (
+        lambda rows: [(max(rows) + 1, _renumbered(rows[2], max(rows) + 1))],
+        "record 6 does not follow record 5",
+    ),
+    "cut-newest": (lambda rows: [(max(rows), None)], "records at the end were removed"),
+    "cut-all": (lambda rows: [(seq, None) for seq in rows], "its records were removed"),
+}
 
 
 def _written_by_0_1_0(key: MasterKey) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -475,6 +571,235 @@ class RegistryContract:
         _assert_same_entries(registry, entries)
         registry.close()
         _assert_same_entries(reopen(key), entries)
+
+    # -- the audit log ---------------------------------------------------------------
+
+    @pytest.fixture
+    def raw_audit(self) -> RawAuditWriter:
+        """Override with write access to the test's store (see the module docstring)
+        to run the tamper tests."""
+        pytest.skip(
+            "no raw_audit fixture: the tamper tests need write access to the store's "
+            "audit records behind securesession's back"
+        )
+
+    def test_each_write_logs_what_it_changed(self, registry: Registry) -> None:
+        """One record per change: its operation, what it did to the entry, the new
+        revision, the names of the fields whose value changed (secrets compared
+        decrypted: a put of the same values changes none), and the actor."""
+        _audited(registry)
+        assert isinstance(registry, EncryptedRegistry)
+        registry.actor = "contract-bot"
+        entry = _entry("/svc/")
+        added = registry.put(entry)
+        same = registry.put(entry)  # new tokens, same values
+        described = registry.put(dataclasses.replace(entry, description="moved"))
+        password = registry.put(
+            dataclasses.replace(
+                entry, description="moved", gateway=Credential("gw-1", "gw-SECRET-2")
+            )
+        )
+        assert registry.remove(BASE + "/svc/")
+        records = list(registry.audit())
+        assert [(r.seq, r.operation, r.change, r.entry) for r in records] == [
+            (1, "start", "", "*"),
+            (2, "put", "added", added.url),
+            (3, "put", "changed", added.url),
+            (4, "put", "changed", added.url),
+            (5, "put", "changed", added.url),
+            (6, "remove", "removed", added.url),
+        ]
+        revisions = [record.revision for record in records]
+        assert revisions[1:5] == [
+            added.revision,
+            same.revision,
+            described.revision,
+            password.revision,
+        ]
+        assert revisions[5] is not None and revisions[5] > password.revision
+        fields = [record.fields for record in records]
+        assert fields[2:5] == [(), ("description",), ("gateway.password",)]
+        credential_fields = {
+            "gateway.username",
+            "gateway.password",
+            "request.username",
+            "request.password",
+        }
+        assert credential_fields | {"description"} <= set(fields[1]) == set(fields[5])
+        assert ENTRY_TAG_FIELD not in fields[1]  # the tag is no field of the entry
+        assert {record.actor for record in records} == {"contract-bot"}
+        assert {record.key_id for record in records} == {registry.key_id}
+        times = [record.time for record in records]
+        assert times == sorted(times)
+        report = registry.verify_audit()
+        assert (report.records, report.authenticated, report.predating) == (6, 6, 0)
+        assert (report.head_seq, report.head_digest) == (6, records[-1].digest)
+
+    def test_a_batch_logs_each_of_its_changes_under_its_operation(self, registry: Registry) -> None:
+        _audited(registry)
+        registry.put(_entry("/old/", "old"))
+        before = len(list(registry.audit()))
+        written = registry.apply(
+            [_entry("/a/", "a"), _entry("/b/", "b")],
+            [BASE + "/old/", BASE + "/never/"],  # the absent one is no change: no record
+            operation="import",
+        )
+        records = list(registry.audit())[before:]
+        assert [(r.operation, r.change, r.entry) for r in records] == [
+            ("import", "added", written[0].url),
+            ("import", "added", written[1].url),
+            ("import", "removed", BASE + "/old"),
+        ]
+        assert [r.revision for r in records[:2]] == [entry.revision for entry in written]
+        assert len({r.revision for r in records}) == 3
+        assert registry.verify_audit().records == before + 3
+
+    def test_a_state_alone_is_logged_by_name_and_a_state_with_writes_is_not(
+        self, registry: Registry
+    ) -> None:
+        _audited(registry)
+        registry.apply(operation="sync", state=("sync:contract", '{"rev": 1}'))
+        record = list(registry.audit())[-1]
+        assert (record.seq, record.operation, record.change, record.entry) == (2, "sync", "", "*")
+        assert (record.revision, record.fields) == (None, ("state:sync:contract",))
+        assert '{"rev": 1}' not in record.text  # the name, never the text
+        written = registry.apply([_entry("/svc/")], operation="sync", state=("sync:contract", "2"))
+        records = list(registry.audit())
+        assert [(r.operation, r.entry, r.revision) for r in records[2:]] == [
+            ("sync", written[0].url, written[0].revision)
+        ]
+        assert registry.verify_audit().records == 3
+
+    def test_a_refused_batch_logs_nothing(self, registry: Registry) -> None:
+        _audited(registry)
+        stored = registry.put(_entry("/svc/"))
+        logged = [record.text for record in registry.audit()]
+        with pytest.raises(ConflictError):
+            registry.apply(
+                [_entry("/svc/", "2"), _entry("/new/")],
+                expect={stored.url: stored.revision + 1},
+                state=("sync:x", "never"),
+            )
+        with pytest.raises(ValueError, match="more than once"):
+            registry.apply([_entry("/svc/", "2")], [BASE + "/svc"])
+        assert [record.text for record in registry.audit()] == logged
+        assert registry.verify_audit().records == len(logged)
+
+    def test_a_rotation_is_one_record_and_old_records_stay_verified(
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        """The rotation record covers every entry's new revision; the records under
+        the old key are never rewritten, and verify under the new key alone (their
+        digests are in the chain the new key's MACs cover)."""
+        _audited(registry)
+        for index in range(3):
+            registry.put(_entry(f"/svc{index}/", str(index)))
+        logged = [record.text for record in registry.audit()]
+        new_key = MasterKey.generate()
+        registry.rotate(new_key)
+        records = list(registry.audit())
+        assert [record.text for record in records[:-1]] == logged
+        rotation = records[-1]
+        assert (rotation.operation, rotation.entry, rotation.fields) == (
+            "rotate",
+            "*",
+            ("secrets",),
+        )
+        assert rotation.key_id == new_key.key_id
+        assert {record.key_id for record in records[:-1]} == {key.key_id}
+        assert rotation.since is not None and rotation.revision is not None
+        revisions = sorted(entry.revision for entry in registry.entries())
+        assert revisions == list(range(rotation.since, rotation.revision + 1))
+        assert registry.verify_audit().records == 5
+        registry.close()
+        reopened = reopen(new_key)
+        reopened.put(_entry("/after/"))
+        report = reopened.verify_audit()
+        assert (report.records, report.authenticated) == (6, 2)  # the rotation, the put
+
+    def test_records_carry_no_secret(
+        self, registry: Registry, key: MasterKey, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """No value, token or key in a stored record or in what the writes log: a
+        record names fields, never their content."""
+        store = _audited(registry)
+        caplog.set_level(logging.DEBUG, logger="securesession")
+        entry = _entry("/svc/", "x", secret_headers={"X-Api-Key": "api-SECRET"})
+        registry.put(entry)
+        sealed = store.read(entry.url)
+        assert sealed is not None
+        registry.put(dataclasses.replace(entry, secret_headers={"X-Api-Key": "api-SECRET-2"}))
+        registry.apply(state=("sync:x", "state-SECRET"))
+        new_key = MasterKey.generate()
+        registry.rotate(new_key)
+        registry.remove(BASE + "/svc/")
+        texts = [text for _, text in store.read_audit().rows]
+        assert len(texts) == 6
+        forbidden = [
+            "SECRET",
+            "gw-x",
+            "user-x",
+            key.to_base64(),
+            new_key.to_base64(),
+            *sealed.secrets.values(),
+        ]
+        for text in [*texts, caplog.text]:
+            assert not [word for word in forbidden if word in text]
+        assert "header.X-Api-Key" in texts[2]  # the name of what changed is there
+
+    def test_audit_filters_by_entry_and_time(self, registry: Registry) -> None:
+        _audited(registry)
+        _log_four_changes(registry)
+        of_b = list(registry.audit(entry=BASE + "/b/"))
+        assert [(r.seq, r.entry) for r in of_b] == [(1, "*"), (4, BASE + "/b")]
+        assert [r.seq for r in registry.audit(since=of_b[-1].time)] == [
+            r.seq for r in registry.audit() if r.time >= of_b[-1].time
+        ]
+        assert list(registry.audit(since=of_b[-1].time + 3600)) == []
+
+    def test_a_write_behind_securesessions_back_fails_verification(
+        self, registry: Registry
+    ) -> None:
+        """The store's raw write adds no record: the registry's revision then has none."""
+        store = _audited(registry)
+        _log_four_changes(registry)
+        sealed = store.read(BASE + "/b")
+        assert sealed is not None
+        store.write(sealed.key, sealed.settings, sealed.secrets, key_id=registry.key_id)
+        with pytest.raises(AuditError, match="changed outside securesession"):
+            registry.verify_audit()
+
+    @pytest.mark.parametrize("tampering", list(_TAMPERING))
+    def test_verify_names_the_tampered_record(
+        self, registry: Registry, request: pytest.FixtureRequest, tampering: str
+    ) -> None:
+        store = _audited(registry)
+        raw_audit: RawAuditWriter = request.getfixturevalue("raw_audit")
+        _log_four_changes(registry)
+        registry.verify_audit()
+        rows = dict(store.read_audit().rows)
+        assert sorted(rows) == [1, 2, 3, 4, 5]
+        rewrites, message = _TAMPERING[tampering]
+        for seq, text in rewrites(rows):
+            raw_audit(seq, text)
+        with pytest.raises(AuditError, match=message) as caught:
+            registry.verify_audit()
+        assert "SECRET" not in str(caught.value)
+
+    def test_a_store_without_an_audit_log_says_so(self, registry: Registry) -> None:
+        """Writes work, and asking for the log raises a RegistryError saying there is
+        none: an empty listing, or a verification that passes, would claim a log that
+        does not exist."""
+        store = _store_of(registry)
+        if store.keeps_audit:
+            pytest.skip(f"{type(store).__name__} keeps an audit log")
+        registry.put(_entry("/svc/"))
+        registry.apply(state=("sync:x", "text"))
+        registry.rotate(MasterKey.generate())
+        for ask in (lambda: list(registry.audit()), registry.verify_audit):
+            with pytest.raises(RegistryError, match="keeps no audit log") as caught:
+                ask()
+            assert not isinstance(caught.value, AuditError)
 
 
 def _assert_same_entries(registry: Registry, entries: list[ServiceEntry]) -> None:
