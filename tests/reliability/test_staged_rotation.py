@@ -144,9 +144,9 @@ def test_stage_commit_retire_while_a_reader_makes_requests(
             assert ready.wait(60), "the reader never got a response"
             time.sleep(PHASE_S)
 
-            def slow_reseal(*args: Any) -> Any:
+            def slow_reseal(*args: Any, **options: Any) -> Any:
                 time.sleep(COMMIT_DELAY_S)
-                return reseal(*args)
+                return reseal(*args, **options)
 
             monkeypatch.setattr(_base, "reseal", slow_reseal)
             commit_started = time.monotonic()
