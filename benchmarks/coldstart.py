@@ -17,10 +17,13 @@ For information, the same pair without TLS (HTTP Basic; the entry has no TLS
 profile, so no certificate code is loaded) shows what the rest costs.
 
 All sides alternate, after one untimed run of each that fills the bytecode cache,
-and the table reports medians of the wall times; the children also report how
-long their imports took. ``--quick`` runs a few rounds and checks counts only
-(every call answered 200, with the right client certificate or user); its timings
-are not judged.
+and the table reports medians of the wall times (the verdict: ratio of the medians);
+the children also report how long their imports took. Two more rows, for a shared
+machine, where wall time follows the load: the median of the per-round ratios (the
+two sides of a round ran seconds apart), and the children's CPU time (user + system,
+from ``getrusage``), which the load moves much less. ``--quick`` runs a few rounds and
+checks counts only (every call answered 200, with the right client certificate or
+user); its timings are not judged.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -83,15 +87,30 @@ def child_environment(cache: Path) -> dict[str, str]:
     return environment
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run(command: list[str], environment: dict[str, str]) -> tuple[float, dict[str, object]]:
-    """Run one child; its whole wall time and what it printed."""
+    """Run one child; its whole wall time and what it printed, plus its CPU time
+    (``"cpu"``: the children are run one at a time, so the growth of this process's
+    children's usage is this child's)."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     elapsed = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if result.returncode != 0:
         raise RuntimeError(f"child failed ({result.returncode}): {result.stderr[-2000:]}")
     payload: dict[str, object] = json.loads(result.stdout.splitlines()[-1])
+    payload["cpu"] = cpu
     return elapsed, payload
+
+
+def _paired_ratio(secure: list[float], plain: list[float]) -> float:
+    """The median over rounds of plain / securesession, each round's two runs paired."""
+    return common.median([p / s for s, p in zip(secure, plain, strict=True)])
 
 
 def _modules(payload: dict[str, object]) -> set[str]:
@@ -202,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         ("mutual TLS", "", TARGET),
         ("HTTP Basic, no TLS profile", ", no TLS", None),
     ]
+    cpu = {
+        side: [float(str(payload["cpu"])) for _, payload in runs] for side, runs in samples.items()
+    }
     for case, suffix, goal in cases:
         secure, plain = wall["securesession" + suffix], wall["plain" + suffix]
         ratio = plain / secure
@@ -214,6 +236,31 @@ def main(argv: list[str] | None = None) -> int:
                 ratio,
                 f"≥ {1 / goal:.2f} (≤ {goal} x plain)" if goal else "info",
                 None if args.quick or goal is None else ratio >= 1 / goal,
+            )
+        )
+        report.add(
+            common.Row(
+                "7 cold start",
+                f"  {case}: median of the {rounds} per-round wall-time ratios",
+                "",
+                "",
+                _paired_ratio(
+                    [elapsed for elapsed, _ in samples["securesession" + suffix]],
+                    [elapsed for elapsed, _ in samples["plain" + suffix]],
+                ),
+                "info",
+            )
+        )
+        secure_cpu = common.median(cpu["securesession" + suffix])
+        plain_cpu = common.median(cpu["plain" + suffix])
+        report.add(
+            common.Row(
+                "7 cold start",
+                f"  {case}: CPU time of the process (user + system), median",
+                common.fmt_us(secure_cpu * 1e6),
+                common.fmt_us(plain_cpu * 1e6),
+                plain_cpu / secure_cpu,
+                "info",
             )
         )
         report.add(

@@ -31,8 +31,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 from requests import PreparedRequest, Response
@@ -164,8 +163,7 @@ class _ProxyManager(ProxyManager):
         self.pool_classes_by_scheme = _POOL_CLASSES
 
 
-@dataclass(frozen=True)
-class _Slot:
+class _Slot(NamedTuple):
     profile: TLSProfile
     revision: int
     context: ProfileContext

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -187,7 +186,7 @@ _RECORD_NAMES: Final = frozenset(
 )
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)  # its own __init__ and __repr__
 class ClientCertificate:
     """A client certificate (with its chain) and its private key, for mutual TLS.
 
@@ -341,6 +340,8 @@ class ClientCertificate:
     def _rewrapped(self) -> tuple[bytes, bytes]:
         """``(pem, passphrase)``: the chain, leaf first, and the private key encrypted
         under a fresh random *passphrase*; what ``build_context`` hands to OpenSSL."""
+        import secrets
+
         from cryptography.hazmat.primitives import serialization
 
         key, leaf, others = self._load()
@@ -511,7 +512,7 @@ def _pem_crls(data: bytes) -> bytes:
     return b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in crls)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)  # its own __init__ and __repr__
 class TLSProfile:
     """How one service is spoken to over TLS: client certificate, versions, trust.
 
