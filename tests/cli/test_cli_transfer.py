@@ -344,3 +344,18 @@ def test_import_of_a_greedy_scrypt_bundle_is_refused_before_the_passphrase(
     line = one_error_line(refused)
     assert "n=1048576, r=16, p=1 (2048 MiB)" in line and "at most 128 MiB" in line, line
     assert json.loads(target.ok("list", "--json").stdout) == []
+
+
+def test_a_bundle_under_a_previous_key_of_the_ring_imports(
+    ready: CLI, target: CLI, tmp_path: Path
+) -> None:
+    _seed(ready)
+    bundle = tmp_path / "bundle.json"
+    ready.ok("export", str(bundle), "--to-key-file", str(target.key_file))
+    # The target rotates after the bundle was made: its old key is now a previous one.
+    target.ok("rotate-key", "--stage")
+    target.ok("rotate-key", "--commit")
+    imported = target.ok("import", str(bundle))
+    assert "2 added" in imported.stdout
+    hr = target.open().get("https://hr.example.com/")
+    assert hr is not None and hr.request == Credential.token("tokSECRET-b")

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from securesession import (
     DecryptionError,
+    KeyRing,
     MasterKey,
     MasterKeyError,
     Registry,
@@ -50,7 +51,7 @@ from securesession.registry import EncryptedRegistry
 
 from ._commands import exact_entry, registry_from_args, under
 from ._common import EXIT_OK, CommandError, UsageError, format_time, note, out
-from ._config import load_key, resolve_key_source
+from ._config import load_key, load_key_ring, resolve_key_source
 from ._secrets import SecretInput
 
 __all__ = ["BUNDLE_FORMAT", "cmd_export", "cmd_import", "open_bundle", "seal_bundle"]
@@ -269,7 +270,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _bundle_key(
-    args: argparse.Namespace, bundle: dict[str, Any], registry_key: MasterKey, name: str
+    args: argparse.Namespace, bundle: dict[str, Any], registry_ring: KeyRing, name: str
 ) -> MasterKey:
     protection = bundle["protection"]
     if protection["kind"] == "passphrase":
@@ -280,13 +281,17 @@ def _bundle_key(
         raise UsageError(
             f"{name} is encrypted under a key, not a passphrase; drop the passphrase option"
         )
-    key = (
-        load_key(resolve_key_source(args.bundle_key_file)) if args.bundle_key_file else registry_key
+    ring = (
+        load_key_ring(resolve_key_source(args.bundle_key_file))
+        if args.bundle_key_file
+        else registry_ring
     )
-    if protection.get("key_id") != key.key_id:
+    # Any key of the ring: a bundle made before a rotation is under a previous key.
+    key = ring.get(str(protection.get("key_id")))
+    if key is None:
         raise CommandError(
-            f"{name} is encrypted under key id {protection.get('key_id')}, but the key used has "
-            f"id {key.key_id}; pass the right one with --bundle-key-file; nothing was imported"
+            f"{name} is encrypted under key id {protection.get('key_id')}, but the keys used are "
+            f"{ring.describe()}; pass the right one with --bundle-key-file; nothing was imported"
         )
     return key
 
@@ -305,7 +310,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     bundle = read_header(data, name)
     source = resolve_key_source(args.key_file)
     with registry_from_args(args) as registry:
-        entries = open_bundle(bundle, _bundle_key(args, bundle, load_key(source), name), name)
+        entries = open_bundle(bundle, _bundle_key(args, bundle, load_key_ring(source), name), name)
         _apply(registry, entries, args)
     return EXIT_OK
 

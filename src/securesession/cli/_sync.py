@@ -62,7 +62,7 @@ from securesession import (
 from securesession._registry._codec import entry_fields
 
 from ._common import EXIT_OK, CommandError, UsageError, emit_json, note, out
-from ._config import KeySource, load_key, sqlite_path
+from ._config import KeySource, load_key_ring, sqlite_path
 from ._output import Progress
 
 __all__ = [
@@ -418,7 +418,8 @@ class Side:
                 f"{self.role} is memory://, which lives inside one process: give a registry "
                 "another process can open (sqlite:///..., postgresql://...)"
             )
-        key = load_key(self.source)
+        # The whole ring: a side mid-rotation is read and written under its active key.
+        key = load_key_ring(self.source)
         path = sqlite_path(self.url)
         if path is not None and not path.exists():
             raise CommandError(f"{self.role} registry {path} does not exist")
