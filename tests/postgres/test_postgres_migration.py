@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from securesession import Credential, MasterKey, RegistryError, ServiceEntry, open_registry
 from securesession._registry._codec import seal
+from securesession._registry.postgres._schema import SCHEMA_VERSION
 
 from .. import pgcluster
 
@@ -91,31 +92,22 @@ def version_1(
     return entries
 
 
-def _schema(cluster: pgcluster.PostgresCluster, database: str) -> tuple[int, set[str], object]:
-    """The schema version, the tables, and the revision the audit log starts from."""
+def _schema(cluster: pgcluster.PostgresCluster, database: str) -> tuple[int, set[str]]:
+    """The schema version and the tables."""
     with cluster.admin(database) as admin:
         version = admin.execute("SELECT max(version) FROM securesession.schema_version").fetchone()
         tables = admin.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (SCHEMA,)
         ).fetchall()
-        columns = admin.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = 'state'",
-            (SCHEMA,),
-        ).fetchall()
-        audit_from = None
-        if ("audit_from",) in columns:
-            row = admin.execute("SELECT audit_from FROM securesession.state").fetchone()
-            audit_from = None if row is None else row[0]
     assert version is not None
-    return int(str(version[0])), {str(row[0]) for row in tables}, audit_from
+    return int(str(version[0])), {str(row[0]) for row in tables}
 
 
 def test_the_fixture_is_a_version_1_registry(
     postgres_cluster: pgcluster.PostgresCluster, database: str, version_1: list[ServiceEntry]
 ) -> None:
-    """What the other tests migrate: version 1, no states or audit table, no audit_from."""
-    assert _schema(postgres_cluster, database) == (1, {"schema_version", "state", "entries"}, None)
+    """What the other tests migrate: version 1, with no states or audit table."""
+    assert _schema(postgres_cluster, database) == (1, {"schema_version", "state", "entries"})
 
 
 def test_opening_migrates_and_keeps_every_entry(
@@ -126,8 +118,8 @@ def test_opening_migrates_and_keeps_every_entry(
     version_1: list[ServiceEntry],
 ) -> None:
     with closing(open_registry(postgres_url, key)) as registry:
-        version, tables, audit_from = _schema(postgres_cluster, database)
-        assert (version, audit_from) == (2, 3)  # the log starts after revision 3
+        version, tables = _schema(postgres_cluster, database)
+        assert version == SCHEMA_VERSION > 1
         assert {"states", "audit"} <= tables
         assert registry.key_id == key.key_id
         assert list(registry.urls()) == sorted(entry.url for entry in version_1)
@@ -158,8 +150,8 @@ def test_the_log_starts_with_the_first_change_after_the_migration(
         ]
         assert records[2].fields == ("gateway.password",)
         report = registry.verify_audit()
-        assert (report.records, report.authenticated, report.predating) == (4, 4, 1)
-    # A second open migrates nothing again: the log still starts at revision 3.
+        assert (report.records, report.authenticated) == (4, 4)
+    # A second open migrates nothing again, nor starts another log.
     with closing(open_registry(postgres_url, key)) as reopened:
         assert reopened.verify_audit().records == 4
         assert [r.seq for r in reopened.audit()] == [1, 2, 3, 4]
@@ -173,7 +165,7 @@ def test_concurrent_first_opens_migrate_once(
     version_1: list[ServiceEntry],
 ) -> None:
     """Hosts restarted together on the new version: each opens, one migrates (under the
-    advisory lock), and the log's start is the same for all."""
+    advisory lock), and one log starts, after the old revision."""
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
 
@@ -191,10 +183,13 @@ def test_concurrent_first_opens_migrate_once(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _schema(postgres_cluster, database)[::2] == (2, 3)
+    assert _schema(postgres_cluster, database)[0] == SCHEMA_VERSION
     with closing(open_registry(postgres_url, key)) as registry:
         report = registry.verify_audit()
         assert (report.records, report.predating) == (5, 3)
+        records = list(registry.audit())
+        assert [(r.operation, r.revision) for r in records[:1]] == [("start", 3)]
+        assert sorted(r.revision or 0 for r in records[1:]) == [4, 5, 6, 7]
 
 
 def test_a_role_that_may_only_read_is_told_to_migrate_with_the_owner(
@@ -210,7 +205,9 @@ def test_a_role_that_may_only_read_is_told_to_migrate_with_the_owner(
         admin.execute(f'CREATE ROLE "{reader}" LOGIN')
         admin.execute(f'GRANT USAGE ON SCHEMA securesession TO "{reader}"')
         admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA securesession TO "{reader}"')
-    with pytest.raises(RegistryError, match=r"version 1, not 2.*owner role") as caught:
+    with pytest.raises(
+        RegistryError, match=rf"version 1, not {SCHEMA_VERSION}.*owner role"
+    ) as caught:
         open_registry(postgres_cluster.url(database, user=reader), key)
     assert "SECRET" not in str(caught.value)
     assert _schema(postgres_cluster, database)[0] == 1
