@@ -1,6 +1,6 @@
 """Target 7: cold start, one call per process (the "scripts" persona).
 
-    python -m benchmarks.coldstart [--quick]
+    python -m benchmarks.coldstart [--quick] [--instructions]
 
 A script that starts, makes one call and exits pays for its imports and its setup
 on every call. Each side here is a fresh ``python`` process, timed whole (from
@@ -23,7 +23,9 @@ machine, where wall time follows the load: the median of the per-round ratios (t
 two sides of a round ran seconds apart), and the children's CPU time (user + system,
 from ``getrusage``), which the load moves much less. ``--quick`` runs a few rounds and
 checks counts only (every call answered 200, with the right client certificate or
-user); its timings are not judged.
+user); its timings are not judged. ``--instructions`` also runs each child once under
+``valgrind --tool=callgrind`` and reports the instructions it executed: the work, which
+the machine's load does not move at all (network waits are not counted).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/coldstart.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _common as common
+from benchmarks.instructions import callgrind_instructions
 
 #: The wall-time target: a one-call script at most this many times plain requests'.
 TARGET = 1.25
@@ -120,7 +123,9 @@ def _modules(payload: dict[str, object]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse_args(__doc__, argv)
+    args = common.parse_args(
+        __doc__, argv, instructions="also count each child's instructions (needs valgrind)"
+    )
     common.clean_environment()
     report = common.Report("7. cold start: one call per process", args.quick)
     rounds = 3 if args.quick else 21
@@ -173,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
             environment = child_environment(directory / "pycache")
             for command in commands.values():  # untimed: fills the bytecode cache
                 _run(command, environment)
+            # Before the reset: the servers' counts below are the timed runs' only.
+            counted = (
+                {
+                    side: callgrind_instructions(command, environment)
+                    for side, command in commands.items()
+                }
+                if args.instructions
+                else {}
+            )
             mtls.reset()
             http.reset()
             samples = common.alternate(
@@ -251,6 +265,18 @@ def main(argv: list[str] | None = None) -> int:
                 "info",
             )
         )
+        if counted:
+            secure_count, plain_count = counted["securesession" + suffix], counted["plain" + suffix]
+            report.add(
+                common.Row(
+                    "7 cold start",
+                    f"  {case}: instructions executed by the process (callgrind, one run)",
+                    f"{secure_count / 1e6:,.0f} M",
+                    f"{plain_count / 1e6:,.0f} M",
+                    plain_count / secure_count,
+                    "info",
+                )
+            )
         secure_cpu = common.median(cpu["securesession" + suffix])
         plain_cpu = common.median(cpu["plain" + suffix])
         report.add(

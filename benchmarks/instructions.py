@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 FEW, MANY = 100, 600
@@ -57,22 +58,20 @@ CASES = [
 ]
 
 
-def instructions(case: str, count: int) -> int:
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        "-c",
-        WORKLOAD,
-        case,
-        str(count),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
+def callgrind_instructions(command: list[str], environment: Mapping[str, str]) -> int:
+    """The instructions *command* executed, counted by ``valgrind --tool=callgrind``."""
+    counted = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
+    result = subprocess.run(counted, capture_output=True, text=True, check=True, env=environment)
     match = _COLLECTED.search(result.stderr)
     if match is None:
         raise RuntimeError("callgrind printed no instruction count")
     return int(match.group(1))
+
+
+def instructions(case: str, count: int) -> int:
+    return callgrind_instructions(
+        [sys.executable, "-c", WORKLOAD, case, str(count)], environment=os.environ
+    )
 
 
 def per_request(case: str) -> int:
