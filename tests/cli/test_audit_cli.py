@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from contextlib import closing
+from pathlib import Path
+
+import pytest
 
 from securesession import Credential, ServiceEntry
 
@@ -45,6 +49,7 @@ def test_verify_passes_then_fails_on_a_tampered_record(ready: CLI) -> None:
     _seed(ready)
     verified = ready.ok("log", "--verify")
     assert "audit log verified: 4 records" in verified.stdout
+    assert "(chain " in verified.stdout and "--expect-head" in verified.stderr
     head = verified.stdout.split("head: record ")[1].split()
     seq, digest = head[0].rstrip(","), head[2]
     ready.ok("log", "--verify", "--expect-head", f"{seq}:{digest}")
@@ -57,6 +62,72 @@ def test_verify_passes_then_fails_on_a_tampered_record(ready: CLI) -> None:
     assert "record 2 failed authentication" in one_error_line(failed)
     as_json = ready.run("log", "--verify", "--json")
     assert as_json.code == 1 and "record 2" in one_error_line(as_json)
+
+
+def _head(cli: CLI) -> str:
+    """``SEQ:SHA256`` of the head ``log --verify`` prints (it always prints one)."""
+    words = cli.ok("log", "--verify").stdout.split("head: record ")[1].split()
+    return f"{words[0].rstrip(',')}:{words[2]}"
+
+
+def test_verify_fails_on_a_wiped_log(ready: CLI) -> None:
+    """Every record removed and the log's starting point moved to the current revision
+    (the review's wipe): exit 1, not '0 records'."""
+    _seed(ready)
+    with sqlite3.connect(ready.registry_path) as db:
+        db.execute("DELETE FROM audit")
+        db.execute(
+            "UPDATE meta SET value = (SELECT value FROM meta WHERE name = 'revision')"
+            " WHERE name = 'audit_from'"
+        )
+    failed = ready.run("log", "--verify")
+    assert failed.code == 1 and "0 records" not in failed.stdout
+    assert "audit log is empty" in one_error_line(failed)
+
+
+def test_only_a_head_kept_elsewhere_detects_a_rollback_of_the_whole_database(
+    ready: CLI, tmp_path: Path
+) -> None:
+    """A copy of the database from earlier, log included, is a consistent state: it
+    verifies on its own, and fails against the head taken since."""
+    _seed(ready)
+    backup = tmp_path / "backup.db"
+    shutil.copy(ready.registry_path, backup)
+    ready.ok("remove", URL)
+    head = _head(ready)
+    shutil.copy(backup, ready.registry_path)
+    assert ready.ok("log", "--verify").stdout.startswith("audit log verified: 4 records")
+    failed = ready.run("log", "--verify", "--expect-head", head)
+    assert failed.code == 1 and "record 5, is not in the log" in one_error_line(failed)
+
+
+@pytest.mark.parametrize(
+    "make_it_look_new",
+    [
+        pytest.param(
+            "DROP TABLE audit; DELETE FROM meta WHERE name = 'audit_from';"
+            " UPDATE schema_version SET version = 1;",
+            id="as-from-before-the-log",
+        ),
+        pytest.param(
+            "DELETE FROM audit; INSERT INTO meta SELECT 'audit_from', value FROM meta"
+            " WHERE name = 'revision';",
+            id="as-waiting-for-its-first-record",
+        ),
+    ],
+)
+def test_a_log_started_again_is_caught_by_the_head(ready: CLI, make_it_look_new: str) -> None:
+    """A store writer who makes the registry look as if it had no log yet gets a new log
+    listing the entries as they are (nothing in the database can tell it from a real
+    upgrade): a new chain and start time, which the head kept elsewhere does not match."""
+    _seed(ready)
+    head = _head(ready)
+    with sqlite3.connect(ready.registry_path) as db:
+        db.executescript(make_it_look_new)
+    restarted = ready.ok("log", "--verify").stdout
+    assert "audit log verified: 1 record" in restarted and head.split(":")[1] not in restarted
+    failed = ready.run("log", "--verify", "--expect-head", head)
+    assert failed.code == 1 and "not in the log" in one_error_line(failed)
 
 
 def test_verify_with_a_head_that_is_gone_fails(ready: CLI) -> None:

@@ -1,5 +1,6 @@
 """The audit log on SQLite: what each write records, and that a store writer without
-the master key cannot remove, edit, reorder, replay or import records unnoticed."""
+the master key cannot remove, edit, reorder, replay or import records, nor change,
+remove, roll back or add an entry, nor wipe the log, unnoticed."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
-from securesession._audit import acting_as
+from securesession._audit import acting_as, verify
 from securesession._crypto import KeyRing
+from securesession._registry.sqlite import SQLiteStore
 from securesession.registry import EncryptedRegistry
 
 from ..secretscan import leaks
 
 BASE = "https://gw.example.test"
+PAY = BASE + ":443/pay"
 
 
 def _entry(path: str, secret: str = "pw-SECRET-1", **options: object) -> ServiceEntry:
@@ -62,16 +65,31 @@ def _rows(path: Path) -> list[tuple[int, str]]:
         return db.execute("SELECT seq, record FROM audit ORDER BY seq").fetchall()
 
 
+def _row_of(path: Path, key: str) -> tuple[str, str]:
+    """An entry's stored settings and secrets, as a store writer copies them."""
+    with sqlite3.connect(path) as db:
+        row: tuple[str, str] = db.execute(
+            "SELECT settings, secrets FROM entries WHERE key = ?", (key,)
+        ).fetchone()
+    return row
+
+
+def _password_in_use(registry: Registry) -> str | None:
+    entry = registry.get(PAY + "/x")
+    return None if entry is None or entry.gateway is None else entry.gateway.password.reveal()
+
+
 def test_each_write_records_what_changed_and_never_a_value(
-    registry: Registry, path: Path, caplog: pytest.LogCaptureFixture
+    path: Path, key: MasterKey, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="securesession")
     with acting_as("release-bot"):
-        registry = open_registry(f"sqlite://{path}", registry.key_ring)  # type: ignore[attr-defined]
+        registry = open_registry(f"sqlite://{path}", key)
     _fill(registry)
     records = list(registry.audit())
     summary = [(r.operation, r.change, r.entry, r.fields) for r in records]
     assert summary[0] == ("start", "", "*", ())
+    assert records[0].entries == {} and records[0].revision == 0  # a new registry
     assert summary[2] == ("put", "changed", BASE + ":443/a", ("gateway.password",))
     assert summary[3][:3] == ("put", "added", BASE + ":443/b")
     assert "description" in summary[3][3] and "gateway.password" in summary[3][3]
@@ -80,10 +98,14 @@ def test_each_write_records_what_changed_and_never_a_value(
     assert {r.actor for r in records} == {"release-bot"}
     revisions = [r.revision for r in records[1:] if r.revision is not None]
     assert revisions == sorted(revisions) and len(set(revisions)) == 4
+    # Each record commits to the row it found and the row it left.
+    assert (records[1].was, records[2].was) == (None, records[1].row)
+    assert records[4].was == records[2].row and records[4].row is None
     # No value anywhere: not in the stored records, not in the DEBUG log.
     assert not any(leaks(text) for _, text in _rows(path))
     assert not leaks(caplog.text) and "gw-user" not in caplog.text
-    assert registry.verify_audit().records == 5
+    report = registry.verify_audit()
+    assert (report.records, report.chain) == (5, records[0].chain)
 
 
 def test_filters_by_entry_and_time(registry: Registry) -> None:
@@ -109,6 +131,10 @@ def test_a_batch_and_a_rotation_are_logged_in_their_transaction(
     rotation = records[-1]
     assert (rotation.operation, rotation.entry, rotation.key_id) == ("rotate", "*", new_key.key_id)
     assert rotation.since is not None and rotation.revision == rotation.since + 1  # two entries
+    assert rotation.entries is not None and sorted(rotation.entries) == [
+        BASE + ":443/x",
+        BASE + ":443/y",
+    ]
     report = registry.verify_audit()
     assert report.authenticated == report.records == 6
 
@@ -157,24 +183,145 @@ def test_records_under_a_retired_key_are_covered_by_later_ones(path: Path, key: 
             "records at the end were removed",
             id="truncate-newest",
         ),
+        pytest.param("DELETE FROM audit WHERE seq = 1", "record 1 is missing", id="remove-start"),
         pytest.param("DELETE FROM audit", "its records were removed", id="truncate-all"),
         pytest.param(
             "UPDATE entries SET revision = revision + 100",
-            "which no record logs",
-            id="entry-edited",
+            "revision 103.* is not the row record 4 logs",
+            id="entry-revision-edited",
         ),
     ],
 )
 def test_verify_names_the_tampered_record(
-    registry: Registry, path: Path, tamper: str, message: str
+    path: Path, key: MasterKey, tamper: str, message: str
 ) -> None:
     with acting_as("root"):
-        registry = open_registry(f"sqlite://{path}", registry.key_ring)  # type: ignore[attr-defined]
+        registry = open_registry(f"sqlite://{path}", key)
     _fill(registry)
     registry.verify_audit()
     _sql(path, tamper)
     with pytest.raises(AuditError, match=message):
         registry.verify_audit()
+
+
+# -- entries changed behind securesession's back (the store's rows, not the log) ---------
+
+
+def _two_entries(path: Path, key: MasterKey) -> Registry:
+    registry = open_registry(f"sqlite://{path}", key)
+    registry.put(ServiceEntry(BASE + "/", gateway=Credential("general", "GENERAL-SECRET")))
+    registry.put(ServiceEntry(BASE + "/pay", gateway=Credential("pay", "PAY-SECRET-v1")))
+    return registry
+
+
+def _rotate_pay_password(registry: Registry) -> None:
+    registry.put(ServiceEntry(BASE + "/pay", gateway=Credential("pay", "PAY-SECRET-v2")))
+
+
+def test_an_entry_row_deleted_in_the_store_is_detected(path: Path, key: MasterKey) -> None:
+    registry = _two_entries(path, key)
+    _sql(path, "DELETE FROM entries WHERE key = ?", PAY)
+    assert _password_in_use(registry) == "GENERAL-SECRET"  # the broader entry takes over
+    with pytest.raises(AuditError, match=f"entry {PAY} is missing, but record 3 logs it"):
+        registry.verify_audit()
+
+
+@pytest.mark.parametrize("revision", ["revision", "0"], ids=["revision-kept", "revision-0"])
+def test_an_entry_rolled_back_to_an_older_row_is_detected(
+    path: Path, key: MasterKey, revision: str
+) -> None:
+    """An authentic older row of the entry opens fine (its tag is valid): only the
+    record's commitment to the current row tells. Revision 0 would once have made it
+    'predate the log'."""
+    registry = _two_entries(path, key)
+    old = _row_of(path, PAY)
+    _rotate_pay_password(registry)
+    _sql(
+        path,
+        f"UPDATE entries SET settings = ?, secrets = ?, revision = {revision} WHERE key = ?",  # noqa: S608
+        *old,
+        PAY,
+    )
+    assert _password_in_use(registry) == "PAY-SECRET-v1"
+    with pytest.raises(AuditError, match=f"entry {PAY} .* is not the row record 4 logs"):
+        registry.verify_audit()
+
+
+def test_a_removed_entry_put_back_in_the_store_is_detected(path: Path, key: MasterKey) -> None:
+    registry = _two_entries(path, key)
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT * FROM entries WHERE key = ?", (PAY,)).fetchone()
+    registry.remove(BASE + "/pay")
+    _sql(path, "INSERT INTO entries VALUES (?, 0, ?, ?, ?)", row[0], *row[2:])
+    assert _password_in_use(registry) == "PAY-SECRET-v1"
+    with pytest.raises(AuditError, match=f"entry {PAY} .* is in the registry but not in the log"):
+        registry.verify_audit()
+
+
+def test_a_store_change_overwritten_since_is_still_detected(path: Path, key: MasterKey) -> None:
+    """Rolled back, used by hosts, then overwritten by a put: the put's record found a
+    row other than the log's, and says so."""
+    registry = _two_entries(path, key)
+    old = _row_of(path, PAY)
+    _rotate_pay_password(registry)
+    _sql(path, "UPDATE entries SET settings = ?, secrets = ? WHERE key = ?", *old, PAY)
+    registry.put(ServiceEntry(BASE + "/pay", gateway=Credential("pay", "PAY-SECRET-v3")))
+    with pytest.raises(AuditError, match=r"record 5 .* found a row other than the one record 4"):
+        registry.verify_audit()
+
+
+def test_a_store_change_before_a_rotation_is_detected(path: Path, key: MasterKey) -> None:
+    """A rotation re-encrypts whatever it finds: its record's digest of what it found
+    shows the rolled-back row it laundered."""
+    registry = _two_entries(path, key)
+    old = _row_of(path, PAY)
+    _rotate_pay_password(registry)
+    _sql(path, "UPDATE entries SET settings = ?, secrets = ? WHERE key = ?", *old, PAY)
+    registry.rotate(MasterKey.generate())
+    with pytest.raises(AuditError, match="record 5 \\(rotate\\) found entries other than"):
+        registry.verify_audit()
+
+
+# -- the whole log removed, or replaced ----------------------------------------------------
+
+
+def test_a_wiped_log_fails_and_refuses_writes(path: Path, key: MasterKey) -> None:
+    """The review's wipe: every record removed and the log's starting point moved up to
+    the current revision, with an entry rolled back."""
+    registry = _two_entries(path, key)
+    old = _row_of(path, PAY)
+    _rotate_pay_password(registry)
+    registry.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM audit")
+        db.execute(
+            "UPDATE meta SET value = (SELECT value FROM meta WHERE name = 'revision')"
+            " WHERE name = 'audit_from'"
+        )
+        db.execute("UPDATE entries SET settings = ?, secrets = ? WHERE key = ?", (*old, PAY))
+    reopened = open_registry(f"sqlite://{path}", key)  # does not start a new log
+    with pytest.raises(AuditError, match=r"audit log is empty.*its records were removed"):
+        reopened.verify_audit()
+    with pytest.raises(AuditError, match=r"has no record.*nothing was written"):
+        reopened.put(_entry("/new"))
+    assert reopened.count() == 2 and _rows(path) == []
+
+
+def test_a_log_copied_from_another_registry_is_detected(tmp_path: Path, key: MasterKey) -> None:
+    """Same key, same history shape: the copied log's row digests are another
+    registry's rows (only copying the entries too goes unseen: docs/security.md)."""
+    paths = [tmp_path / "ours.db", tmp_path / "theirs.db"]
+    for each in paths:
+        with open_registry(f"sqlite://{each}", key) as registry:
+            _fill(registry)
+    with sqlite3.connect(paths[0]) as db:
+        db.execute("DELETE FROM audit")
+        db.executemany("INSERT INTO audit VALUES (?, ?)", _rows(paths[1]))
+    with (
+        open_registry(f"sqlite://{paths[0]}", key) as ours,
+        pytest.raises(AuditError, match=f"entry {BASE}:443/b .* is not the row record 4 logs"),
+    ):
+        ours.verify_audit()
 
 
 def test_a_replayed_record_does_not_link(registry: Registry, path: Path) -> None:
@@ -215,31 +362,115 @@ def test_a_write_behind_securesessions_back_has_no_record(registry: Registry) ->
         registry.verify_audit()
 
 
-def test_a_registry_from_before_the_log_opens_and_starts_one(path: Path, key: MasterKey) -> None:
-    registry = open_registry(f"sqlite://{path}", key)
-    registry.put(_entry("/old"))
-    registry.close()
-    # Back to schema version 1, as securesession before the audit log left it.
+# -- registries from before the log ---------------------------------------------------------
+
+
+def _to_schema_1(path: Path) -> None:
+    """Back to schema version 1, as securesession before the audit log left it."""
     with sqlite3.connect(path) as db:
         db.executescript(
             "DROP TABLE audit; DROP TABLE states; DELETE FROM meta WHERE name = 'audit_from';"
             " UPDATE schema_version SET version = 1;"
         )
+
+
+def test_a_registry_from_before_the_log_starts_one_listing_its_entries(
+    path: Path, key: MasterKey
+) -> None:
+    with open_registry(f"sqlite://{path}", key) as registry:
+        registry.put(_entry("/old"))
+        registry.put(_entry("/kept"))
+    _to_schema_1(path)
     upgraded = open_registry(f"sqlite://{path}", key)
-    assert upgraded.verify_audit().predating == 1  # nothing logged yet; /old predates
-    upgraded.put(_entry("/new"))
+    start = next(iter(upgraded.audit()))
+    assert start.operation == "start" and start.revision == 2
+    assert start.entries is not None and sorted(start.entries) == [
+        BASE + ":443/kept",
+        BASE + ":443/old",
+    ]
+    assert upgraded.verify_audit().predating == 2
+    upgraded.put(_entry("/old", "pw-SECRET-2"))
     report = upgraded.verify_audit()
-    assert (report.records, report.predating) == (2, 1)
+    assert (report.records, report.predating) == (2, 2)
     assert [r.operation for r in upgraded.audit()] == ["start", "put"]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        pytest.param(
+            "UPDATE entries SET secrets = (SELECT secrets FROM entries WHERE key LIKE '%old')"
+            " WHERE key LIKE '%kept'",
+            f"entry {BASE}:443/kept .* is not the row record 1 logs",
+            id="predating-entry-changed",
+        ),
+        pytest.param(
+            "DELETE FROM entries WHERE key LIKE '%kept'",
+            f"entry {BASE}:443/kept is missing, but record 1 logs it",
+            id="predating-entry-removed",
+        ),
+        pytest.param(
+            "INSERT INTO entries SELECT replace(key, 'kept', 'extra'), 0, updated_at,"
+            " settings, secrets FROM entries WHERE key LIKE '%kept'",
+            f"entry {BASE}:443/extra .* is in the registry but not in the log",
+            id="entry-slipped-in-as-predating",
+        ),
+    ],
+)
+def test_entries_that_predate_the_log_are_pinned_by_its_first_record(
+    path: Path, key: MasterKey, tamper: str, message: str
+) -> None:
+    with open_registry(f"sqlite://{path}", key) as registry:
+        registry.put(_entry("/old"))
+        registry.put(_entry("/kept"))
+    _to_schema_1(path)
+    open_registry(f"sqlite://{path}", key).close()  # migrates, and starts the log
+    _sql(path, tamper)
+    with (
+        open_registry(f"sqlite://{path}", key) as upgraded,
+        pytest.raises(AuditError, match=message),
+    ):
+        upgraded.verify_audit()
+
+
+def test_a_log_of_record_format_1_starts_again(path: Path, key: MasterKey) -> None:
+    """This round's unreleased format (schema 2): its records lack row digests, so the
+    migration starts a new log that lists the entries as they are."""
+    with open_registry(f"sqlite://{path}", key) as registry:
+        registry.put(_entry("/a"))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 2")
+        db.execute("DELETE FROM audit")
+        db.execute("INSERT INTO audit VALUES (1, '{\"v\":1}')")
+    with open_registry(f"sqlite://{path}", key) as migrated:
+        records = list(migrated.audit())
+        assert [(r.operation, r.entries) for r in records] == [
+            ("start", {BASE + ":443/a": records[0].entries[BASE + ":443/a"]})  # type: ignore[index]
+        ]
+        assert migrated.verify_audit().predating == 1
+
+
+def test_a_store_waiting_for_its_first_record_says_so(path: Path, key: MasterKey) -> None:
+    """A store opened without a key (or by a role that may not write) has no record yet:
+    verify fails, saying the log has not started rather than that it was removed."""
+    store = SQLiteStore(path)
+    try:
+        log = store.read_audit()
+    finally:
+        store.close()
+    assert log.start_pending and not log.rows
+    with pytest.raises(AuditError, match="has not started"):
+        verify(log, KeyRing(key).get, name="test")
 
 
 def test_verify_needs_the_key_of_the_newest_records(path: Path, key: MasterKey) -> None:
     registry = open_registry(f"sqlite://{path}", key)
     registry.put(_entry("/a"))
     other = KeyRing(MasterKey.generate())
-    from securesession._audit import verify
-    from securesession._registry.sqlite import SQLiteStore
-
-    log = SQLiteStore(path).read_audit()
+    store = SQLiteStore(path)
+    try:
+        log = store.read_audit()
+    finally:
+        store.close()
     with pytest.raises(AuditError, match="cannot be authenticated"):
         verify(log, other.get, name="test")

@@ -34,7 +34,10 @@ from .._audit import (
     Pending,
     check_actor,
     default_actor,
+    entries_digest,
     new_records,
+    row_digest,
+    start_record,
 )
 from .._audit import records as audit_records
 from .._audit import verify as verify_log
@@ -47,6 +50,7 @@ from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, reseal, seal, unseal
 __all__ = [
     "Applied",
     "AuditRow",
+    "AuditStart",
     "Batch",
     "Change",
     "EncryptedRegistry",
@@ -126,6 +130,11 @@ class AuditRow:
 
     seq: int
     record: str
+
+
+#: What a store calls, in the transaction that starts its audit log, with the
+#: registry revision and every stored entry: it returns the log's first record.
+AuditStart: TypeAlias = "Callable[[int, Sequence[SealedEntry]], AuditRow]"
 
 
 #: A state text, or a function of the revisions a batch's writes get (entry key to
@@ -317,10 +326,20 @@ class RegistryStore(Protocol):
         """Whether this store keeps the audit log: if so, every batch comes with a
         journal, and :meth:`read_audit` returns what the journals appended."""
 
+    def start_audit(self, start: AuditStart) -> bool:
+        """Start the audit log if the store is waiting for its first record (it was
+        created, or migrated from a schema without the log, and no record was written
+        since): in one transaction that sees every entry and holds the write lock, call
+        *start* with the registry revision and every stored entry, append the record it
+        returns and stop waiting. Otherwise (a log exists, or it was not waiting: an
+        empty log then means its records were removed) do nothing. Tell whether it
+        started the log. A store that keeps no audit log returns ``False``."""
+
     def read_audit(self) -> AuditLog:
-        """Every audit record, the registry-wide revision, each entry's revision and the
-        revision logging began at, read in one snapshot. A store that keeps no audit
-        log raises :class:`~securesession.RegistryError` saying so."""
+        """Every audit record, the registry-wide revision, each entry's revision and
+        :func:`~securesession._audit.row_digest`, and whether the log is still to be
+        started, read in one snapshot. A store that keeps no audit log raises
+        :class:`~securesession.RegistryError` saying so."""
 
     def scan(self) -> Iterator[SealedEntry]:
         """Every stored entry in key order."""
@@ -399,6 +418,8 @@ class EncryptedRegistry:
         self._follow_lock = threading.Lock()
         if self._key.key_id != self._stored_key_id:
             logger.warning("%s", self._previous_key_error())
+        else:
+            self._start_audit()
         self._warn_if_staged_key_missing(ring)
 
     def __repr__(self) -> str:
@@ -575,6 +596,47 @@ class EncryptedRegistry:
     def actor(self, actor: str) -> None:
         self._actor = check_actor(actor)
 
+    def _start_audit(self) -> None:
+        """Write the log's first record if the store is waiting for it (created, or
+        upgraded from before the log): it lists every entry stored now, so those that
+        predate the log are pinned under the master key's MAC from here on."""
+        store = self._store
+        if not store.keeps_audit:
+            return
+        signer, actor = self._key.active, self._actor
+
+        def start(revision: int, rows: Sequence[SealedEntry]) -> AuditRow:
+            return AuditRow(*start_record(revision, rows, key=signer, actor=actor, now=time.time()))
+
+        try:
+            started = store.start_audit(start)
+        except RegistryError as exc:
+            # A role that may read but not write (PostgreSQL) must still open it; the
+            # log starts at the next open by a writer, and verify says it has not.
+            logger.warning(
+                "registry %s: its audit log is to be started, and this process could not "
+                "write its first record (%s); open it once with a role that may write",
+                self._name,
+                exc,
+            )
+            return
+        if started:
+            # Loud when entries exist: a real upgrade, or a log removed and the store
+            # made to look new; only the head kept elsewhere tells (docs/security.md).
+            count = self.count()
+            logger.log(
+                logging.WARNING if count else logging.INFO,
+                "registry %s: audit log started, its first record listing the %d entr%s "
+                "stored now%s",
+                self._name,
+                count,
+                "y" if count == 1 else "ies",
+                " (an upgrade from before the log; if this registry had a log, it was "
+                "removed: compare with the head you kept)"
+                if count
+                else "",
+            )
+
     def _journal(
         self, operation: str, key: KeyRing, state: tuple[str, StateText] | None
     ) -> Journal | None:
@@ -582,11 +644,13 @@ class EncryptedRegistry:
         the store keeps an audit log. It runs inside the store's transaction."""
         if not self._store.keeps_audit:
             return None
-        actor = self._actor
+        actor, name = self._actor, self._name
         signer = key.active
 
         def journal(changes: Sequence[Change], last: AuditRow | None) -> list[AuditRow]:
             if operation == "rotate":
+                # One record for the whole rotation: the rows it found (their digest,
+                # checked against the log's) and every row it wrote.
                 revisions = [change.revision for change in changes]
                 pending = [
                     Pending(
@@ -595,6 +659,10 @@ class EncryptedRegistry:
                         max(revisions, default=None),
                         min(revisions, default=None),
                         ("secrets",),
+                        was=entries_digest(
+                            {c.key: row_digest(c.before) for c in changes if c.before}
+                        ),
+                        entries={c.key: row_digest(c.after) for c in changes if c.after},
                     )
                 ]
             else:
@@ -605,6 +673,8 @@ class EncryptedRegistry:
                         change.revision,
                         fields=_changed(change, key),
                         change=_kind(change),
+                        was=None if change.before is None else row_digest(change.before),
+                        row=None if change.after is None else row_digest(change.after),
                     )
                     for change in changes
                 ]
@@ -616,6 +686,7 @@ class EncryptedRegistry:
                 key=signer,
                 actor=actor,
                 now=time.time(),
+                name=name,
             )
             return [AuditRow(seq, text) for seq, text in records]
 

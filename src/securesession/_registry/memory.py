@@ -10,11 +10,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
-from .._audit import AuditLog
+from .._audit import AuditLog, StoredRow, row_digest
 from .._crypto import KeyRing, MasterKey
 from ._base import (
     Applied,
     AuditRow,
+    AuditStart,
     Batch,
     Change,
     EncryptedRegistry,
@@ -38,6 +39,7 @@ class MemoryStore:
         self._key_id: str | None = None
         self._states: dict[str, str] = {}
         self._audit: list[AuditRow] = []
+        self._audit_start_pending = True  # a new store: the first registry starts its log
         self._revision = 0  # registry-wide: every change takes the next one
         self._write_lock = threading.Lock()
 
@@ -121,13 +123,24 @@ class MemoryStore:
     #: The memory store keeps an audit log for as long as it lives.
     keeps_audit: Final = True
 
+    def start_audit(self, start: AuditStart) -> bool:
+        with self._write_lock:
+            if not self._audit_start_pending or self._audit:
+                return False
+            rows = sorted(self._rows.values(), key=lambda row: row.key)
+            self._audit.append(start(self._revision, rows))
+            self._audit_start_pending = False
+        return True
+
     def read_audit(self) -> AuditLog:
         with self._write_lock:
             return AuditLog(
                 rows=[(row.seq, row.record) for row in self._audit],
                 revision=self._revision,
-                entries={key: row.revision for key, row in self._rows.items()},
-                logged_from=0,
+                entries={
+                    key: StoredRow(row.revision, row_digest(row)) for key, row in self._rows.items()
+                },
+                start_pending=self._audit_start_pending,
             )
 
     def scan(self) -> Iterator[SealedEntry]:

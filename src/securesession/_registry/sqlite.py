@@ -28,12 +28,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from .._audit import AuditLog
+from .._audit import AuditLog, StoredRow, row_digest
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
 from ._base import (
     Applied,
     AuditRow,
+    AuditStart,
     Batch,
     Change,
     EncryptedRegistry,
@@ -52,8 +53,10 @@ __all__ = ["SQLiteStore", "open_sqlite_registry"]
 
 logger = logging.getLogger("securesession")
 
-#: 2 added the ``states`` and ``audit`` tables (a version-1 file is migrated on open).
-SCHEMA_VERSION: Final = 2
+#: 2 added the ``states`` and ``audit`` tables; 3 the audit record format 2, whose
+#: row digests a log of format 1 (never released) lacks, so migrating from 2 starts
+#: the log again. Older files are migrated on open.
+SCHEMA_VERSION: Final = 3
 _BUSY_TIMEOUT_S: Final = 30.0
 
 _COLUMNS: Final = "key, revision, updated_at, settings, secrets"
@@ -72,6 +75,13 @@ CREATE TABLE IF NOT EXISTS states (name TEXT PRIMARY KEY, value TEXT NOT NULL) W
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
 """
 
+
+#: Marks a store waiting for its audit log's first record (created or migrated, no
+#: record yet), with the revision it was marked at; start_audit removes it in the
+#: transaction that writes the record. Without it an empty log means removed records.
+_AWAIT_AUDIT_START: Final = (
+    "INSERT OR REPLACE INTO meta SELECT 'audit_from', value FROM meta WHERE name = 'revision'"
+)
 
 _MEMO_SIZE: Final = 4096
 #: How long a memoised lookup may go without asking SQLite whether another
@@ -188,7 +198,7 @@ class SQLiteStore:
             if version is None:
                 connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 connection.execute("INSERT OR IGNORE INTO meta VALUES ('revision', '0')")
-                connection.execute("INSERT OR IGNORE INTO meta VALUES ('audit_from', '0')")
+                connection.execute(_AWAIT_AUDIT_START)
             elif version > SCHEMA_VERSION:
                 connection.execute("ROLLBACK")
                 raise SchemaVersionError(
@@ -199,11 +209,11 @@ class SQLiteStore:
                 # The new tables were created above; the version says so from now on,
                 # and a securesession that predates them refuses to write here.
                 connection.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-                # The audit log starts now: entries at this revision or older predate it.
-                connection.execute(
-                    "INSERT OR IGNORE INTO meta SELECT 'audit_from', value FROM meta"
-                    " WHERE name = 'revision'"
-                )
+                # The log starts again in record format 2 (a log of format 1 was never
+                # released); the first registry opened with the key writes its first
+                # record, which lists the entries stored then (start_audit).
+                connection.execute("DELETE FROM audit")
+                connection.execute(_AWAIT_AUDIT_START)
                 logger.info("registry %s: schema migrated to version %d", self.path, SCHEMA_VERSION)
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -424,6 +434,28 @@ class SQLiteStore:
     #: SQLite keeps the audit log, in the ``audit`` table.
     keeps_audit: Final = True
 
+    def start_audit(self, start: AuditStart) -> bool:
+        try:
+            if self._meta("audit_from") is None:
+                return False  # the common case, one primary-key probe: not waiting
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from exc
+        with self._transaction("start the audit log of") as connection:
+            # Under the write lock: another process may have started it meanwhile.
+            waiting = connection.execute("SELECT 1 FROM meta WHERE name = 'audit_from'").fetchone()
+            if waiting is None or self._last_audit(connection) is not None:
+                return False
+            revision = int(
+                connection.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+            )
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM entries ORDER BY key"  # noqa: S608
+            ).fetchall()
+            first = start(revision, [self._sealed(row) for row in rows])
+            self._append_audit(connection, [first])
+            connection.execute("DELETE FROM meta WHERE name = 'audit_from'")
+        return True
+
     def read_audit(self) -> AuditLog:
         connection = self._connection()
         try:
@@ -436,22 +468,27 @@ class SQLiteStore:
                         "SELECT name, value FROM meta WHERE name IN ('revision', 'audit_from')"
                     ).fetchall()
                 )
-                entries = connection.execute("SELECT key, revision FROM entries").fetchall()
+                entries = connection.execute(
+                    f"SELECT {_COLUMNS} FROM entries"  # noqa: S608
+                ).fetchall()
             finally:
                 connection.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._error("cannot read the audit log of", exc) from exc
         try:
-            return AuditLog(
-                rows=[(int(seq), str(record)) for seq, record in rows],
-                revision=int(meta["revision"]),
-                entries={str(key): self._revision(key, revision) for key, revision in entries},
-                logged_from=int(meta.get("audit_from", 0)),
-            )
+            revision = int(meta["revision"])
+            audit_rows = [(int(seq), str(record)) for seq, record in rows]
         except (KeyError, TypeError, ValueError):
             raise RegistryCorruptError(
                 f"registry {self.path}: its revision or audit records are not numbers"
             ) from None
+        sealed = (self._sealed(row) for row in entries)
+        return AuditLog(
+            rows=audit_rows,
+            revision=revision,
+            entries={row.key: StoredRow(row.revision, row_digest(row)) for row in sealed},
+            start_pending="audit_from" in meta,
+        )
 
     def state(self, name: str) -> str | None:
         try:

@@ -80,6 +80,7 @@ from .._exceptions import (
 from .._vault_connection import VaultConnection, check_loose_options
 from ._base import (
     Applied,
+    AuditStart,
     Batch,
     EncryptedRegistry,
     EntryRef,
@@ -659,6 +660,9 @@ class VaultStore:
     #: KV keeps versions of each document, but no log securesession could chain and
     #: authenticate in the same check-and-set: docs/vault.md, "Audit".
     keeps_audit: Final = False
+
+    def start_audit(self, start: AuditStart) -> bool:
+        return False  # no log to start (keeps_audit)
 
     def read_audit(self) -> AuditLog:
         raise self._no_audit()

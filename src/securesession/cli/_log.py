@@ -84,13 +84,13 @@ def _check_head(registry: Registry, seq: int, digest: str) -> None:
     found = next((record for record in registry.audit() if record.seq == seq), None)
     if found is None:
         raise AuditError(
-            f"the expected head, record {seq}, is not in the log: its newest records were "
-            "removed, or the registry was rolled back or its log replaced"
+            f"the expected head, record {seq}, is not in the log: the registry was rolled "
+            "back to an earlier state, log included, or its log was replaced or started again"
         )
     if found.digest != digest:
         raise AuditError(
             f"record {seq} is not the expected head (its digest differs): the log was "
-            "replaced, or the registry restored from another copy"
+            "replaced or started again, or the registry restored from another copy"
         )
 
 
@@ -123,23 +123,29 @@ def _verify(registry: Registry, args: argparse.Namespace) -> int:
                 "records": report.records,
                 "authenticated": report.authenticated,
                 "predating_entries": report.predating,
+                "chain": report.chain,
+                "started": report.started,
                 "head": {"seq": report.head_seq, "digest": report.head_digest},
             }
         )
         return EXIT_OK
     out(
         f"audit log verified: {report.records} record{'' if report.records == 1 else 's'}, "
-        f"{report.authenticated} authenticated under keys of this key ring"
+        f"{report.authenticated} authenticated under keys of this key ring; every entry "
+        "is the row its last record logs"
     )
-    if report.records:
-        out(f"head: record {report.head_seq}, sha256 {report.head_digest}")
-        note(
-            "keep the head elsewhere: a later verify whose log does not contain it means "
-            "the registry was rolled back or its log replaced"
-        )
+    # A verified log always has a head (an empty log fails): printed every time, as
+    # it is what proves the next verify is of the same log, not a rolled-back one.
+    out(f"head: record {report.head_seq}, sha256 {report.head_digest} (chain {report.chain})")
+    out(f"started: {format_time(report.started)} (record 1)")
+    note(
+        "keep the head outside the database and pass it to the next verify "
+        "(--expect-head SEQ:SHA256): only that detects a rollback of the whole database, "
+        "log included, or its replacement by another registry's under the same key"
+    )
     if report.predating:
         note(
-            f"{report.predating} entr{'y was' if report.predating == 1 else 'ies were'} last "
-            "changed before the registry began logging"
+            f"{report.predating} entr{'y' if report.predating == 1 else 'ies'} predated "
+            "the log: its first record lists them as they were when logging began"
         )
     return EXIT_OK

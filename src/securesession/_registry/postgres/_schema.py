@@ -16,8 +16,10 @@ from ._pool import Connection
 
 logger = logging.getLogger("securesession")
 
-#: 2 added the ``states`` and ``audit`` tables.
-SCHEMA_VERSION: Final = 2
+#: 2 added the ``states`` and ``audit`` tables; 3 the audit record format 2, whose
+#: row digests a log of format 1 (never released) lacks, so migrating from 2 starts
+#: the log again.
+SCHEMA_VERSION: Final = 3
 
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -51,10 +53,18 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 seq    bigint PRIMARY KEY,
                 record text NOT NULL
             )""",
-            # The audit log starts now: entries at this revision or older predate it
-            # (0 for a registry created with the log).
+            # Not NULL while the store waits for its log's first record: the revision
+            # it was created or migrated at (start_audit clears it with that record).
             "ALTER TABLE {schema}.state ADD COLUMN IF NOT EXISTS audit_from bigint",
-            "UPDATE {schema}.state SET audit_from = revision WHERE audit_from IS NULL",
+        ),
+    ),
+    (
+        3,
+        (
+            # Record format 2: a log of format 1 (never released) starts again, and
+            # the first registry opened with the key lists the entries stored then.
+            "DELETE FROM {schema}.audit",
+            "UPDATE {schema}.state SET audit_from = revision",
         ),
     ),
 )
@@ -86,6 +96,8 @@ class Queries:
     append_audit: sql.Composed
     audit_all: sql.Composed
     audit_state: sql.Composed
+    audit_start_pending: sql.Composed
+    audit_started: sql.Composed
 
     @classmethod
     def build(cls, schema: str) -> Queries:
@@ -134,6 +146,8 @@ class Queries:
             append_audit=q("INSERT INTO {schema}.audit (seq, record) VALUES (%s, %s)"),
             audit_all=q("SELECT seq, record FROM {schema}.audit ORDER BY seq"),
             audit_state=q("SELECT revision, audit_from FROM {schema}.state WHERE id = 1"),
+            audit_start_pending=q("SELECT audit_from IS NOT NULL FROM {schema}.state WHERE id = 1"),
+            audit_started=q("UPDATE {schema}.state SET audit_from = NULL WHERE id = 1"),
         )
 
 

@@ -8,12 +8,13 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ..._audit import AuditLog
+from ..._audit import AuditLog, StoredRow, row_digest
 from ..._crypto import KeyRing, MasterKey
 from ..._exceptions import RegistryCorruptError
 from .._base import (
     Applied,
     AuditRow,
+    AuditStart,
     Batch,
     Change,
     EncryptedRegistry,
@@ -188,6 +189,27 @@ class PostgresStore:
     #: PostgreSQL keeps the audit log, in the ``audit`` table.
     keeps_audit: Final = True
 
+    def start_audit(self, start: AuditStart) -> bool:
+        pending = self._pool.query(
+            "read", lambda c: c.execute(self._q.audit_start_pending).fetchone()
+        )
+        if pending is None or not pending[0]:
+            return False  # the common case, one query: not waiting
+
+        def body(connection: Connection) -> bool:
+            revision = self._lock_revision(connection)
+            # The state row is locked: another process may have started it meanwhile.
+            waiting = connection.execute(self._q.audit_start_pending).fetchone()
+            if not waiting or not waiting[0] or connection.execute(self._q.last_audit).fetchone():
+                return False
+            rows = [self._sealed(row) for row in connection.execute(self._q.scan).fetchall()]
+            first = start(revision, rows)
+            connection.execute(self._q.append_audit, (first.seq, first.record))
+            connection.execute(self._q.audit_started)
+            return True
+
+        return self._pool.transact("start the audit log of", body)
+
     def read_audit(self) -> AuditLog:
         def read(connection: Connection) -> AuditLog:
             # One snapshot: the records, the revision and the entries agree.
@@ -195,14 +217,15 @@ class PostgresStore:
                 connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 rows = connection.execute(self._q.audit_all).fetchall()
                 state = connection.execute(self._q.audit_state).fetchone()
-                entries = connection.execute(self._q.index).fetchall()
+                entries = connection.execute(self._q.scan).fetchall()
             if state is None:
                 raise RegistryCorruptError(f"registry {self.name}: its state row is missing")
+            sealed = (self._sealed(row) for row in entries)
             return AuditLog(
                 rows=[(int(seq), str(record)) for seq, record in rows],
                 revision=int(state[0]),
-                entries={str(key): int(revision) for key, revision in entries},
-                logged_from=0 if state[1] is None else int(state[1]),
+                entries={row.key: StoredRow(row.revision, row_digest(row)) for row in sealed},
+                start_pending=state[1] is not None,
             )
 
         return self._pool.query("read the audit log of", read)
