@@ -111,6 +111,13 @@ def _run(command: list[str], environment: dict[str, str]) -> tuple[float, dict[s
     return elapsed, payload
 
 
+def _add_info_row(
+    report: common.Report, case: str, what: str, secure: str, plain: str, ratio: float
+) -> None:
+    """One "info" row under *case*'s verdict row: securesession, plain, plain / secure."""
+    report.add(common.Row("7 cold start", f"  {case}: {what}", secure, plain, ratio, "info"))
+
+
 def _paired_ratio(secure: list[float], plain: list[float]) -> float:
     """The median over rounds of plain / securesession, each round's two runs paired."""
     return common.median([p / s for s, p in zip(secure, plain, strict=True)])
@@ -227,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     report.check(handshakes == calls, f"mutual TLS: {handshakes} handshakes for {calls} calls")
 
     wall = {side: common.median([elapsed for elapsed, _ in runs]) for side, runs in samples.items()}
-    imports = {
-        side: common.median([float(str(payload["imports"])) for _, payload in runs])
+    imports_of = {
+        side: [float(str(payload["imports"])) for _, payload in runs]
         for side, runs in samples.items()
     }
     cases: list[tuple[str, str, float | None]] = [
@@ -252,53 +259,37 @@ def main(argv: list[str] | None = None) -> int:
                 None if args.quick or goal is None else ratio >= 1 / goal,
             )
         )
-        report.add(
-            common.Row(
-                "7 cold start",
-                f"  {case}: median of the {rounds} per-round wall-time ratios",
-                "",
-                "",
-                _paired_ratio(
-                    [elapsed for elapsed, _ in samples["securesession" + suffix]],
-                    [elapsed for elapsed, _ in samples["plain" + suffix]],
-                ),
-                "info",
-            )
+
+        info = functools.partial(_add_info_row, report, case)
+        info(
+            f"median of the {rounds} per-round wall-time ratios",
+            "",
+            "",
+            _paired_ratio(
+                [elapsed for elapsed, _ in samples["securesession" + suffix]],
+                [elapsed for elapsed, _ in samples["plain" + suffix]],
+            ),
         )
         if counted:
             secure_count, plain_count = counted["securesession" + suffix], counted["plain" + suffix]
-            report.add(
-                common.Row(
-                    "7 cold start",
-                    f"  {case}: instructions executed by the process (callgrind, one run)",
-                    f"{secure_count / 1e6:,.0f} M",
-                    f"{plain_count / 1e6:,.0f} M",
-                    plain_count / secure_count,
-                    "info",
-                )
+            info(
+                "instructions executed by the process (callgrind, one run)",
+                f"{secure_count / 1e6:,.0f} M",
+                f"{plain_count / 1e6:,.0f} M",
+                plain_count / secure_count,
             )
-        secure_cpu = common.median(cpu["securesession" + suffix])
-        plain_cpu = common.median(cpu["plain" + suffix])
-        report.add(
-            common.Row(
-                "7 cold start",
-                f"  {case}: CPU time of the process (user + system), median",
-                common.fmt_us(secure_cpu * 1e6),
-                common.fmt_us(plain_cpu * 1e6),
-                plain_cpu / secure_cpu,
-                "info",
+        for what, seconds in (
+            ("CPU time of the process (user + system), median", cpu),
+            ("of which imports (securesession's names / requests), median", imports_of),
+        ):
+            secure_s = common.median(seconds["securesession" + suffix])
+            plain_s = common.median(seconds["plain" + suffix])
+            info(
+                what,
+                common.fmt_us(secure_s * 1e6),
+                common.fmt_us(plain_s * 1e6),
+                plain_s / secure_s,
             )
-        )
-        report.add(
-            common.Row(
-                "7 cold start",
-                f"  {case}: of which imports (securesession's names / requests), median",
-                common.fmt_us(imports["securesession" + suffix] * 1e6),
-                common.fmt_us(imports["plain" + suffix] * 1e6),
-                imports["plain" + suffix] / imports["securesession" + suffix],
-                "info",
-            )
-        )
         extra = _modules(samples["securesession" + suffix][0][1]) - _modules(
             samples["plain" + suffix][0][1]
         )

@@ -14,7 +14,6 @@ import base64
 import http.client
 import json
 import os
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from securesession._tls import model as tls_model
 from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority, GatewayServer, IssuedCert
 
+from ..core.test_entry_integrity import Store
 from .tls_helpers import PASSWORD, issue, pfx
 
 FACTS = "tls.client_cert.facts"
@@ -81,44 +81,22 @@ def _stored_facts(db: SQLiteFile, url: str) -> dict[str, str]:
     return facts
 
 
-class SQLiteFile:
-    """One SQLite registry file, and hand access to its rows (as a store writer)."""
+class SQLiteFile(Store):
+    """A SQLite registry file with hand access to its rows (as a store writer), and the
+    master key it is opened with."""
 
-    def __init__(self, path: Path, key: MasterKey) -> None:
-        self.path, self.key = path, key
-        self.older_facts = ""
+    def __init__(self, tmp_path: Path, key: MasterKey) -> None:
+        super().__init__("sqlite", tmp_path)
+        self.key = key
+        self.older_facts = ""  # a facts token kept from an older revision
 
-    def open(self) -> EncryptedRegistry:
-        registry = open_registry(f"sqlite://{self.path}", self.key)
-        assert isinstance(registry, EncryptedRegistry)
-        return registry
-
-    def _sql(self, statement: str, *params: object) -> list[tuple[Any, ...]]:
-        connection = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            return connection.execute(statement, params).fetchall()
-        finally:
-            connection.close()
-
-    def row(self, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        ((settings, secrets),) = self._sql(
-            "SELECT settings, secrets FROM entries WHERE key = ?", canonicalize(url).key
-        )
-        return json.loads(settings), json.loads(secrets)
-
-    def set_row(self, url: str, settings: dict[str, Any], secrets: dict[str, str]) -> None:
-        """Replace the row by hand, as a store writer would, with a new revision."""
-        self._sql(
-            "UPDATE entries SET settings = ?, secrets = ?, revision = revision + 1 WHERE key = ?",
-            json.dumps(settings),
-            json.dumps(secrets),
-            canonicalize(url).key,
-        )
+    def registry(self) -> EncryptedRegistry:
+        return self.open(self.key)
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> SQLiteFile:
-    return SQLiteFile(tmp_path / "registry.db", MasterKey.generate())
+    return SQLiteFile(tmp_path, MasterKey.generate())
 
 
 @pytest.fixture
@@ -167,7 +145,7 @@ def test_the_facts_are_stored_and_loading_reads_no_certificate(
 ) -> None:
     issued = issue(ca, f"facts-{kind}")
     cert = _pem(issued) if kind == "pem" else pfx(issued)
-    registry = db.open()
+    registry = db.registry()
     try:
         registry.put(_entry(mtls, ca, cert))
         assert _stored_facts(db, mtls.url + "/api") == _facts_of(issued)
@@ -210,7 +188,7 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 def test_a_one_call_mutual_tls_script_loads_no_certificate_code(
     db: SQLiteFile, mtls: GatewayServer, ca: CertificateAuthority, tmp_path: Path
 ) -> None:
-    registry = db.open()
+    registry = db.registry()
     registry.put(_entry(mtls, ca, _pem(issue(ca, "one-call"))))
     registry.close()
     key_file = tmp_path / "master.key"
@@ -264,7 +242,7 @@ def test_tampered_facts_are_refused_and_nothing_is_sent(
     """A store writer who wants an expired certificate to pass the expiry check (or
     another subject to show) can only move facts tokens around: each way is refused."""
     url, other = mtls.url + "/api", mtls.url + "/other"
-    registry = db.open()
+    registry = db.registry()
     try:
         registry.put(_entry(mtls, ca, _pem(issue(ca, "renewed-later", days=3650))))
         db.older_facts = db.row(url)[1][FACTS]
@@ -292,7 +270,7 @@ def test_the_expiry_check_reads_the_stored_facts(
     db: SQLiteFile, mtls: GatewayServer, ca: CertificateAuthority
 ) -> None:
     """An expired certificate is refused from its stored not_after, before any byte."""
-    registry = db.open()
+    registry = db.registry()
     try:
         registry.put(_entry(mtls, ca, _pem(issue(ca, "expired", days=-1))))
         with (
@@ -339,7 +317,7 @@ def test_an_entry_stored_before_the_facts_reads_them_from_its_bundle(
         return settings
 
     issued = issue(ca, "older-entry")
-    registry = db.open()
+    registry = db.registry()
     try:
         with monkeypatch.context() as patch:
             patch.setattr(_codec, "_seal_tls", without_facts)
@@ -369,7 +347,7 @@ def test_a_legacy_entry_is_read_from_its_bundle_whatever_facts_it_holds(
     """A 0.1.0 entry (no entry tag) is read as 0.1.0 wrote it: its facts come from the
     bundle; a facts field found in such a row is not believed."""
     issued = issue(ca, "legacy-entry")
-    registry = db.open()
+    registry = db.registry()
     try:
         registry.put(_entry(mtls, ca, _pem(issued)))
         settings, _ = db.row(mtls.url + "/api")
