@@ -23,6 +23,9 @@ registered under ``ENTRY_POINT_GROUP`` (``securesession.registries``) so that
 * :class:`RegistryStore`: what the store implements; :class:`SealedEntry` and
   :class:`EntryRef` are what it returns; a write under a key the store has since been
   rotated away from raises :func:`rekeyed_error`.
+* :data:`ENTRY_REVISIONS`: the member by which a state (``Registry.apply(state=...)``)
+  declares the entry revisions it records, so that a key rotation, which gives every
+  entry a new revision, remaps them in its transaction (a sync's state does).
 * :class:`EncryptedRegistry`: the :class:`Registry` over any store, sealing and
   opening entries (one implementation of the cryptography for every backend).
 * :class:`Registry`: the interface sessions and tools use, for a backend that is not
@@ -47,13 +50,14 @@ from ._registry import (
     RegistryStore,
     SealedEntry,
 )
-from ._registry._base import rekeyed_error
+from ._registry._base import ENTRY_REVISIONS, rekeyed_error
 
 if TYPE_CHECKING:
     from .testing.contract import OpenRegistry, RegistryContract
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "ENTRY_REVISIONS",
     "EncryptedRegistry",
     "EntryRef",
     "OpenRegistry",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from securesession import Credential, DecryptionError, ServiceEntry, open_registry
+from securesession import Credential, DecryptionError, KeyRing, ServiceEntry, open_registry
 from securesession._registry.sqlite import SQLiteStore
 from securesession.cli import _sync
 from securesession.cli._output import Progress
@@ -335,3 +335,45 @@ def test_the_map_is_checked_over_every_src_entry_even_with_only(
     assert result.code == 2, result
     assert "--map changes which entry URLs use" in result.stderr
     assert dst.snapshot() == {}
+
+
+def _rotate_dst(capsys: pytest.CaptureFixture[str], dst: Env, steps: list[str]) -> None:
+    """Rotate DST's key with rotate-key (plain, or --stage then --commit) and take
+    the new key from its key file."""
+    where = ["--registry", dst.url, "--key-file", str(dst.key_file)]
+    old_key_id = KeyRing.from_file(dst.key_file).key_id
+    for step in steps:
+        result = securesession(capsys, "rotate-key", *where, *([step] if step else []))
+        assert result.code == 0, result
+    dst.key = KeyRing.from_file(dst.key_file).active
+    assert dst.key.key_id != old_key_id
+
+
+@pytest.mark.parametrize("steps", [[""], ["--stage", "--commit"]], ids=["plain", "staged"])
+def test_a_key_rotation_of_dst_is_no_change_to_the_next_sync(
+    src: Env, dst: Env, capsys: pytest.CaptureFixture[str], steps: list[str]
+) -> None:
+    """A rotation gives every DST entry a new revision, and in the same transaction
+    moves the sync state's revisions with them: the next sync is no conflict. A DST
+    change the state had not seen, before the rotation or after it, still is one."""
+    assert sync(capsys, src, dst, "--apply").code == 0
+    dst.put(entry(PROD, "hr", "hrSECRET-hotfix"))  # a real DST change, then the rotation
+    _rotate_dst(capsys, dst, steps)
+    src.put(entry(TEST, "pay", "paySECRET-2"))
+
+    plan = sync(capsys, src, dst)
+    assert plan.code == 1, plan
+    assert f"conflict update  {prod_urls('hr')[0]}" in plan.stdout
+    assert f"\nupdate           {prod_urls('pay')[0]}  (from " in plan.stdout  # no conflict
+    assert "1 to update, 0 to remove, 1 conflict, 1 unchanged" in plan.stdout
+
+    applied = sync(capsys, src, dst, "--apply", "--only", f"{TEST}/pay")
+    assert applied.code == 0, applied
+    synced = dst.entry(prod_urls("pay")[0])
+    assert synced is not None and synced.gateway is not None
+    assert synced.gateway.password.reveal() == "paySECRET-2"
+
+    dst.put(entry(PROD, "tax", "taxSECRET-hotfix"))  # a real DST change after the rotation
+    after = sync(capsys, src, dst, "--only", f"{TEST}/tax")
+    assert after.code == 1, after
+    assert f"conflict update  {prod_urls('tax')[0]}" in after.stdout

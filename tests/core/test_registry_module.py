@@ -23,6 +23,7 @@ def test_the_backend_authors_names() -> None:
     registry = securesession.registry
     assert set(registry.__all__) == {
         "ENTRY_POINT_GROUP",
+        "ENTRY_REVISIONS",
         "EncryptedRegistry",
         "EntryRef",
         "OpenRegistry",
@@ -36,6 +37,7 @@ def test_the_backend_authors_names() -> None:
     for name in ("EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"):
         assert getattr(registry, name) is getattr(_registry, name)
     assert registry.rekeyed_error is _base.rekeyed_error
+    assert registry.ENTRY_REVISIONS == _base.ENTRY_REVISIONS
     # The suite is the one of securesession.testing.contract, which stays importable.
     assert registry.RegistryContract is contract.RegistryContract
     assert registry.OpenRegistry is contract.OpenRegistry

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -423,6 +424,27 @@ def test_corrupt_revision_or_updated_at_cells_are_registry_corrupt_errors(
     # The other entry is untouched and still readable on its own.
     assert registry.get("https://gw.example.test/svc1/x") is not None
     registry.close()
+
+
+def test_a_missing_revision_counter_is_a_registry_corrupt_error(
+    tmp_path: Path, key: MasterKey
+) -> None:
+    """Every write takes the next registry revision from meta's 'revision' row: with
+    the row gone (a hand edit, a broken copy), writes and rotations are refused by
+    name, and nothing is written."""
+    path = tmp_path / "registry.db"
+    fill(path, key, 1)
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM meta WHERE name = 'revision'")
+    message = rf"registry {re.escape(str(path))}: its revision counter .* is missing"
+    with closing(open_registry(f"sqlite://{path}", key)) as registry:
+        before = [(entry.url, entry.revision) for entry in registry.entries()]
+        with pytest.raises(RegistryCorruptError, match=message):
+            registry.put(ServiceEntry(url="https://gw.example.test/new/"))
+        with pytest.raises(RegistryCorruptError, match=message):
+            registry.rotate(MasterKey.generate())
+        assert [(entry.url, entry.revision) for entry in registry.entries()] == before
+        assert registry.key_id == key.key_id
 
 
 # -- deleted and replaced ciphertext leaves the file and the WAL --------------------------

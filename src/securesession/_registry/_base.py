@@ -48,6 +48,7 @@ from .._urls import canonicalize
 from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, reseal, seal, unseal
 
 __all__ = [
+    "ENTRY_REVISIONS",
     "Applied",
     "AuditRow",
     "AuditStart",
@@ -58,6 +59,7 @@ __all__ = [
     "Journal",
     "Registry",
     "RegistryStore",
+    "Restate",
     "SealedEntry",
     "SealedWrite",
     "check_expected",
@@ -65,6 +67,7 @@ __all__ = [
     "loads",
     "now",
     "rekeyed_error",
+    "restated",
 ]
 
 logger = logging.getLogger("securesession")
@@ -141,6 +144,18 @@ AuditStart: TypeAlias = "Callable[[int, Sequence[SealedEntry]], AuditRow]"
 #: revision) that returns it, evaluated inside the batch's transaction: so a state
 #: can record what the writes became, atomically with them.
 StateText: TypeAlias = "str | Callable[[Mapping[str, int]], str]"
+
+
+#: What :meth:`RegistryStore.rewrite_all` calls in its transaction once every entry has
+#: its new revision: given the rewrite's changes and every stored state (name to text),
+#: it returns the states to store anew (name to text) in that same transaction.
+Restate: TypeAlias = "Callable[[Sequence[Change], Mapping[str, str]], Mapping[str, str]]"
+
+#: The member by which a state declares the entry revisions it records: a state whose
+#: text is a JSON object with an object under this name (entry key to revision) keeps
+#: pointing at the same entries across a rewrite (a key rotation gives every entry a
+#: new revision), which remaps them in its transaction (:func:`restated`).
+ENTRY_REVISIONS: Final = "entry_revisions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,13 +277,17 @@ class Registry(Protocol):
     def count(self) -> int:
         """How many entries the registry holds, without decrypting anything."""
 
-    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
+    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> int:
         """Re-encrypt every secret under *new_key* in one transaction; *progress*, if
-        given, is called once per entry re-encrypted (for a progress bar).
+        given, is called once per entry re-encrypted (for a progress bar; a store that
+        retries after a lost connection calls it again for each entry). Returns how
+        many entries the transaction re-encrypted.
 
         Every entry is rewritten in the current, authenticated format, so this is also
         how a registry with legacy (unauthenticated) entries is upgraded; *new_key* may
-        be the current key."""
+        be the current key. Each entry gets a new revision, and the states that record
+        entry revisions (:data:`ENTRY_REVISIONS`: a sync's) are remapped to them in
+        the same transaction, so a rotation is no change to them."""
 
     def close(self) -> None:
         """Release connections. Closing twice is harmless; every other method of a
@@ -355,12 +374,17 @@ class RegistryStore(Protocol):
         new_key_id: str,
         *,
         journal: Journal | None = None,
-    ) -> None:
+        restate: Restate | None = None,
+    ) -> int:
         """Replace every entry's secrets by ``reseal(entry)`` and record *new_key_id*,
         all in one transaction: either everything changes or nothing does. The
         settings are kept exactly as stored (the new secrets authenticate them).
         *journal*, as for :meth:`apply`, is called with one change per entry (each
-        entry gets a new revision) and its records appended in the transaction."""
+        entry gets a new revision) and its records appended in the transaction;
+        *restate*, if given, is called with those changes and every stored state, and
+        the states it returns are stored in the transaction too. Returns how many
+        entries the committed transaction rewrote (a store that runs its body again,
+        after a lost connection, counts the last run only)."""
 
     def close(self) -> None:
         """Release the store's connections. It may be called more than once."""
@@ -555,22 +579,24 @@ class EncryptedRegistry:
     def count(self) -> int:
         return sum(1 for _ in self.urls())
 
-    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> None:
+    def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> int:
         store = self._open_store()
         old_key, old_key_id = self._key, self._stored_key_id
-        upgraded: set[str] = set()
+        # Per entry, whether its row was legacy: a store that runs its body again (a
+        # lost connection) overwrites the first run's answers, it does not add to them.
+        legacy_rows: dict[str, bool] = {}
 
         def resealed(sealed: SealedEntry) -> dict[str, str]:
             # Opened with whichever key of the ring each token names.
             tokens, legacy = reseal(sealed, old_key, new_key)
-            if legacy:
-                upgraded.add(sealed.key)
+            legacy_rows[sealed.key] = legacy
             if progress is not None:
                 progress()
             return tokens
 
         journal = self._journal("rotate", KeyRing.of(new_key), None)
-        store.rewrite_all(resealed, new_key.key_id, journal=journal)
+        count = store.rewrite_all(resealed, new_key.key_id, journal=journal, restate=restated)
+        upgraded = [key for key, legacy in legacy_rows.items() if legacy]
         with self._follow_lock:
             self._key = old_key.rotated_to(new_key)
             self._stored_key_id = new_key.key_id
@@ -584,6 +610,7 @@ class EncryptedRegistry:
                 len(upgraded),
                 "y" if len(upgraded) == 1 else "ies",
             )
+        return count
 
     # -- the audit log -------------------------------------------------------------
 
@@ -888,6 +915,40 @@ def _setting_names(row: SealedEntry) -> set[str]:
 
 def _secret_names(row: SealedEntry) -> set[str]:
     return set(row.secrets) - {ENTRY_TAG_FIELD}
+
+
+def restated(changes: Sequence[Change], states: Mapping[str, str]) -> dict[str, str]:
+    """The :data:`Restate` of a rotation: each of *states* that records entry revisions
+    (:data:`ENTRY_REVISIONS`) and one that *changes* moved, with the revision it
+    recorded replaced by the entry's new one. A recorded revision that is not the
+    entry's revision before the rewrite stays as it is: the entry was changed after the
+    state was written, and must still look changed (a sync's conflict). A state that
+    is not such a JSON object is left alone (its owner reports it when it reads it)."""
+    moved = {
+        change.key: (change.before.revision, change.revision)
+        for change in changes
+        if change.before is not None and change.after is not None
+    }
+    if not moved:
+        return {}
+    remapped: dict[str, str] = {}
+    for name, text in states.items():
+        try:
+            document = json.loads(text)
+        except ValueError:
+            continue
+        recorded = document.get(ENTRY_REVISIONS) if isinstance(document, dict) else None
+        if not isinstance(recorded, dict):
+            continue
+        changed = False
+        for key, revision in recorded.items():
+            step = moved.get(key)
+            if step is not None and type(revision) is int and revision == step[0]:
+                recorded[key] = step[1]
+                changed = True
+        if changed:
+            remapped[name] = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return remapped
 
 
 def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:

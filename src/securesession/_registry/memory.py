@@ -21,6 +21,7 @@ from ._base import (
     EncryptedRegistry,
     EntryRef,
     Journal,
+    Restate,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -155,7 +156,8 @@ class MemoryStore:
         new_key_id: str,
         *,
         journal: Journal | None = None,
-    ) -> None:
+        restate: Restate | None = None,
+    ) -> int:
         with self._write_lock:
             # Build the whole new table first, then swap: a failure leaves the old one.
             revision = self._revision
@@ -165,11 +167,14 @@ class MemoryStore:
                 revision += 1
                 rows[key] = SealedEntry(key, revision, row.updated_at, row.settings, reseal(row))
                 changes.append(Change(key, revision, row, rows[key]))
+            states = {} if restate is None else dict(restate(changes, dict(self._states)))
             records = [] if journal is None else list(journal(changes, self._last_record()))
             self._rows = rows
             self._revision = revision
             self._audit.extend(records)
+            self._states.update(states)
             self._key_id = new_key_id
+        return len(changes)
 
     def close(self) -> None:
         """Nothing to release: the rows live as long as the store object."""

@@ -40,6 +40,7 @@ from ._base import (
     EncryptedRegistry,
     EntryRef,
     Journal,
+    Restate,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -361,9 +362,15 @@ class SQLiteStore:
         connection.execute(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'revision'"
         )
-        return int(
-            connection.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
-        )
+        row = connection.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            # Raised inside the transaction: it is rolled back, nothing is written.
+            raise RegistryCorruptError(
+                f"registry {self.path}: its revision counter (the 'revision' row of its "
+                "meta table) is missing; restore the file from a backup"
+            ) from None
 
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
@@ -528,7 +535,8 @@ class SQLiteStore:
         new_key_id: str,
         *,
         journal: Journal | None = None,
-    ) -> None:
+        restate: Restate | None = None,
+    ) -> int:
         with self._transaction("rotate") as connection:
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM entries"  # noqa: S608
@@ -547,9 +555,16 @@ class SQLiteStore:
                 )
                 changes.append(Change(sealed.key, revision, sealed, after))
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (new_key_id,))
+            if restate is not None:
+                states = dict(connection.execute("SELECT name, value FROM states").fetchall())
+                connection.executemany(
+                    "UPDATE states SET value = ? WHERE name = ?",
+                    [(text, name) for name, text in restate(changes, states).items()],
+                )
             if journal is not None:
                 self._append_audit(connection, journal(changes, self._last_audit(connection)))
         self._checkpoint("rotation")
+        return len(changes)
 
     def _checkpoint(self, after: str) -> None:
         """Copy the WAL into the database and truncate it to zero bytes, so the page

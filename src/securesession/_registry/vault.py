@@ -82,9 +82,11 @@ from ._base import (
     Applied,
     AuditStart,
     Batch,
+    Change,
     EncryptedRegistry,
     EntryRef,
     Journal,
+    Restate,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -731,7 +733,8 @@ class VaultStore:
         new_key_id: str,
         *,
         journal: Journal | None = None,
-    ) -> None:
+        restate: Restate | None = None,
+    ) -> int:
         if journal is not None:
             raise self._no_audit()
         with self._write_lock:
@@ -741,7 +744,7 @@ class VaultStore:
                 number = int(old.generation[1:9]) + 1
                 generation = _new_generation(number)
                 try:
-                    new = self._copy_generation(old, generation, reseal, new_key_id)
+                    new = self._copy_generation(old, generation, reseal, new_key_id, restate)
                 except BaseException:
                     self._purge_quietly(generation)  # the index still names the old one
                     raise
@@ -757,7 +760,7 @@ class VaultStore:
                         new_key_id,
                     )
                     self._purge_old_generations(keep=generation, upto=number)
-                    return
+                    return len(new.rows)  # this attempt's: an earlier one lost its race
                 self._purge_quietly(generation)  # lost to a concurrent change: start over
                 _backoff(attempt)
         raise self._gave_up("rotate the master key")
@@ -768,26 +771,36 @@ class VaultStore:
         generation: str,
         reseal: Callable[[SealedEntry], dict[str, str]],
         new_key_id: str,
+        restate: Restate | None,
     ) -> _Index | None:
         """Write every entry of *old*, resealed, into *generation*; the index that
-        would switch to it (not yet written), or ``None`` if *old* changed meanwhile."""
+        would switch to it (not yet written, with the states *restate* remaps), or
+        ``None`` if *old* changed meanwhile."""
         revision = old.revision
         rows: dict[str, _Row] = {}
+        changes: list[Change] = []
         for key in sorted(old.rows):
             sealed = self._read_doc(old, key)
             if sealed is None:
                 return None
             revision += 1
+            secrets = reseal(sealed)
             doc = {
                 "format": DOC_FORMAT,
                 "key": key,
                 "revision": revision,
                 "settings": sealed.settings,
-                "secrets": reseal(sealed),
+                "secrets": secrets,
             }
             version, _ = self._write_doc(generation, key, doc, 0)
             rows[key] = _Row(revision, version, old.rows[key].updated_at)
-        return _Index(new_key_id, generation, revision, rows, 0, old.states)
+            after = SealedEntry(key, revision, sealed.updated_at, sealed.settings, secrets)
+            changes.append(Change(key, revision, sealed, after))
+        states = dict(old.states)
+        if restate is not None:
+            # In the index document: the switch to the new generation carries them.
+            states.update(restate(changes, old.states))
+        return _Index(new_key_id, generation, revision, rows, 0, states)
 
     def _purge_quietly(self, generation: str) -> None:
         try:

@@ -159,10 +159,11 @@ def _commit(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
             try:
                 # One transaction: on any failure the registry stays under the old key,
                 # which every host still holds.
-                registry.rotate(staged, progress=progress.advance)
+                # What the committed transaction did: not the progress ticks, which a
+                # store retrying after a lost connection gives twice.
+                done = registry.rotate(staged, progress=progress.advance)
             finally:
                 progress.close()
-            done = progress.done
         # The registry needs the staged key now, and the key file has it (staged):
         # only the roles change here, so no failure from now on can lose a key.
         _replace_key_file(path, ring.commit())
@@ -290,7 +291,7 @@ def _rotate(registry: Registry, source: KeySource, new_key_file: Path | None) ->
         backup = _backup_key_file(source.path)
         new_key.save(target)
     try:
-        registry.rotate(new_key, progress=progress.advance)
+        done = registry.rotate(new_key, progress=progress.advance)
     except BaseException:
         # Nothing changed in the registry: the new key protects nothing, drop it.
         target.unlink(missing_ok=True)
@@ -308,7 +309,7 @@ def _rotate(registry: Registry, source: KeySource, new_key_file: Path | None) ->
         target = source.path
     out(
         f"rotated the registry from key id {old_key_id} to {new_key.key_id} "
-        f"({_entries(progress.done)} re-encrypted)"
+        f"({_entries(done)} re-encrypted)"
     )
     out(f"new key: {target}")
     if backup is not None:

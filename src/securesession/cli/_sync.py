@@ -60,6 +60,7 @@ from securesession import (
     open_registry,
 )
 from securesession._registry._codec import entry_fields
+from securesession.registry import ENTRY_REVISIONS
 
 from ._common import EXIT_OK, CommandError, UsageError, emit_json, note, out
 from ._config import KeySource, load_key_ring, sqlite_path
@@ -78,8 +79,11 @@ __all__ = [
 #: ``diff`` exits like diff(1): 0 the same, 1 they differ, 2 trouble.
 EXIT_SAME: Final = 0
 EXIT_DIFFER: Final = 1
-#: The sync state's format, stored in DST under ``sync:<source identity>``.
-STATE_FORMAT: Final = 1
+#: The sync state's format, stored in DST under ``sync:<source identity>``. 2 keeps the
+#: revisions under the registry's ENTRY_REVISIONS member, so a key rotation of DST
+#: remaps them (1 kept them under "entries", and every rotation made them conflicts).
+STATE_FORMAT: Final = 2
+_OLD_STATE_FORMATS: Final = {1: "entries"}
 _STATE_PREFIX: Final = "sync:"
 _MAX_STATE_NAME: Final = 200
 #: A stored setting longer than this is shown as its length and digest in text output
@@ -667,10 +671,16 @@ class SyncState:
             document = json.loads(text)
         except ValueError:
             document = None
-        entries = document.get("entries") if isinstance(document, dict) else None
+        entries = None
+        if isinstance(document, dict):
+            old_format = document.get("format")
+            member = ENTRY_REVISIONS
+            if type(old_format) is int and old_format in _OLD_STATE_FORMATS:
+                member = _OLD_STATE_FORMATS[old_format]
+            entries = document.get(member)
         if (
             not isinstance(document, dict)
-            or document.get("format") != STATE_FORMAT
+            or document.get("format") not in (STATE_FORMAT, *_OLD_STATE_FORMATS)
             or document.get("source") != identity
             or not isinstance(entries, dict)
             or not all(type(revision) is int for revision in entries.values())
@@ -684,7 +694,11 @@ class SyncState:
         return cls(identity, {str(url): revision for url, revision in entries.items()})
 
     def text(self) -> str:
-        document = {"format": STATE_FORMAT, "source": self.identity, "entries": self.revisions}
+        document = {
+            "format": STATE_FORMAT,
+            "source": self.identity,
+            ENTRY_REVISIONS: self.revisions,
+        }
         return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 

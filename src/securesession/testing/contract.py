@@ -60,7 +60,7 @@ from .. import (
     ServiceEntry,
     TLSProfile,
 )
-from ..registry import EncryptedRegistry, RegistryStore
+from ..registry import ENTRY_REVISIONS, EncryptedRegistry, RegistryStore
 from ._certs import CertificateAuthority
 
 __all__ = ["OpenRegistry", "RawAuditWriter", "RegistryContract"]
@@ -325,7 +325,7 @@ class RegistryContract:
         before = {e.url: e for e in registry.entries()}
         new_key = MasterKey.generate()
         ticks: list[None] = []
-        registry.rotate(new_key, progress=lambda: ticks.append(None))
+        assert registry.rotate(new_key, progress=lambda: ticks.append(None)) == 5
         assert len(ticks) == 5  # once per entry
         assert registry.key_id == new_key.key_id
         assert {e.url: e for e in registry.entries()} == before
@@ -504,6 +504,38 @@ class RegistryContract:
         assert seen == [expected]  # called once, with the revisions the writes got
         registry.close()
         assert json.loads(reopen(key).state("sync:f") or "null") == expected
+
+    def test_a_rotation_remaps_the_entry_revisions_a_state_records(
+        self, reopen: OpenRegistry, registry: Registry
+    ) -> None:
+        """Every entry gets a new revision in a rotation; a state that records revisions
+        (under ENTRY_REVISIONS) follows them in the same transaction, but for one
+        that was not the entry's revision any more (it changed since), and states
+        that record none stay byte for byte."""
+        kept = registry.put(_entry("/kept/"))
+        first = registry.put(_entry("/changed/", "1"))
+        changed = registry.put(_entry("/changed/", "2"))  # since the state recorded `first`
+        recorded = {kept.url: kept.revision, changed.url: first.revision, BASE + "/gone": 1}
+        document = {"source": "a", ENTRY_REVISIONS: recorded}
+        registry.apply(state=("sync:a", json.dumps(document)))
+        registry.apply(state=("sync:b", "not JSON"))
+        no_revisions = json.dumps({"entries": {kept.url: kept.revision}})  # another member
+        registry.apply(state=("sync:c", no_revisions))
+        new_key = MasterKey.generate()
+        registry.rotate(new_key)
+        now = {
+            url: ref.revision for url in (kept.url, changed.url) if (ref := registry.lookup(url))
+        }
+        assert now[kept.url] != kept.revision and now[changed.url] != changed.revision
+        expected = {**recorded, kept.url: now[kept.url]}
+        registry.close()
+        reopened = reopen(new_key)
+        assert json.loads(reopened.state("sync:a") or "null") == {
+            **document,
+            ENTRY_REVISIONS: expected,
+        }
+        assert reopened.state("sync:b") == "not JSON"
+        assert reopened.state("sync:c") == no_revisions
 
     def test_put_and_remove_are_batches_of_one(self, registry: Registry) -> None:
         stored = registry.put(_entry("/svc/"))

@@ -91,6 +91,7 @@ class Queries:
     state_revision: sql.Composed
     revision_of: sql.Composed
     read_state: sql.Composed
+    all_states: sql.Composed
     write_state: sql.Composed
     last_audit: sql.Composed
     append_audit: sql.Composed
@@ -138,6 +139,7 @@ class Queries:
             state_revision=q("SELECT revision FROM {schema}.state WHERE id = 1"),
             revision_of=q("SELECT revision FROM {schema}.entries WHERE key = %s"),
             read_state=q("SELECT value FROM {schema}.states WHERE name = %s"),
+            all_states=q("SELECT name, value FROM {schema}.states"),
             write_state=q(
                 "INSERT INTO {schema}.states (name, value) VALUES (%s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"

@@ -20,6 +20,7 @@ from .._base import (
     EncryptedRegistry,
     EntryRef,
     Journal,
+    Restate,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -257,8 +258,11 @@ class PostgresStore:
         new_key_id: str,
         *,
         journal: Journal | None = None,
-    ) -> None:
-        def body(connection: Connection) -> int:
+        restate: Restate | None = None,
+    ) -> int:
+        # Run again from the start if the pool retries on a fresh connection: the
+        # count is the committed run's, returned by it.
+        def body(connection: Connection) -> tuple[int, int]:
             revision = self._lock_revision(connection)
             rows = connection.execute(self._q.scan_for_update).fetchall()
             changes: list[Change] = []
@@ -271,21 +275,30 @@ class PostgresStore:
                     sealed = self._sealed(row)
                     secrets = reseal(sealed)
                     batch.append((Jsonb(secrets), revision, sealed.key))
-                    if journal is not None:
-                        after = SealedEntry(
-                            sealed.key, revision, sealed.updated_at, sealed.settings, secrets
-                        )
-                        changes.append(Change(sealed.key, revision, sealed, after))
+                    after = SealedEntry(
+                        sealed.key, revision, sealed.updated_at, sealed.settings, secrets
+                    )
+                    changes.append(Change(sealed.key, revision, sealed, after))
                 with connection.cursor() as cursor:
                     cursor.executemany(self._q.reseal, batch)
             connection.execute(self._q.rotate_state, (revision, new_key_id))
+            if restate is not None:
+                states = {
+                    str(name): str(value)
+                    for name, value in connection.execute(self._q.all_states).fetchall()
+                }
+                remapped = restate(changes, states)
+                if remapped:
+                    with connection.cursor() as cursor:
+                        cursor.executemany(self._q.write_state, list(remapped.items()))
             if journal is not None:
                 self._append_audit(connection, journal, changes)
             announce(connection, self._target.channel, "*", revision)
-            return revision
+            return revision, len(changes)
 
-        revision = self._pool.transact("rotate", body)
+        revision, count = self._pool.transact("rotate", body)
         self._listener.await_change(revision)
+        return count
 
     def close(self) -> None:
         # The pool first: from now on no connection is opened and nothing retried.
