@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from securesession import MasterKey, Registry, ServiceEntry, open_registry
+from securesession import KeyRing, MasterKey, Registry, ServiceEntry, open_registry
 from securesession.cli._app import run
 
 from ..secretscan import leaks
@@ -72,3 +72,15 @@ def securesession(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
     result = Result(code, captured.out, captured.err)
     assert not leaks(result.output), f"a test secret was printed: {result!r}"
     return result
+
+
+def rotate_key(capsys: pytest.CaptureFixture[str], env: Env, steps: list[str]) -> None:
+    """Rotate *env*'s key with rotate-key, plain (``[""]``) or in steps (``["--stage",
+    "--commit"]``), and take the new key from its key file."""
+    where = ["--registry", env.url, "--key-file", str(env.key_file)]
+    old_key_id = env.key.key_id
+    for step in steps:
+        result = securesession(capsys, "rotate-key", *where, *([step] if step else []))
+        assert result.code == 0, result
+    env.key = KeyRing.from_file(env.key_file).active
+    assert env.key.key_id != old_key_id

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from securesession import Credential, DecryptionError, KeyRing, ServiceEntry, open_registry
+from securesession import Credential, DecryptionError, ServiceEntry, open_registry
 from securesession._registry.sqlite import SQLiteStore
 from securesession.cli import _sync
 from securesession.cli._output import Progress
 
-from .synchelp import Env, key_args, securesession, sqlite_env
+from .synchelp import Env, key_args, rotate_key, securesession, sqlite_env
 
 TEST = "https://gw.test.example"
 PROD = "https://gw.prod.example"
@@ -337,18 +337,6 @@ def test_the_map_is_checked_over_every_src_entry_even_with_only(
     assert dst.snapshot() == {}
 
 
-def _rotate_dst(capsys: pytest.CaptureFixture[str], dst: Env, steps: list[str]) -> None:
-    """Rotate DST's key with rotate-key (plain, or --stage then --commit) and take
-    the new key from its key file."""
-    where = ["--registry", dst.url, "--key-file", str(dst.key_file)]
-    old_key_id = KeyRing.from_file(dst.key_file).key_id
-    for step in steps:
-        result = securesession(capsys, "rotate-key", *where, *([step] if step else []))
-        assert result.code == 0, result
-    dst.key = KeyRing.from_file(dst.key_file).active
-    assert dst.key.key_id != old_key_id
-
-
 @pytest.mark.parametrize("steps", [[""], ["--stage", "--commit"]], ids=["plain", "staged"])
 def test_a_key_rotation_of_dst_is_no_change_to_the_next_sync(
     src: Env, dst: Env, capsys: pytest.CaptureFixture[str], steps: list[str]
@@ -358,7 +346,7 @@ def test_a_key_rotation_of_dst_is_no_change_to_the_next_sync(
     change the state had not seen, before the rotation or after it, still is one."""
     assert sync(capsys, src, dst, "--apply").code == 0
     dst.put(entry(PROD, "hr", "hrSECRET-hotfix"))  # a real DST change, then the rotation
-    _rotate_dst(capsys, dst, steps)
+    rotate_key(capsys, dst, steps)
     src.put(entry(TEST, "pay", "paySECRET-2"))
 
     plan = sync(capsys, src, dst)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from securesession import (
     ConfigurationError,
     Credential,
+    KeyRing,
     MasterKey,
     Registry,
     RegistryError,
@@ -25,6 +27,7 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
+from securesession._registry import _base, _codec
 from securesession._registry.postgres import (
     SCHEMA_VERSION,
     PostgresStore,
@@ -32,6 +35,7 @@ from securesession._registry.postgres import (
     parse_url,
 )
 from securesession._registry.postgres._index import Index
+from securesession.cli._app import run
 from securesession.registry import EncryptedRegistry
 from securesession.testing import GatewayServer
 
@@ -564,6 +568,56 @@ def test_rotation_reaches_other_processes_indexes(postgres_url: str, key: Master
         assert wait_until(
             lambda: all(reader.lookup(BASE + f"/s{i}") != before[i] for i in range(3)), 2
         )
+
+
+@pytest.mark.parametrize("steps", [[""], ["--stage", "--commit"]], ids=["plain", "staged"])
+def test_a_rotation_retried_after_a_lost_connection_counts_its_entries_once(
+    postgres_cluster: pgcluster.PostgresCluster,
+    postgres_url: str,
+    key: MasterKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    steps: list[str],
+) -> None:
+    """The rotation's backend is terminated after 3 entries were re-encrypted: the pool
+    runs the whole body again on a fresh connection, and rotate-key reports what the
+    committed transaction did, not every re-encryption both runs made."""
+    key_file = tmp_path / "master.key"
+    key.save(key_file)
+    with open_registry(postgres_url, key) as registry:
+        for index in range(5):
+            registry.put(entry(f"/s{index}", str(index)))
+    resealing = _codec.reseal  # as _base imported it
+    calls = 0
+
+    def terminated_on_the_third(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # inside the rotation's transaction, in its first run
+            with postgres_cluster.admin() as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                    " AND state LIKE 'idle in transaction%%'",
+                    (dbname(postgres_url),),
+                )
+        return resealing(*args, **kwargs)
+
+    where = ["--registry", postgres_url, "--key-file", str(key_file)]
+    for step in steps[:-1]:
+        assert run(["rotate-key", *where, step]) == 0
+    monkeypatch.setattr(_base, "reseal", terminated_on_the_third)
+    capsys.readouterr()
+    assert run(["rotate-key", *where, *([steps[-1]] if steps[-1] else [])]) == 0
+    output = capsys.readouterr()
+    assert calls == 2 * 5  # each run re-encrypts its batch, then sends it: the first fails
+    assert "retrying once" in output.err
+    assert "(5 entries re-encrypted)" in output.out, output
+    new_key = KeyRing.from_file(key_file)
+    assert new_key.key_id != key.key_id
+    with open_registry(postgres_url, new_key) as registry:
+        assert registry.key_id == new_key.key_id
+        assert [tag_of(registry, BASE + f"/s{i}") for i in range(5)] == list("01234")
 
 
 def test_an_sql_ascii_database_reads_text_as_text(

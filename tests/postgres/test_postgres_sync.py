@@ -12,7 +12,7 @@ import pytest
 
 from securesession import Credential, MasterKey, Secret, ServiceEntry, open_registry
 
-from ..cli.synchelp import Env, key_args, securesession, sqlite_env
+from ..cli.synchelp import Env, key_args, rotate_key, securesession, sqlite_env
 
 TEST = "https://gw.test.example"
 PROD = "https://gw.prod.example:8443"
@@ -99,3 +99,35 @@ def test_a_change_made_in_postgresql_since_the_sync_is_a_conflict(
     pay = dst.entry(f"{PROD}/pay")
     assert pay is not None and pay.gateway == Credential("gw", "paySECRET-v2")
     assert dst.entry(f"{PROD}/tax") is None
+
+
+def test_a_key_rotation_of_postgresql_is_no_change_to_the_next_sync(
+    tmp_path: Path, postgres_env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The staged commit re-encrypts every entry (new revisions) and moves the sync
+    state's revisions with them in its transaction; a later change in PostgreSQL is
+    still a conflict."""
+    src = sqlite_env(tmp_path, "test", entries(TEST))
+    dst = postgres_env
+    sync = ["sync", src.url, dst.url, *key_args(src, dst), *MAP]
+    assert securesession(capsys, *sync, "--apply").code == 0
+    rotate_key(capsys, dst, ["--stage", "--commit"])
+    src.put(
+        ServiceEntry(
+            f"{TEST}/pay",
+            gateway=Credential("gw", "paySECRET-2"),
+            secret_headers={"X-Api-Key": Secret("paySECRET-key")},
+        )
+    )
+
+    applied = securesession(capsys, *sync, "--apply")
+    assert applied.code == 0, applied
+    assert "synced: 0 added, 1 updated, 0 removed, 2 unchanged" in applied.stdout
+    pay = dst.entry("https://gw.prod.example:8443/pay")
+    assert pay is not None and pay.gateway is not None
+    assert pay.gateway.password.reveal() == "paySECRET-2"
+
+    dst.put(ServiceEntry(f"{PROD}/tax", gateway=Credential("gw", "taxSECRET-hotfix")))
+    blocked = securesession(capsys, *sync)
+    assert blocked.code == 1, blocked
+    assert "conflict update  https://gw.prod.example:8443/tax" in blocked.stdout
