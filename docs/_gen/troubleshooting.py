@@ -77,6 +77,15 @@ FIXES: dict[str | tuple[str, str], str] = {
         "store) from a backup, or `put` the entry again "
         "([what is checked](security.md#what-is-stored-and-how))."
     ),
+    "LegacyEntryError": (
+        "The entry was written by securesession 0.1.0 (or made to look so): its settings "
+        "are not authenticated, so it is refused and nothing goes to its URL. If the "
+        "registry really comes from 0.1.0, check the entry (`securesession show URL`) "
+        "and run `securesession upgrade`; meanwhile `open_registry(..., "
+        'legacy_entries="accept")` reads it. An entry without any secret field is '
+        "refused always: `securesession remove` it and put it again "
+        "([legacy entries](security.md#legacy-entries-written-by-securesession-010))."
+    ),
     "SchemaVersionError": (
         "A newer securesession wrote this registry; it is left untouched. Upgrade "
         "securesession on this host (every host sharing the registry runs the same or "

@@ -14,6 +14,8 @@ Every error the library raises derives from :class:`SecureSessionError`, so one
     ├── DecryptionError               wrong key, tampered or swapped ciphertext
     ├── RegistryError                 the registry store failed or is unusable
     │   ├── RegistryCorruptError      the store holds data we cannot read
+    │   │   └── LegacyEntryError      an entry in the unauthenticated 0.1.0 format,
+    │   │                             refused unless opted in (legacy_entries="accept")
     │   ├── SchemaVersionError        the store was written by a newer version
     │   ├── ConflictError             a batch expected revisions the store no longer has
     │   ├── AuditError                the audit log fails verification (edited, removed,
@@ -45,6 +47,7 @@ __all__ = [
     "DecryptionError",
     "InvalidEntryError",
     "InvalidURLError",
+    "LegacyEntryError",
     "MasterKeyError",
     "NoCredentialsError",
     "PinMismatchError",
@@ -98,6 +101,22 @@ class RegistryError(SecureSessionError):
 
 class RegistryCorruptError(RegistryError):
     """The registry store holds data that is not a valid registry."""
+
+
+class LegacyEntryError(RegistryCorruptError):
+    """A stored entry is in the legacy format of securesession 0.1.0: no entry tag, so
+    its settings (injection modes, header names, TLS profile) and its set of secret
+    fields are not authenticated, and a store writer without the key could have made
+    or changed them. It is refused (nothing is sent to its URL, and no shorter prefix
+    stands in for it) unless the registry was opened with ``legacy_entries="accept"``;
+    an entry with neither a tag nor a secret field authenticates nothing and is refused
+    always. ``securesession upgrade`` (or ``rotate-key``) authenticates legacy entries.
+
+    :attr:`url` is the entry's prefix."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class SchemaVersionError(RegistryError):

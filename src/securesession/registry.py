@@ -28,6 +28,9 @@ registered under ``ENTRY_POINT_GROUP`` (``securesession.registries``) so that
   entry a new revision, remaps them in its transaction (a sync's state does).
 * :class:`EncryptedRegistry`: the :class:`Registry` over any store, sealing and
   opening entries (one implementation of the cryptography for every backend).
+* :data:`LegacyEntries`: the type of ``legacy_entries=`` (``"refuse"`` or ``"accept"``),
+  what :class:`EncryptedRegistry` and :func:`~securesession.open_registry` do with
+  entries written by securesession 0.1.0.
 * :class:`Registry`: the interface sessions and tools use, for a backend that is not
   an :class:`EncryptedRegistry` at all.
 * :class:`RegistryContract` (also importable from :mod:`securesession.testing.contract`,
@@ -46,6 +49,7 @@ from ._registry import (
     ENTRY_POINT_GROUP,
     EncryptedRegistry,
     EntryRef,
+    LegacyEntries,
     Registry,
     RegistryStore,
     SealedEntry,
@@ -60,6 +64,7 @@ __all__ = [
     "ENTRY_REVISIONS",
     "EncryptedRegistry",
     "EntryRef",
+    "LegacyEntries",
     "OpenRegistry",
     "Registry",
     "RegistryContract",

@@ -4,7 +4,9 @@ is authenticated under the master key and bound to its URL key.
 Each test edits the store as a store writer would (a DBA, a restored backup), on the
 memory and the SQLite backend, and checks that the edited entry is refused on load,
 and that a session sends nothing with it. Entries written by securesession 0.1.0
-(no entry tag) still load, with a warning, until a rotation upgrades them.
+(no entry tag) are refused unless the registry is opened with
+``legacy_entries="accept"``; then they load, with a warning, until an upgrade (or a
+rotation) authenticates them. A legacy row without secret fields is refused always.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from securesession import (
     Credential,
     DecryptionError,
+    LegacyEntryError,
     MasterKey,
     RegistryCorruptError,
     SecureSession,
@@ -36,7 +39,7 @@ from securesession._crypto import token_key_id
 from securesession._registry import _codec
 from securesession._tls import TLSProfile
 from securesession.memory import MemoryStore
-from securesession.registry import EncryptedRegistry, SealedEntry
+from securesession.registry import EncryptedRegistry, LegacyEntries, SealedEntry
 from securesession.testing import CertificateAuthority, GatewayServer
 
 TAG = "$entry"
@@ -59,10 +62,14 @@ class Store:
     def __repr__(self) -> str:
         return f"<Store {self.kind}>"
 
-    def open(self, key: MasterKey) -> EncryptedRegistry:
+    def open(
+        self, key: MasterKey, *, legacy_entries: LegacyEntries = "refuse"
+    ) -> EncryptedRegistry:
         if self.kind == "memory":
-            return EncryptedRegistry(self._memory, key, name="memory://")
-        registry = open_registry(f"sqlite://{self.path}", key)
+            return EncryptedRegistry(
+                self._memory, key, name="memory://", legacy_entries=legacy_entries
+            )
+        registry = open_registry(f"sqlite://{self.path}", key, legacy_entries=legacy_entries)
         assert isinstance(registry, EncryptedRegistry)
         return registry
 
@@ -518,8 +525,9 @@ def _opens_as_legacy(token: str, url: str, field: str, key: MasterKey) -> bool:
 def legacy(
     store: Store, key: MasterKey, gateway: GatewayServer, ca: CertificateAuthority
 ) -> Iterator[tuple[EncryptedRegistry, ServiceEntry]]:
-    """A registry holding one entry written by 0.1.0 (through the store, as 0.1.0 did)."""
-    registry = store.open(key)
+    """A registry holding one entry written by 0.1.0 (through the store, as 0.1.0 did),
+    opened with legacy entries accepted."""
+    registry = store.open(key, legacy_entries="accept")
     entry = make_entry(gateway, ca, "/legacy/", "old")
     registry.store.write(entry.url, *_seal_010(entry, key), key_id=key.key_id)
     yield registry, entry
@@ -543,7 +551,7 @@ def test_a_legacy_entry_loads_with_a_warning_once(
             assert session.get(entry.url + "/z").status_code == 200
     (warning,) = _warnings(caplog)
     assert entry.url in warning and "not authenticated" in warning
-    assert "securesession rotate-key" in warning
+    assert "securesession upgrade" in warning and "securesession rotate-key" in warning
     assert "SECRET" not in warning
     assert len(gateway.requests) == 1
 
@@ -585,6 +593,235 @@ def test_a_put_rewrites_a_legacy_entry_authenticated(
     assert TAG in store.row(entry.url)[1]
 
 
+# -- legacy entries are refused unless accepted; without secret fields, always ----------
+
+
+def _legacy_row(
+    store: Store, key: MasterKey, gateway: GatewayServer, ca: CertificateAuthority
+) -> ServiceEntry:
+    """Write the entry /legacy/ as 0.1.0 stored it, by hand; return it."""
+    entry = make_entry(gateway, ca, "/legacy/", "old")
+    store.set_row(entry.url, *_seal_010(entry, key))
+    return entry
+
+
+def _parent(registry: EncryptedRegistry, gateway: GatewayServer, ca: CertificateAuthority) -> None:
+    """An authenticated entry for the whole gateway, whose credentials must never
+    stand in for a refused entry under it."""
+    registry.put(make_entry(gateway, ca, "/", "parent"))
+
+
+def fails_closed(
+    registry: EncryptedRegistry, gateway: GatewayServer, url: str, error: type[Exception]
+) -> None:
+    """Requests to *url* through a session and an httpx client raise *error*: neither
+    the refused entry's settings nor the parent entry's credentials go anywhere."""
+    httpx_client = pytest.importorskip("securesession.httpx")
+    with SecureSession(registry) as session, pytest.raises(error):
+        session.get(url)
+    with httpx_client.SecureClient(registry) as client, pytest.raises(error):
+        client.get(url)
+    assert gateway.requests == []
+
+
+def test_a_legacy_entry_is_refused_by_default(
+    store: Store,
+    key: MasterKey,
+    gateway: GatewayServer,
+    ca: CertificateAuthority,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = store.open(key)
+    _parent(registry, gateway, ca)
+    entry = _legacy_row(store, key, gateway, ca)
+    with pytest.raises(LegacyEntryError) as caught:
+        registry.get(entry.url + "/x")
+    message = str(caught.value)
+    assert caught.value.url == entry.url and entry.url in message
+    assert "legacy format of securesession 0.1.0" in message
+    assert "`securesession upgrade`" in message and "`securesession rotate-key`" in message
+    assert "legacy_entries='accept'" in message and "SECRET" not in message
+    assert isinstance(caught.value, RegistryCorruptError)
+    with pytest.raises(LegacyEntryError):
+        list(registry.entries())
+    with caplog.at_level(logging.WARNING, logger="securesession"):
+        fails_closed(registry, gateway, entry.url + "/x", LegacyEntryError)
+    assert "legacy format" not in caplog.text  # refused, not read with a warning
+    # The parent entry itself is untouched: its own URLs are served.
+    with SecureSession(registry) as session:
+        assert session.get(f"{gateway.url}/other").status_code == 200
+    assert gateway.requests[0].header("X-Gateway-Password") == "gw-SECRET-parent"
+
+
+def test_a_rotation_refuses_legacy_entries_unless_accepted(
+    store: Store, key: MasterKey, gateway: GatewayServer, ca: CertificateAuthority
+) -> None:
+    """A rotation would authenticate a legacy row's settings: without the opt-in it
+    stops, and nothing changes."""
+    registry = store.open(key)
+    entry = _legacy_row(store, key, gateway, ca)
+    before = store.row(entry.url)
+    with pytest.raises(LegacyEntryError, match="legacy format"):
+        registry.rotate(MasterKey.generate())
+    assert store.row(entry.url) == before and store.key_id_record() == key.key_id
+
+
+def test_the_upgrade_authenticates_legacy_entries_under_the_same_key(
+    store: Store,
+    key: MasterKey,
+    gateway: GatewayServer,
+    ca: CertificateAuthority,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = store.open(key)  # the upgrade is the opt-in: no legacy_entries needed
+    _parent(registry, gateway, ca)
+    entry = _legacy_row(store, key, gateway, ca)
+    parent_row = store.row(gateway.url + "/")
+    assert registry.upgrade_legacy_entries() == [entry.url]
+    settings, secrets = store.row(entry.url)
+    assert TAG in secrets and settings == _seal_010(entry, key)[0]
+    assert not any(
+        _opens_as_legacy(token, entry.url, name, key)
+        for name, token in secrets.items()
+        if name != TAG
+    )
+    assert store.row(gateway.url + "/") == parent_row  # authenticated rows: untouched
+    assert registry.upgrade_legacy_entries() == []
+    (record,) = [r for r in registry.audit() if r.operation == "upgrade"]
+    assert record.entry == entry.url and record.change == "changed"
+    reopened = store.open(key)  # the default: legacy refused, and none is left
+    with caplog.at_level(logging.WARNING, logger="securesession"):
+        assert reopened.get(entry.url + "/x") == entry
+        with SecureSession(reopened) as session:
+            assert session.get(entry.url + "/x").status_code == 200
+    assert _warnings(caplog) == []
+    assert gateway.requests[0].header("X-Gateway-Password") == "gw-SECRET-old"
+    # Now authenticated: the edit a legacy entry could not detect is refused.
+    settings["tls"]["pins"] = []
+    store.set_row(entry.url, settings, secrets)
+    with pytest.raises(RegistryCorruptError, match="entry authentication failed"):
+        reopened.get(entry.url)
+
+
+def test_a_legacy_row_replayed_after_the_upgrade_is_refused(
+    legacy: tuple[EncryptedRegistry, ServiceEntry], store: Store, key: MasterKey
+) -> None:
+    """Upgrading under the same key leaves old backups' legacy rows decryptable; a
+    registry that does not accept legacy entries refuses them anyway."""
+    registry, entry = legacy
+    backup = store.row(entry.url)
+    assert registry.upgrade_legacy_entries() == [entry.url]
+    backup[0]["tls"]["pins"] = []  # the point of replaying it
+    store.set_row(entry.url, *backup)
+    with pytest.raises(LegacyEntryError, match=entry.url):
+        store.open(key).get(entry.url)
+
+
+def _forge_empty_legacy(store: Store, url: str) -> None:
+    """What a store writer without the key can write: no secret field, no tag, settings
+    of their choosing (trust the system store, no pins, Basic to the gateway)."""
+    store.set_row(
+        url,
+        {
+            "format": 2,
+            "gateway_auth": "basic",
+            "request_auth": "basic",
+            "gateway_headers": [],
+            "request_headers": [],
+            "description": "forged",
+            "tls": {
+                "client_cert_format": None,
+                "version": None,
+                "min_version": "1.2",
+                "max_version": None,
+                "ca_bundle": "system",
+                "pins": [],
+                "crl": None,
+                "crl_scope": "leaf",
+                "check_revocation": False,
+                "allow_legacy": False,
+            },
+        },
+        {},
+    )
+
+
+@pytest.mark.parametrize("legacy_entries", ["refuse", "accept"])
+def test_a_forged_legacy_row_without_secret_fields_is_refused_always(
+    store: Store,
+    key: MasterKey,
+    gateway: GatewayServer,
+    ca: CertificateAuthority,
+    legacy_entries: LegacyEntries,
+) -> None:
+    """The review's scenario: after the registry was upgraded, a writer without the key
+    inserts a fieldless "legacy" row under a longer prefix. It is refused even where
+    legacy entries are accepted, and requests under it fail closed (the parent's
+    credentials are not sent); an upgrade or a rotation cannot authenticate it."""
+    registry = store.open(key, legacy_entries=legacy_entries)
+    _parent(registry, gateway, ca)
+    registry.rotate(key)
+    forged = f"{gateway.url}/payments"
+    _forge_empty_legacy(store, forged)
+    with pytest.raises(LegacyEntryError) as caught:
+        registry.get(forged + "/charge")
+    assert "nor any secret field" in str(caught.value) and forged in str(caught.value)
+    assert "securesession remove" in str(caught.value)
+    fails_closed(registry, gateway, forged + "/charge", LegacyEntryError)
+    before = store.row(forged)
+    for upgrade in (registry.upgrade_legacy_entries, lambda: registry.rotate(key)):
+        with pytest.raises(LegacyEntryError, match="nor any secret field"):
+            upgrade()
+        assert store.row(forged) == before
+    assert registry.remove(forged)  # the fix the message gives
+    with SecureSession(registry) as session:
+        assert session.get(forged + "/charge").status_code == 200
+
+
+@pytest.mark.parametrize("keep_fields", [True, False], ids=["tag-stripped", "fields-stripped"])
+@pytest.mark.parametrize("legacy_entries", ["refuse", "accept"])
+def test_an_upgraded_entry_cannot_be_downgraded_to_legacy(
+    filled: EncryptedRegistry,
+    store: Store,
+    key: MasterKey,
+    gateway: GatewayServer,
+    a_url: str,
+    keep_fields: bool,
+    legacy_entries: LegacyEntries,
+) -> None:
+    """Strip the tag of an authenticated entry and edit its settings (no pins, the
+    system CA store, the password into a header of the writer's choosing): the field
+    tokens do not open under the legacy associated data, so the row is no legacy entry;
+    and stripped of every field it authenticates nothing. Refused either way, even
+    where legacy entries are accepted; the upgrade does not re-authenticate it."""
+    settings, secrets = store.row(a_url)
+    assert not any(
+        _opens_as_legacy(token, a_url, name, key) for name, token in secrets.items() if name != TAG
+    )
+    del secrets[TAG]
+    settings["tls"].update(pins=[], ca_bundle="system", crl=None)
+    settings.update(gateway_auth="headers", gateway_headers=["X-Gateway-User", "X-Exfiltrate"])
+    store.set_row(a_url, settings, secrets if keep_fields else {})
+    registry = store.open(key, legacy_entries=legacy_entries)
+    error = DecryptionError if keep_fields else LegacyEntryError
+    message = "was removed outside securesession" if keep_fields else "nor any secret field"
+    with pytest.raises(error, match=message):
+        registry.get(a_url)
+    with pytest.raises(error, match=message):
+        registry.upgrade_legacy_entries()
+    fails_closed(registry, gateway, a_url + "x", error)
+
+
+def test_open_registry_checks_legacy_entries(tmp_path: Path, key: MasterKey) -> None:
+    with pytest.raises(ValueError, match="'refuse' or 'accept'"):
+        open_registry(f"sqlite://{tmp_path}/r.db", key, legacy_entries="yes")  # type: ignore[arg-type]
+    assert not (tmp_path / "r.db").exists()  # refused before anything was opened
+    with open_registry("memory://", key, legacy_entries="accept") as registry:
+        assert isinstance(registry, EncryptedRegistry) and registry.legacy_entries == "accept"
+    with open_registry("memory://", key) as registry:
+        assert isinstance(registry, EncryptedRegistry) and registry.legacy_entries == "refuse"
+
+
 # -- the key id of a registry that lost its record of it ---------------------------------
 
 
@@ -623,7 +860,7 @@ def test_a_lost_key_id_record_is_checked_against_legacy_tokens(
     with pytest.raises(DecryptionError, match="wrong master key"):
         store.open(MasterKey.generate())
     assert store.key_id_record() is None
-    assert store.open(key).get(entry.url) == entry
+    assert store.open(key, legacy_entries="accept").get(entry.url) == entry
 
 
 def test_an_empty_store_records_the_first_key(store: Store, key: MasterKey) -> None:

@@ -26,6 +26,7 @@ def test_the_backend_authors_names() -> None:
         "ENTRY_REVISIONS",
         "EncryptedRegistry",
         "EntryRef",
+        "LegacyEntries",
         "OpenRegistry",
         "Registry",
         "RegistryContract",

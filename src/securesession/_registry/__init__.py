@@ -7,7 +7,15 @@ from typing import Final
 
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import ConfigurationError
-from ._base import EncryptedRegistry, EntryRef, Registry, RegistryStore, SealedEntry
+from ._base import (
+    EncryptedRegistry,
+    EntryRef,
+    LegacyEntries,
+    Registry,
+    RegistryStore,
+    SealedEntry,
+    check_legacy_entries,
+)
 from .memory import open_memory_registry
 from .sqlite import open_sqlite_registry
 
@@ -15,6 +23,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "EncryptedRegistry",
     "EntryRef",
+    "LegacyEntries",
     "Registry",
     "RegistryStore",
     "SealedEntry",
@@ -59,10 +68,19 @@ _BUILTIN: Final[dict[str, RegistryFactory]] = {
 }
 
 
-def open_registry(url: str, key: MasterKey | KeyRing) -> Registry:
+def open_registry(
+    url: str, key: MasterKey | KeyRing, *, legacy_entries: LegacyEntries = "refuse"
+) -> Registry:
     """Open the registry named by *url* with *key*: one master key, or a key ring (it
     opens a registry whose active key it holds, and follows a staged key once another
     process commits it; see :class:`~securesession.KeyRing`).
+
+    *legacy_entries*: entries written by securesession 0.1.0 do not authenticate their
+    settings, so by default reading one raises :class:`~securesession.LegacyEntryError`
+    (a session sends nothing to its URL). ``"accept"`` reads them, with a warning,
+    while a registry is being upgraded (``securesession upgrade``); a backend whose
+    registry is not an :class:`~securesession.registry.EncryptedRegistry` cannot, and
+    is refused with :class:`~securesession.ConfigurationError`.
 
     Built in: ``memory://``, ``sqlite:///path/to/registry.db`` and
     ``postgresql://user@host:port/db`` (also ``postgres://``; needs the ``postgres``
@@ -75,8 +93,18 @@ def open_registry(url: str, key: MasterKey | KeyRing) -> Registry:
         raise ConfigurationError(
             "registry URL has no scheme; use memory:// or sqlite:///path/to/registry.db"
         )
+    check_legacy_entries(legacy_entries)  # before anything is opened
     factory = _BUILTIN.get(scheme.lower()) or _plugin(scheme.lower())
-    return factory(url, key)
+    registry = factory(url, key)
+    if legacy_entries == "accept":
+        if not isinstance(registry, EncryptedRegistry):
+            registry.close()
+            raise ConfigurationError(
+                f"registry backend {scheme!r} returns a {type(registry).__name__}, not an "
+                "EncryptedRegistry: it cannot be told to accept legacy entries"
+            )
+        registry.legacy_entries = legacy_entries
+    return registry
 
 
 def _plugin(scheme: str) -> RegistryFactory:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from .._audit import (
     AuditLog,
@@ -45,7 +45,7 @@ from .._crypto import KeyRing, MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import ConflictError, DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
-from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, reseal, seal, unseal
+from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, is_legacy, reseal, seal, unseal
 
 __all__ = [
     "ENTRY_REVISIONS",
@@ -57,12 +57,14 @@ __all__ = [
     "EncryptedRegistry",
     "EntryRef",
     "Journal",
+    "LegacyEntries",
     "Registry",
     "RegistryStore",
     "Restate",
     "SealedEntry",
     "SealedWrite",
     "check_expected",
+    "check_legacy_entries",
     "dumps",
     "loads",
     "now",
@@ -73,6 +75,18 @@ __all__ = [
 logger = logging.getLogger("securesession")
 
 _T = TypeVar("_T")
+
+#: What a registry does with a legacy (securesession 0.1.0) row, whose settings are not
+#: authenticated: ``"refuse"`` it (the default: :class:`~securesession.LegacyEntryError`)
+#: or ``"accept"`` it, with a warning, until it is upgraded.
+LegacyEntries: TypeAlias = Literal["refuse", "accept"]
+
+
+def check_legacy_entries(policy: object) -> LegacyEntries:
+    """*policy* if it is a :data:`LegacyEntries` value, else :class:`ValueError`."""
+    if policy == "refuse" or policy == "accept":
+        return policy
+    raise ValueError(f"legacy_entries must be 'refuse' or 'accept', not {policy!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +297,13 @@ class Registry(Protocol):
         retries after a lost connection calls it again for each entry). Returns how
         many entries the transaction re-encrypted.
 
-        Every entry is rewritten in the current, authenticated format, so this is also
-        how a registry with legacy (unauthenticated) entries is upgraded; *new_key* may
-        be the current key. Each entry gets a new revision, and the states that record
-        entry revisions (:data:`ENTRY_REVISIONS`: a sync's) are remapped to them in
-        the same transaction, so a rotation is no change to them."""
+        Every entry is rewritten in the current, authenticated format, so this also
+        upgrades legacy (0.1.0, unauthenticated) entries, on a registry opened with
+        ``legacy_entries="accept"`` (otherwise the first one stops the rotation, and
+        nothing changes); *new_key* may be the current key. Each entry gets a new
+        revision, and the states that record entry revisions (:data:`ENTRY_REVISIONS`:
+        a sync's) are remapped to them in the same transaction, so a rotation is no
+        change to them."""
 
     def close(self) -> None:
         """Release connections. Closing twice is harmless; every other method of a
@@ -399,6 +415,13 @@ class EncryptedRegistry:
     key, its settings and the exact set of its field tokens (the format is
     :mod:`._codec`'s). Thread-safe if the store is. Once closed, it refuses every call
     with :class:`~securesession.RegistryError`, whatever the store would do.
+
+    *legacy_entries* says what reading a legacy row (written by securesession 0.1.0:
+    its settings are not authenticated) does: ``"refuse"``, the default, raises
+    :class:`~securesession.LegacyEntryError` naming the entry, in :meth:`load`,
+    :meth:`entries` and :meth:`rotate` alike; ``"accept"`` reads it, with a warning, and
+    :meth:`rotate` upgrades it. :meth:`upgrade_legacy_entries` authenticates legacy rows
+    under the current key whatever this says.
     """
 
     def __init__(
@@ -408,8 +431,10 @@ class EncryptedRegistry:
         *,
         name: str,
         actor: str | None = None,
+        legacy_entries: LegacyEntries = "refuse",
     ) -> None:
         self.actor = default_actor() if actor is None else actor
+        self.legacy_entries = legacy_entries
         ring = KeyRing.of(key)
         stored = store.stored_key_id()
         if stored is None:
@@ -458,6 +483,17 @@ class EncryptedRegistry:
     @property
     def key_id(self) -> str:
         return self._stored_key_id
+
+    @property
+    def legacy_entries(self) -> LegacyEntries:
+        """What reading a legacy (0.1.0) row does: ``"refuse"`` or ``"accept"`` (see the
+        class docstring); :func:`~securesession.open_registry` sets it."""
+        return self._legacy_entries
+
+    @legacy_entries.setter
+    def legacy_entries(self, policy: LegacyEntries) -> None:
+        self._legacy_entries = check_legacy_entries(policy)
+        self._accept_legacy = policy == "accept"
 
     @property
     def key_ring(self) -> KeyRing:
@@ -559,7 +595,9 @@ class EncryptedRegistry:
     def load(self, ref: EntryRef) -> ServiceEntry | None:
         store = self._open_store()
         sealed = self._reading(lambda: store.read(ref.key))
-        return None if sealed is None else unseal(sealed, self._key)
+        if sealed is None:
+            return None
+        return unseal(sealed, self._key, accept_legacy=self._accept_legacy)
 
     def get(self, url: str) -> ServiceEntry | None:
         ref = self.lookup(url)
@@ -571,7 +609,8 @@ class EncryptedRegistry:
 
     def entries(self) -> Iterator[ServiceEntry]:
         rows = self._open_store().scan()
-        return (unseal(sealed, self._key) for sealed in rows)
+        accept_legacy = self._accept_legacy
+        return (unseal(sealed, self._key, accept_legacy=accept_legacy) for sealed in rows)
 
     def urls(self) -> Iterator[str]:
         return self._open_store().keys()
@@ -585,10 +624,11 @@ class EncryptedRegistry:
         # Per entry, whether its row was legacy: a store that runs its body again (a
         # lost connection) overwrites the first run's answers, it does not add to them.
         legacy_rows: dict[str, bool] = {}
+        accept_legacy = self._accept_legacy
 
         def resealed(sealed: SealedEntry) -> dict[str, str]:
             # Opened with whichever key of the ring each token names.
-            tokens, legacy = reseal(sealed, old_key, new_key)
+            tokens, legacy = reseal(sealed, old_key, new_key, accept_legacy=accept_legacy)
             legacy_rows[sealed.key] = legacy
             if progress is not None:
                 progress()
@@ -611,6 +651,58 @@ class EncryptedRegistry:
                 "y" if len(upgraded) == 1 else "ies",
             )
         return count
+
+    def legacy_urls(self) -> list[str]:
+        """The URLs of the legacy (0.1.0) rows, in key order; nothing is decrypted."""
+        return [sealed.key for sealed in self._legacy_rows()]
+
+    def _legacy_rows(self) -> list[SealedEntry]:
+        return [sealed for sealed in self._open_store().scan() if is_legacy(sealed)]
+
+    def upgrade_legacy_entries(self) -> list[str]:
+        """Authenticate every legacy (0.1.0) row under the current key, in one
+        transaction (audit operation ``upgrade``), whatever :attr:`legacy_entries` says:
+        calling this is the opt-in. Returns the URLs upgraded, in key order (none: no
+        change at all). Each row's settings are authenticated *as stored*: check them
+        first (``securesession show``) if the store may have been written by others.
+
+        Authenticated rows are left as they are. A legacy row without any secret field
+        (it authenticates nothing) raises :class:`~securesession.LegacyEntryError` and
+        nothing changes; so does a row rewritten meanwhile by another writer
+        (:class:`~securesession.ConflictError`). Unlike :meth:`rotate`, no key changes,
+        so hosts need nothing new; legacy rows from older backups of the registry stay
+        refused wherever legacy entries are."""
+        store = self._open_store()
+        legacy_rows = self._legacy_rows()
+        if not legacy_rows:
+            return []
+
+        def batch(key: KeyRing) -> Applied:
+            writes = [
+                SealedWrite(
+                    sealed.key, sealed.settings, reseal(sealed, key, key, accept_legacy=True)[0]
+                )
+                for sealed in legacy_rows
+            ]
+            return store.apply(
+                Batch(
+                    key_id=key.key_id,
+                    writes=writes,
+                    expect={sealed.key: sealed.revision for sealed in legacy_rows},
+                    journal=self._journal("upgrade", key, None),
+                )
+            )
+
+        applied = self._writing(batch)
+        upgraded = [row.key for row in applied.written]
+        logger.info(
+            "registry %s: %d legacy entr%s upgraded to the authenticated format: %s",
+            self._name,
+            len(upgraded),
+            "y" if len(upgraded) == 1 else "ies",
+            ", ".join(upgraded),
+        )
+        return upgraded
 
     # -- the audit log -------------------------------------------------------------
 

@@ -22,6 +22,13 @@ The current format ("v3") is:
 Entries written by securesession 0.1.0 ("legacy") have no tag and their field tokens
 use ``_LEGACY``; the labels differ, so a v3 token never opens as a legacy one:
 stripping the tag from a v3 entry does not turn it into a legacy entry.
+
+A legacy row authenticates its secrets only, not its settings: anyone who can write
+the store can give it other settings, or make one from nothing (a row without any
+field needs no key at all). So a legacy row is opened only when the caller says
+``accept_legacy`` (a registry opened with ``legacy_entries="accept"``, or the upgrade
+itself), and a legacy row without any secret field never: it would authenticate
+nothing. Every refusal is a :class:`LegacyEntryError` naming the entry and the fix.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._crypto import TokenCipher, token_key_id
 from .._entry import ServiceEntry
-from .._exceptions import DecryptionError, RegistryCorruptError, TLSConfigError
+from .._exceptions import DecryptionError, LegacyEntryError, RegistryCorruptError, TLSConfigError
 from .._secret import Credential, Secret
 from .._tls.model import ClientCertificate, TLSProfile
 
@@ -47,6 +54,7 @@ __all__ = [
     "ENTRY_TAG_FIELD",
     "changed_secret_fields",
     "entry_fields",
+    "is_legacy",
     "reseal",
     "seal",
     "unseal",
@@ -113,12 +121,15 @@ def entry_fields(entry: ServiceEntry) -> tuple[dict[str, Any], dict[str, str]]:
     return settings, clear
 
 
-def unseal(sealed: SealedEntry, key: TokenCipher) -> ServiceEntry:
+def unseal(sealed: SealedEntry, key: TokenCipher, *, accept_legacy: bool = False) -> ServiceEntry:
     """Authenticate and decrypt a stored entry; any failure names the entry (and the
     field, when one is to blame), never a value. Nothing is built from the settings
-    before the entry tag has authenticated them."""
+    before the entry tag has authenticated them.
+
+    A legacy (0.1.0) row raises :class:`LegacyEntryError` unless *accept_legacy*;
+    then it is read, with a warning, its secrets authenticated but not its settings."""
     _check_format(sealed)
-    clear, legacy = _open_fields(sealed, key)
+    clear, legacy = _open_fields(sealed, key, accept_legacy=accept_legacy)
     if legacy:
         _warn_legacy(sealed)
     settings = sealed.settings
@@ -153,18 +164,29 @@ def unseal(sealed: SealedEntry, key: TokenCipher) -> ServiceEntry:
     return entry.with_metadata(revision=sealed.revision, updated_at=sealed.updated_at)
 
 
+def is_legacy(sealed: SealedEntry) -> bool:
+    """Whether *sealed* is a legacy (0.1.0) row: one without the entry tag. Nothing is
+    decrypted; :func:`unseal` and :func:`reseal` decide whether it may be opened."""
+    return ENTRY_TAG_FIELD not in sealed.secrets
+
+
 def reseal(
-    sealed: SealedEntry, old_key: TokenCipher, new_key: TokenCipher
+    sealed: SealedEntry,
+    old_key: TokenCipher,
+    new_key: TokenCipher,
+    *,
+    accept_legacy: bool = False,
 ) -> tuple[dict[str, str], bool]:
     """The secret fields of *sealed* re-encrypted under *new_key*, in the current
     (authenticated) format, over its settings exactly as stored; and whether the row
-    was a legacy one (so was just upgraded).
+    was a legacy one (so was just upgraded: only with *accept_legacy*, else it raises
+    :class:`LegacyEntryError`, as :func:`unseal` does).
 
     *old_key* may be a key ring: each token is opened with the key it names. The row
     is authenticated under it first: a tampered authenticated entry
     stops the rotation; it must not come out of it re-authenticated."""
     _check_format(sealed)
-    clear, legacy = _open_fields(sealed, old_key)
+    clear, legacy = _open_fields(sealed, old_key, accept_legacy=accept_legacy)
     return _seal_fields(sealed.key, sealed.settings, clear, new_key), legacy
 
 
@@ -175,9 +197,12 @@ def changed_secret_fields(before: SealedEntry, after: SealedEntry, key: TokenCip
 
     Each row is authenticated first (*key* may be a key ring): a row that does not open
     raises :class:`DecryptionError` or :class:`RegistryCorruptError`, as :func:`unseal`
-    would. The clear values live only inside this function."""
-    old, _ = _open_fields(before, key)
-    new, _ = _open_fields(after, key)
+    would. The clear values live only inside this function.
+
+    Legacy rows are opened too (a put or an upgrade replacing one): only the names
+    of fields come out of here, nothing is built from the row's settings."""
+    old, _ = _open_fields(before, key, accept_legacy=True)
+    new, _ = _open_fields(after, key, accept_legacy=True)
     return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
 
 
@@ -269,11 +294,15 @@ def _verify_tag(sealed: SealedEntry, key: TokenCipher) -> None:
         raise RegistryCorruptError(f"entry {sealed.key}: invalid entry authentication field")
 
 
-def _open_fields(sealed: SealedEntry, key: TokenCipher) -> tuple[dict[str, str], bool]:
+def _open_fields(
+    sealed: SealedEntry, key: TokenCipher, *, accept_legacy: bool
+) -> tuple[dict[str, str], bool]:
     """Every secret field of *sealed* in clear, once the entry is authenticated (or read
-    as a legacy entry); and whether it is a legacy entry."""
-    legacy = ENTRY_TAG_FIELD not in sealed.secrets
-    if not legacy:
+    as a legacy entry, if *accept_legacy*); and whether it is a legacy entry."""
+    legacy = is_legacy(sealed)
+    if legacy:
+        _check_legacy(sealed, key, accept_legacy=accept_legacy)
+    else:
         _verify_tag(sealed, key)
     clear = {
         name: _open_field(sealed, name, key, legacy=legacy)
@@ -281,6 +310,35 @@ def _open_fields(sealed: SealedEntry, key: TokenCipher) -> tuple[dict[str, str],
         if name != ENTRY_TAG_FIELD
     }
     return clear, legacy
+
+
+def _check_legacy(sealed: SealedEntry, key: TokenCipher, *, accept_legacy: bool) -> None:
+    """Raise unless the legacy row *sealed* may be opened (see the module docstring)."""
+    if not sealed.secrets:
+        raise LegacyEntryError(
+            f"entry {sealed.key} has neither an entry authentication field "
+            f"({ENTRY_TAG_FIELD!r}) nor any secret field: a legacy entry without secret "
+            "fields authenticates nothing (anyone who can write the registry store can "
+            "make one), so it is refused whatever legacy_entries says, and nothing is sent "
+            "to its URL; remove it (securesession remove URL) and put it again if it is yours",
+            url=sealed.key,
+        )
+    # A current-format row stripped of its tag says so (its first field token opens
+    # under the current associated data), whether legacy rows are accepted or not.
+    first = min(sealed.secrets)
+    if _opens(sealed.secrets[first], key, _field_context(sealed.key, first)):
+        _open_field(sealed, first, key, legacy=True)  # raises, naming the removed tag
+    if not accept_legacy:
+        raise LegacyEntryError(
+            f"entry {sealed.key} is in the legacy format of securesession 0.1.0: its "
+            "settings (injection modes, header names, TLS profile) and its set of secret "
+            "fields are not authenticated, so it is refused and nothing is sent to its "
+            "URL; if this registry really was written by 0.1.0, run `securesession "
+            "upgrade` (or `securesession rotate-key`) to authenticate it, after checking "
+            "it (`securesession show URL`); until then, open the registry with "
+            "legacy_entries='accept' to read it",
+            url=sealed.key,
+        )
 
 
 def _warn_legacy(sealed: SealedEntry) -> None:
@@ -293,7 +351,8 @@ def _warn_legacy(sealed: SealedEntry) -> None:
         "entry %s is in the legacy format of securesession 0.1.0: its settings (injection "
         "modes, header names, TLS profile: CA bundle, pins, CRL, versions) and its set of "
         "secret fields are not authenticated, so whoever can write the registry store can "
-        "change them unnoticed; run `securesession rotate-key` to upgrade the registry",
+        "change them unnoticed; run `securesession upgrade` (or `securesession rotate-key`) to "
+        "authenticate it, then open the registry without legacy_entries='accept'",
         sealed.key,
     )
 

@@ -287,6 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(required when the key comes from $SECURESESSION_MASTER_KEY)",
     )
 
+    upgrade = _add_parser(
+        subparsers,
+        "upgrade",
+        _lazy("._upgrade", "cmd_upgrade"),
+        "authenticate the entries written by securesession 0.1.0, under the same key",
+        "Entries written by securesession 0.1.0 do not authenticate their settings\n"
+        "(injection modes, header names, TLS profile), so registries refuse them.\n"
+        "Re-seal them in the current, authenticated format under the key the registry\n"
+        "already uses, in one transaction, and list them; no key changes. The upgrade\n"
+        "vouches for their settings as stored: check each (show URL) first.",
+    )
+    upgrade.add_argument(
+        "--dry-run", action="store_true", help="list the legacy entries; change nothing"
+    )
+
     export = _add_parser(
         subparsers,
         "export",

@@ -21,6 +21,7 @@ from securesession import (
     canonicalize,
     open_registry,
 )
+from securesession.registry import LegacyEntries
 
 from ._common import (
     EXIT_FAILED,
@@ -57,10 +58,15 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def registry_from_args(args: argparse.Namespace) -> Iterator[Registry]:
-    """Open the configured registry for one command and close it afterwards."""
+def registry_from_args(
+    args: argparse.Namespace, *, legacy_entries: LegacyEntries = "refuse"
+) -> Iterator[Registry]:
+    """Open the configured registry for one command and close it afterwards (legacy
+    entries refused, unless the command only shows them: *legacy_entries*)."""
     registry, _ = open_existing_registry(
-        resolve_registry_url(args.registry), resolve_key_source(args.key_file)
+        resolve_registry_url(args.registry),
+        resolve_key_source(args.key_file),
+        legacy_entries=legacy_entries,
     )
     try:
         yield registry
@@ -300,7 +306,9 @@ def _confirm_reveal(args: argparse.Namespace, url: str) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with registry_from_args(args) as registry:
+    # Showing sends nothing: a legacy entry is shown (with its warning), so that it can
+    # be checked before `securesession upgrade` authenticates its settings.
+    with registry_from_args(args, legacy_entries="accept") as registry:
         entry = exact_entry(registry, args.url)
         if entry is None:
             raise _missing_entry(registry, args.url)

@@ -29,6 +29,7 @@ from securesession import (
     Registry,
     open_registry,
 )
+from securesession.registry import LegacyEntries
 
 from ._common import CommandError
 
@@ -127,10 +128,15 @@ def load_key(source: KeySource) -> MasterKey:
 
 
 def open_existing_registry(
-    url: str, source: KeySource, ring: KeyRing | None = None
+    url: str,
+    source: KeySource,
+    ring: KeyRing | None = None,
+    *,
+    legacy_entries: LegacyEntries = "refuse",
 ) -> tuple[Registry, KeyRing]:
     """Open a registry that ``init`` created, with the configured key ring (or *ring*,
-    read from *source* already).
+    read from *source* already). Legacy (0.1.0) entries are refused unless the command
+    is one that shows or upgrades them (*legacy_entries*).
 
     A missing SQLite file is an error here rather than silently created: a typo in
     ``--registry`` should not yield an empty registry that "has no entries".
@@ -141,7 +147,7 @@ def open_existing_registry(
     if path is not None and not path.exists():
         raise CommandError(f"registry {path} does not exist; {_INIT_HINT}")
     try:
-        return open_registry(url, ring), ring
+        return open_registry(url, ring, legacy_entries=legacy_entries), ring
     except DecryptionError as exc:
         raise CommandError(_wrong_key_message(str(exc), source)) from exc
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from securesession import KeyRing, MasterKey, Registry
 from securesession._files import write_private_file
-from securesession.registry import EncryptedRegistry
+from securesession.registry import EncryptedRegistry, LegacyEntries
 
 from ._common import EXIT_OK, CommandError, UsageError, note, out
 from ._config import (
@@ -131,7 +131,8 @@ def _commit(url: str, source: KeySource, path: Path, ring: KeyRing) -> int:
             f"{path} has no staged key: run rotate-key --stage first, distribute the key "
             "file, then commit"
         )
-    with _key_ring_registry(url, source, ring) as registry:
+    # The commit re-seals every entry: it upgrades legacy (0.1.0) entries too.
+    with _key_ring_registry(url, source, ring, legacy_entries="accept") as registry:
         recorded = registry.staged_key_id
         already = registry.key_id == staged.key_id
         if not already and recorded is None:
@@ -230,10 +231,12 @@ def _forget_stage(url: str, source: KeySource, path: Path, ring: KeyRing, key_id
     return EXIT_OK
 
 
-def _key_ring_registry(url: str, source: KeySource, ring: KeyRing) -> EncryptedRegistry:
+def _key_ring_registry(
+    url: str, source: KeySource, ring: KeyRing, *, legacy_entries: LegacyEntries = "refuse"
+) -> EncryptedRegistry:
     """The registry, opened with *ring*; the staged steps need its key bookkeeping
     (the recorded staged key, which keys the entries use), which EncryptedRegistry keeps."""
-    registry, _ = open_existing_registry(url, source, ring)
+    registry, _ = open_existing_registry(url, source, ring, legacy_entries=legacy_entries)
     if not isinstance(registry, EncryptedRegistry):
         registry.close()
         raise CommandError(
@@ -257,7 +260,8 @@ def _rotate_plain(url: str, source: KeySource, new_key_file_option: str | None) 
         check_key_file_absent(new_key_file)
     lock = _key_file_lock(source.path) if source.path is not None else contextlib.nullcontext()
     with lock:
-        registry, ring = open_existing_registry(url, source)
+        # Every entry is re-sealed: legacy (0.1.0) entries come out authenticated.
+        registry, ring = open_existing_registry(url, source, legacy_entries="accept")
         try:
             if ring.staged is not None:
                 staged = ring.staged.key_id

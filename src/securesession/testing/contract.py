@@ -52,6 +52,7 @@ from .. import (
     DecryptionError,
     EntryRef,
     InvalidURLError,
+    LegacyEntryError,
     MasterKey,
     Registry,
     RegistryCorruptError,
@@ -362,17 +363,40 @@ class RegistryContract:
         store.write(stored.url, sealed.settings, sealed.secrets, key_id=registry.key_id)
         assert registry.get(BASE + "/svc/x") == stored
 
-    def test_rotation_upgrades_legacy_entries(
-        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
+    def test_legacy_entries_are_refused_unless_accepted(
+        self, registry: Registry, key: MasterKey
     ) -> None:
-        """Entries written by securesession 0.1.0 (no entry tag) load, and a rotation
-        rewrites them authenticated."""
+        """Entries written by securesession 0.1.0 (no entry tag) are refused by default,
+        load with ``legacy_entries="accept"``, and the upgrade rewrites them
+        authenticated under the same key, in one batch."""
         store = _store_of(registry)
+        assert isinstance(registry, EncryptedRegistry)
         entry = _entry("/old/", secret_headers={"X-Api-Key": "api-SECRET"})
         url, settings, secrets = _written_by_0_1_0(key)
         store.write(url, settings, secrets, key_id=registry.key_id)
+        with pytest.raises(LegacyEntryError, match="securesession upgrade"):
+            registry.get(BASE + "/old/x")
+        registry.legacy_entries = "accept"
         assert registry.get(BASE + "/old/x") == entry
+        registry.legacy_entries = "refuse"
+        assert registry.upgrade_legacy_entries() == [entry.url]
+        sealed = store.read(entry.url)
+        assert sealed is not None and ENTRY_TAG_FIELD in sealed.secrets
+        assert sealed.settings == settings
+        assert registry.get(BASE + "/old/x") == entry
+
+    def test_rotation_upgrades_accepted_legacy_entries(
+        self, reopen: OpenRegistry, registry: Registry, key: MasterKey
+    ) -> None:
+        store = _store_of(registry)
+        assert isinstance(registry, EncryptedRegistry)
+        entry = _entry("/old/", secret_headers={"X-Api-Key": "api-SECRET"})
+        store.write(*_written_by_0_1_0(key), key_id=registry.key_id)
         new_key = MasterKey.generate()
+        with pytest.raises(LegacyEntryError):
+            registry.rotate(new_key)  # refused without the opt-in: nothing changed
+        assert registry.key_id == key.key_id
+        registry.legacy_entries = "accept"
         registry.rotate(new_key)
         sealed = store.read(entry.url)
         assert sealed is not None and ENTRY_TAG_FIELD in sealed.secrets
