@@ -36,6 +36,7 @@ from securesession import (
 )
 from securesession._registry import _codec
 from securesession._tls import ClientCertificate, ProfileContext, TLSProfile, build_context
+from securesession._tls import context as tls_context
 from securesession._tls import model as tls_model
 from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority, GatewayServer, IssuedCert
@@ -401,6 +402,8 @@ def test_a_pem_with_an_encrypted_key_goes_to_openssl_as_stored(
     monkeypatch: pytest.MonkeyPatch,
     rewraps: list[str],
 ) -> None:
+    if not tls_context._USE_MEMFD:
+        pytest.skip("this platform has no memfd_create: the key is re-wrapped there")
     issued = issue(ca, "as-stored")
     cert = _pem(issued, None if with_chain else issued.cert_pem)
     handed: list[bytes] = []
@@ -449,3 +452,25 @@ def test_a_key_in_clear_is_never_handed_over_as_stored(
     assert cert._pem_as_stored() is None
     build_context(TLSProfile(client_cert=cert), where="e")
     assert rewraps == ["CN=clear-key"]
+
+
+def test_without_memory_files_a_pem_key_is_rewrapped_before_it_reaches_a_file(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch, rewraps: list[str]
+) -> None:
+    """A temporary file on disk only ever holds a key under a one-time passphrase, never
+    under the entry's own (perhaps weak) password."""
+    monkeypatch.setattr(tls_context, "_USE_MEMFD", False)
+    handed: list[bytes] = []
+
+    def spy(self: ProfileContext, certfile: str, keyfile: None = None, password: Any = None) -> Any:
+        handed.append(Path(certfile).read_bytes())
+        ssl.SSLContext.load_cert_chain(self, certfile, keyfile, password)
+
+    monkeypatch.setattr(ProfileContext, "load_cert_chain", spy)
+    cert = _pem(issue(ca, "no-memfd"))
+    build_context(TLSProfile(client_cert=cert), where="e")
+    assert rewraps == ["CN=no-memfd"]
+    (content,) = handed
+    key_block = content[content.index(b"-----BEGIN ENCRYPTED PRIVATE KEY") :]
+    with pytest.raises(ValueError):  # noqa: PT011 - cryptography's "bad decrypt"
+        serialization.load_pem_private_key(key_block, PASSWORD.encode())

@@ -9,7 +9,10 @@ Private keys never reach the disk in clear. ``SSLContext.load_cert_chain`` only
 reads files, so the key is re-encrypted under a one-time random passphrase and
 handed over through an anonymous memory file (``memfd_create`` on Linux) or,
 elsewhere, a private temporary file that holds only the encrypted key and is
-removed as soon as OpenSSL has read it.
+removed as soon as OpenSSL has read it. A PEM certificate whose key is already
+encrypted (under the entry's password) is handed over as stored, through a memory file
+only: a temporary file never holds a key encrypted under anything but a one-time
+passphrase.
 
 Contexts are built from the standard library's own ``ssl.SSLContext`` class,
 captured when this module is imported (or recovered from behind a replacement
@@ -264,13 +267,17 @@ def _crl_distribution_points(sock: _PeerSocket) -> list[str]:
     return [point for point in points if isinstance(point, str)]
 
 
+class _NoMemoryFile(Exception):
+    """``_private_path(memory_only=True)`` where no anonymous memory file can be made."""
+
+
 @contextlib.contextmanager
-def _private_path(data: bytes) -> Iterator[str]:
+def _private_path(data: bytes, *, memory_only: bool = False) -> Iterator[str]:
     """A path OpenSSL can read *data* from, valid inside the ``with`` block only.
 
     An anonymous memory file where the platform has one; otherwise a temporary
-    file created 0600, removed on exit. Callers only ever pass public data or an
-    already encrypted key.
+    file created 0600, removed on exit (or, *memory_only*, :class:`_NoMemoryFile`).
+    Callers only ever pass public data or an already encrypted key.
     """
     if _USE_MEMFD:
         try:
@@ -286,6 +293,8 @@ def _private_path(data: bytes) -> Iterator[str]:
             finally:
                 os.close(fd)
             return
+    if memory_only:
+        raise _NoMemoryFile
     fd, path = tempfile.mkstemp(prefix="securesession-", suffix=".pem")
     try:
         with os.fdopen(fd, "wb") as file:
@@ -363,11 +372,12 @@ def build_context(profile: TLSProfile, *, where: str, rewrap: bool = False) -> P
     and :class:`ClientCertificateExpiredError` for an expired client certificate;
     logs a warning when the certificate expires within ``EXPIRY_WARNING_DAYS`` (30).
 
-    A PEM client certificate whose key is encrypted goes to OpenSSL as it is (OpenSSL
-    decrypts the key in memory with the certificate's password): no certificate code
-    is loaded in Python. Any other (PKCS#12, a key in clear), or with *rewrap*, is
-    read with ``cryptography`` and its key re-encrypted under a one-time passphrase
-    first. Either way the key reaches OpenSSL encrypted.
+    Where there are memory files, a PEM client certificate whose key is encrypted goes
+    to OpenSSL as it is (OpenSSL decrypts the key in memory with the certificate's
+    password): no certificate code is loaded in Python. Any other (PKCS#12, a key in
+    clear, no memory file), or with *rewrap*, is read with ``cryptography`` and its key
+    re-encrypted under a one-time passphrase first. Either way the key reaches OpenSSL
+    encrypted.
     """
     context_class = ProfileContext
     if profile.system_trust:
@@ -468,15 +478,22 @@ def _load_client_certificate(
     context: ProfileContext, cert: ClientCertificate, where: str, *, rewrap: bool
 ) -> bool:
     """Load *cert* and its key into *context*; False when OpenSSL refused the PEM as
-    stored (then *context* is not to be used), so that the caller re-wraps instead."""
+    stored (then *context* is not to be used), so that the caller re-wraps instead.
+
+    The PEM as stored goes through a memory file only: its key is encrypted under the
+    entry's password, which may be weak; whatever reaches a temporary file on disk is
+    encrypted under a one-time random passphrase (re-wrapped)."""
     as_stored = None if rewrap else cert._pem_as_stored()
     if as_stored is not None:
         try:
-            with _private_path(as_stored[0]) as path:
+            with _private_path(as_stored[0], memory_only=True) as path:
                 context.load_cert_chain(path, password=as_stored[1])
+        except _NoMemoryFile:
+            pass  # no memory file here: re-wrap, below
         except ssl.SSLError:
             return False
-        return True
+        else:
+            return True
     pem, passphrase = cert._rewrapped()
     try:
         with _private_path(pem) as path:
