@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +268,48 @@ def test_commit_needs_the_staging_recorded_in_this_registry(host: Host, tmp_path
     assert host.ring().staged == staged  # no second key generated
     assert host.run("rotate-key", "--commit")[0] == 0
     assert host.stored_key_ids() == {staged.key_id}
+
+
+@pytest.mark.parametrize("text", ["not json", '{"staged": 7}'], ids=["not-json", "no-key-id"])
+def test_an_unreadable_staging_record_names_the_registry_and_reset_stage_clears_it(
+    host: Host, text: str
+) -> None:
+    """A key-ring state written outside securesession blocks every staged step, with an
+    error naming the registry and the way out; --reset-stage takes it, recording that
+    no key is staged (the state holds a key id only), and the steps work again."""
+    path = host.url.removeprefix("sqlite://")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT OR REPLACE INTO states VALUES ('key-ring', ?)", (text,))
+    before = host.key_file.read_bytes()
+    for step in (["--stage"], ["--retire", "0123456789abcdef"]):
+        code, output = host.run("rotate-key", *step)
+        assert code == 1, output
+        assert f"registry {host.url}: its 'key-ring' state" in output
+        assert "rotate-key --reset-stage" in output
+    assert host.key_file.read_bytes() == before
+
+    code, output = host.run("rotate-key", "--reset-stage")
+    assert code == 0, output
+    assert "records no staged key now (it recorded an unreadable record" in output
+    assert host.key_file.read_bytes() == before  # no key file changed
+    with contextlib.closing(host.open()) as registry:
+        assert registry.staged_key_id is None
+        assert [record.operation for record in registry.audit()][-1] == "reset-stage"
+        registry.verify_audit()
+    assert host.run("rotate-key", "--stage")[0] == 0
+    assert host.run("rotate-key", "--commit")[0] == 0
+
+
+def test_reset_stage_forgets_a_recorded_staging_and_says_how_to_record_it_again(
+    host: Host,
+) -> None:
+    assert host.run("rotate-key", "--stage")[0] == 0
+    staged = host.ring().staged
+    assert staged is not None
+    code, output = host.run("rotate-key", "--reset-stage")
+    assert code == 0 and f"it recorded key id {staged.key_id} as staged" in output
+    code, output = host.run("rotate-key", "--commit")
+    assert code == 1 and "records no staged key" in output
+    code, output = host.run("rotate-key", "--stage")
+    assert code == 0 and f"stages key id {staged.key_id} already: recorded it" in output
+    assert host.run("rotate-key", "--commit")[0] == 0

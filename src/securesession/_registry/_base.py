@@ -839,7 +839,8 @@ class EncryptedRegistry:
     def staged_key_id(self) -> str | None:
         """The key id ``rotate-key --stage`` recorded as the registry's next key, unless
         it is the active key already (committed) or none was staged."""
-        return _staged_key_id(self._open_store().state(KEY_RING_STATE), self._stored_key_id)
+        text = self._open_store().state(KEY_RING_STATE)
+        return _staged_key_id(text, self._stored_key_id, self._name)
 
     def record_staged_key_id(self, key_id: str | None, *, operation: str) -> None:
         """Record *key_id* (``None``: none) as the staged key, in one transaction with
@@ -851,6 +852,9 @@ class EncryptedRegistry:
         would make it fail closed (an operator restarting hosts sees it in their logs)."""
         try:
             staged = self.staged_key_id
+        except RegistryCorruptError as exc:  # unreadable: say so now, not at the next step
+            logger.warning("%s", exc)
+            return
         except (RegistryError, AttributeError):  # a store from before state, or no access
             return
         if staged is not None and not ring.holds(staged):
@@ -1056,18 +1060,28 @@ def rekeyed_error(name: str, stored: str | None, ours: str) -> DecryptionError:
 KEY_RING_STATE: Final = "key-ring"
 
 
-def _staged_key_id(text: str | None, active: str) -> str | None:
+def _staged_key_id(text: str | None, active: str, name: str) -> str | None:
     if text is None:
         return None
     try:
         staged = json.loads(text).get("staged")
     except (ValueError, AttributeError):
-        raise RegistryCorruptError(f"the registry's {KEY_RING_STATE!r} state is not JSON") from None
+        raise _unreadable_key_ring_state(name, "is not a JSON object") from None
     if staged is None or staged == active:
         return None
     if not isinstance(staged, str):
-        raise RegistryCorruptError(f"the registry's {KEY_RING_STATE!r} state names no key id")
+        raise _unreadable_key_ring_state(name, "names no key id")
     return staged
+
+
+def _unreadable_key_ring_state(name: str, problem: str) -> RegistryCorruptError:
+    # It holds a key id, never a key: resetting it loses nothing a key file does not hold.
+    return RegistryCorruptError(
+        f"registry {name}: its {KEY_RING_STATE!r} state, where rotate-key --stage records "
+        f"the staged key id, {problem} (written outside securesession?); it holds no key: "
+        "run securesession rotate-key --reset-stage to record that no key is staged, then "
+        "rotate-key --stage again if a staged rotation was under way"
+    )
 
 
 def _holding(ring: KeyRing) -> str:

@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop key KEY_ID from the key file (refused while an entry uses it, or while "
         "it is the active key)",
     )
+    step.add_argument(
+        "--reset-stage",
+        action="store_true",
+        help="record in the registry that no key is staged, whatever it recorded (also when "
+        "that record is unreadable); no key file changes",
+    )
     rotate.add_argument(
         "--new-key-file",
         metavar="PATH",

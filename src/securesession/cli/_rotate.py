@@ -16,6 +16,9 @@ Two ways:
      as soon as it is the registry's (they follow the commit by themselves).
   3. ``--retire KEY_ID`` drops a key no entry uses any more from the key file.
 
+``--reset-stage`` clears the registry's record of a staged key (its ``key-ring`` state,
+a key id and never a key) whatever it holds, for the day it is unreadable.
+
 Every change of the key file is one atomic replacement (a 0600 temporary file, then a
 rename: the file holds the old ring or the new, never a part) made under a lock on its
 directory, so two rotate-key runs cannot interleave their read-modify-write. A key
@@ -33,7 +36,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from securesession import KeyRing, MasterKey, Registry
+from securesession import KeyRing, MasterKey, Registry, RegistryCorruptError
 from securesession._files import write_private_file
 from securesession.registry import EncryptedRegistry, LegacyEntries
 
@@ -56,12 +59,19 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Plain rotation, or one step of a staged one (--stage, --commit, --retire)."""
     url = resolve_registry_url(args.registry)
     source = resolve_key_source(args.key_file)
-    given = (("--stage", args.stage), ("--commit", args.commit), ("--retire", args.retire))
+    given = (
+        ("--stage", args.stage),
+        ("--commit", args.commit),
+        ("--retire", args.retire),
+        ("--reset-stage", args.reset_stage),
+    )
     step = next((flag for flag, value in given if value), None)  # argparse allows one
     if step is not None and args.new_key_file:
         raise UsageError(f"--new-key-file is for plain rotate-key, not {step}")
     if step is None:
         return _rotate_plain(url, source, args.new_key_file)
+    if args.reset_stage:
+        return _reset_stage(url, source)
     if source.path is None:
         raise UsageError(
             f"the key comes from {source.describe()}, which rotate-key {step} cannot update: "
@@ -228,6 +238,27 @@ def _forget_stage(url: str, source: KeySource, path: Path, ring: KeyRing, key_id
         f"the registry no longer records key id {key_id} as staged ({path} never held it; "
         "no key file changed): rotate-key --stage can stage a new key"
     )
+    return EXIT_OK
+
+
+def _reset_stage(url: str, source: KeySource) -> int:
+    """Record that no key is staged, whatever the registry recorded: the way out of an
+    unreadable record, which blocks every staged step. It forgets a key id only; a key
+    file that stages a key keeps it (--stage records it again, --retire drops it)."""
+    with _key_ring_registry(url, source, load_key_ring(source)) as registry:
+        try:
+            recorded = registry.staged_key_id
+        except RegistryCorruptError as exc:
+            recorded, was = None, f"an unreadable record ({exc})"
+        else:
+            was = "no staged key" if recorded is None else f"key id {recorded} as staged"
+        registry.record_staged_key_id(None, operation="reset-stage")
+    out(f"the registry records no staged key now (it recorded {was}); no key file changed")
+    if recorded is not None:
+        out(
+            f"if key id {recorded} is still to be committed: rotate-key --stage records it "
+            "again from the key file that stages it"
+        )
     return EXIT_OK
 
 
