@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import requests
 from requests import PreparedRequest, Response
@@ -46,8 +46,10 @@ from ._registry import EntryRef
 from ._urls import redacted_url
 
 __all__ = [
+    "CacheInfo",
     "EntryGuard",
     "EntrySource",
+    "GuardControls",
     "GuardedRequest",
     "InvalidRequestURLError",
     "WireGuard",
@@ -56,9 +58,20 @@ __all__ = [
 
 logger = logging.getLogger("securesession")
 
+
+class Plan(Protocol):
+    """What every front-end's plan offers the shared code: its entry."""
+
+    @property
+    def entry(self) -> ServiceEntry: ...
+
+    @property
+    def key(self) -> str: ...
+
+
 #: What a front-end caches per entry revision: requests' :class:`InjectionPlan`, or
 #: another HTTP client's own plan type.
-P = TypeVar("P")
+P = TypeVar("P", bound=Plan)
 
 
 @runtime_checkable
@@ -113,8 +126,9 @@ class InvalidRequestURLError(InvalidURLError, requests.exceptions.InvalidURL):
 
 class EntryGuard(Generic[P]):
     """Registry lookups, the decrypted-entry cache and the stale-on-error rule, for any
-    HTTP front-end: *build* turns a decrypted entry into that front-end's plan (what
-    the cache keeps per entry revision). Nothing here knows an HTTP library.
+    HTTP front-end: its subclass's ``_build_plan`` turns a decrypted entry into that
+    front-end's plan (what the cache keeps per entry revision). Nothing here knows an
+    HTTP library.
 
     :meth:`plan_for` is the whole path in one blocking call. A front-end that must not
     block (an event loop) uses its steps instead: :meth:`match` (the cheap registry
@@ -128,14 +142,14 @@ class EntryGuard(Generic[P]):
     def __init__(
         self,
         registry: EntrySource,
-        *,
-        build: Callable[[ServiceEntry], P],
         cache_ttl: float,
         cache_maxsize: int,
         strict: bool,
         timer: Callable[[], float] = time.monotonic,
         stale_on_error: float = 0.0,
     ) -> None:
+        """The arguments are :class:`~securesession.SecureSession`'s of the same names
+        (every front-end passes its own, in this order)."""
         if not 0 <= stale_on_error <= cache_ttl:
             raise ValueError(
                 "stale_on_error must be between 0 (fail closed) and cache_ttl: "
@@ -144,7 +158,6 @@ class EntryGuard(Generic[P]):
         self.registry = registry
         self.strict = strict
         self.stale_on_error = stale_on_error
-        self._build = build
         self.cache: EntryCache[P] = EntryCache(ttl=cache_ttl, maxsize=cache_maxsize, timer=timer)
         # Only a guard that may serve stale entries remembers what URLs matched.
         self._lookups: RecentLookups[EntryRef | None] | None = (
@@ -157,39 +170,24 @@ class EntryGuard(Generic[P]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} registry={self.registry!r} strict={self.strict}>"
 
+    def _build_plan(self, entry: ServiceEntry) -> P:
+        """The front-end's plan for a freshly decrypted *entry* (called once per entry
+        revision, on a cache miss)."""
+        raise NotImplementedError
+
     # -- the whole path ------------------------------------------------------------------
 
     def plan_for(self, url: str, *, retry: bool = True) -> P | None:
-        """The plan *url* gets (cached), or ``None`` if no entry matches."""
-        if not url[:8].lower().startswith(("https://", "http://")):
-            return None
-        if "@" in url and _has_userinfo(url):
-            self._refuse_a_userinfo_match(url)
-            return None
-        try:
-            ref = self.registry.lookup(url)
-        except RegistryError as exc:
-            return self._stale_plan(url, exc)
-        except InvalidURLError as exc:
-            raise self.invalid_url_error(str(exc)) from None
-        if self._lookups is not None:
-            self._remember(url, ref)
-        if ref is None:
-            return None
-
-        loaded = False
-
-        def load() -> P:
-            nonlocal loaded
-            loaded = True
-            return self._decrypt(ref)
-
-        try:
-            plan = self.cache.get_or_load(ref.key, ref.revision, load)
-        except _EntryRemoved:
-            return self._removed(url, ref, retry=retry)
-        if not loaded:
-            logger.debug("cache hit: entry %s (revision %d)", ref.key, ref.revision)
+        """The plan *url* gets (cached), or ``None`` if no entry matches; blocking on a
+        miss (registry I/O and decryption): :meth:`match`, :meth:`cached`, :meth:`load`."""
+        found = self.match(url)
+        if type(found) is not EntryRef:
+            return found  # type: ignore[return-value]  # None, or a stale-on-error plan
+        plan = self.cache.get(found.key, found.revision)
+        if plan is None:
+            return self.load(found, url, retry=retry)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("cache hit: entry %s (revision %d)", found.key, found.revision)
         return plan
 
     # -- the same path in steps, for front-ends that must not block ------------------------
@@ -219,19 +217,10 @@ class EntryGuard(Generic[P]):
     def cached(self, ref: EntryRef) -> P | None:
         """The cached plan of *ref*'s revision, or ``None``; never loads, never waits
         (a load under way in another thread counts as a miss)."""
-        cache = self.cache
-        # EntryCache.get_or_load's own fast path, without its wait for a load in
-        # flight (which would block an event loop); peek() reads the clock three
-        # times more than this. Counted as a hit like get_or_load's.
-        with cache._lock:
-            try:
-                plan = cache._values[(ref.key, ref.revision)]
-            except KeyError:
-                return None
-            cache.hits += 1
-        return plan  # no log line here: the caller logs the match (a warm path pays for it)
+        # No log line here: the caller logs the match (a warm path pays for it).
+        return self.cache.get(ref.key, ref.revision)
 
-    def load(self, ref: EntryRef, url: str) -> P | None:
+    def load(self, ref: EntryRef, url: str, *, retry: bool = True) -> P | None:
         """The plan of *ref* (matched by *url*), decrypted once however many callers
         ask at the same time; blocking (registry I/O and decryption), so an event
         loop calls it from a worker thread. ``None`` when the entry was removed
@@ -239,11 +228,30 @@ class EntryGuard(Generic[P]):
         try:
             return self.cache.get_or_load(ref.key, ref.revision, lambda: self._decrypt(ref))
         except _EntryRemoved:
-            return self._removed(url, ref, retry=True)
+            return self._removed(url, ref, retry=retry)
 
     def invalidate(self, key: str) -> None:
         """Forget every cached revision of entry *key* (the 401 refresh)."""
         self.cache.invalidate(key)
+
+    def refreshed(self, plan: P, url: str, status: int, *, replayable: bool) -> P | None:
+        """After a 401 or 407 from the service of *plan* (for *url*): drop the entry
+        from the cache and load it again (blocking). Returns the new plan when the
+        stored credentials changed and the request can be sent again (*replayable*:
+        its body is not a consumed stream), else ``None``: the response stands."""
+        key, entry = plan.key, plan.entry
+        self.invalidate(key)
+        fresh = self.plan_for(url)
+        if fresh is None or fresh.entry == entry:
+            logger.debug("entry %s: %d, and the stored credentials are unchanged", key, status)
+            return None
+        if not replayable:
+            logger.warning(
+                "entry %s changed after %d, but the body cannot be replayed", key, status
+            )
+            return None
+        logger.info("entry %s changed since it was cached; retrying once after %d", key, status)
+        return fresh
 
     # -- shared steps ------------------------------------------------------------------------
 
@@ -252,7 +260,7 @@ class EntryGuard(Generic[P]):
         entry = self.registry.load(ref)
         if entry is None:
             raise _EntryRemoved
-        return self._build(entry)
+        return self._build_plan(entry)
 
     def _removed(self, url: str, ref: EntryRef, *, retry: bool) -> P | None:
         # Removed between our lookup and the load (by another process): what the
@@ -267,14 +275,6 @@ class EntryGuard(Generic[P]):
         if self._serving_stale:
             self._serving_stale = False
             logger.warning("registry reachable again; no longer serving cached entries")
-
-    def _refuse_a_userinfo_match(self, url: str) -> None:
-        """A URL with ``user:password@``: sent as the HTTP library sends it (the user
-        information becomes its Basic auth) when no entry matches; refused when one
-        does, since its credentials would then compete with the registry's."""
-        bare = _without_userinfo(url)
-        if self.plan_for(bare) is not None:
-            raise self._userinfo_error(bare)
 
     def _userinfo_error(self, bare: str) -> InvalidURLError:
         return self.invalid_url_error(
@@ -305,30 +305,54 @@ class EntryGuard(Generic[P]):
         return plan
 
 
+class CacheInfo(NamedTuple):
+    """Counters of a session's (or client's) decrypted-entry cache."""
+
+    hits: int
+    loads: int
+    size: int
+
+
+#: A front-end's guard type.
+G = TypeVar("G", bound="EntryGuard[Any]")
+
+
+class GuardControls(Generic[G]):
+    """What every front-end (:class:`~securesession.SecureSession` and the httpx
+    clients) exposes of its guard: the registry, the settings and the cache."""
+
+    _guard: G
+
+    @property
+    def registry(self) -> EntrySource:
+        return self._guard.registry
+
+    @property
+    def strict(self) -> bool:
+        return self._guard.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._guard.strict = value
+
+    @property
+    def stale_on_error(self) -> float:
+        return self._guard.stale_on_error
+
+    def clear_cache(self) -> None:
+        """Forget every decrypted entry; the next request to each decrypts again."""
+        self._guard.cache.clear()
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, loads (decryptions) and size of the decrypted-entry cache."""
+        cache = self._guard.cache
+        return CacheInfo(cache.hits, cache.loads, len(cache))
+
+
 class WireGuard(EntryGuard[InjectionPlan]):
     """Registry lookups, the decrypted-entry cache and the injection rule of one session."""
 
     invalid_url_error = InvalidRequestURLError
-
-    def __init__(
-        self,
-        registry: EntrySource,
-        *,
-        cache_ttl: float,
-        cache_maxsize: int,
-        strict: bool,
-        timer: Callable[[], float] = time.monotonic,
-        stale_on_error: float = 0.0,
-    ) -> None:
-        super().__init__(
-            registry,
-            build=self._build_plan,
-            cache_ttl=cache_ttl,
-            cache_maxsize=cache_maxsize,
-            strict=strict,
-            timer=timer,
-            stale_on_error=stale_on_error,
-        )
 
     def _build_plan(self, entry: ServiceEntry) -> InjectionPlan:
         return build_plan(entry, self.owns)
@@ -346,7 +370,7 @@ class WireGuard(EntryGuard[InjectionPlan]):
         plan = self.plan_for(url)
         downgraded = is_downgraded(request)
         if self.strict and (plan is None or downgraded):
-            raise NoCredentialsError(_no_entry_message(url, downgraded))
+            raise NoCredentialsError(no_entry_message(url, downgraded))
         apply_plan(
             request,
             None if downgraded else plan,
@@ -354,15 +378,8 @@ class WireGuard(EntryGuard[InjectionPlan]):
             run_auth=run_auth,
         )
         if logger.isEnabledFor(logging.DEBUG):  # spares redacted_url()'s parse when off
-            if plan is None:
-                logger.debug(
-                    "no registry entry for %s; sending without credentials", redacted_url(url)
-                )
-            elif downgraded:
-                logger.debug(
-                    "entry %s matched after an https-to-http redirect; injecting nothing",
-                    plan.key,
-                )
+            if plan is None or downgraded:
+                log_nothing_injected(url, None if plan is None else plan.key)
             else:
                 injected = [
                     name
@@ -401,7 +418,18 @@ class _EntryRemoved(Exception):
     """Raised inside a cache load when the entry went away after its lookup."""
 
 
-def _no_entry_message(url: str, downgraded: bool) -> str:
+def no_entry_message(url: str, downgraded: bool) -> str:
+    """Why strict mode refuses *url*: no entry matches it, or it follows an https →
+    http hop of its redirect chain."""
     if downgraded:
         return f"strict session: refusing redirect from https to http ({redacted_url(url)})"
     return f"strict session: no registry entry matches {redacted_url(url)}"
+
+
+def log_nothing_injected(url: str, key: str | None) -> None:
+    """Debug-log why a request to *url* carries no credentials: no entry matches it
+    (*key* ``None``), or entry *key* matched after an https → http hop."""
+    if key is None:
+        logger.debug("no registry entry for %s; sending without credentials", redacted_url(url))
+    else:
+        logger.debug("entry %s matched after an https-to-http redirect; injecting nothing", key)

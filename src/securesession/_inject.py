@@ -21,7 +21,7 @@ import base64
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase, HTTPDigestAuth
@@ -30,7 +30,16 @@ from ._entry import ServiceEntry
 from ._exceptions import ConfigurationError
 from ._secret import Credential
 
-__all__ = ["EntryBoundAuth", "InjectionPlan", "Tagged", "apply_plan", "build_plan", "injected_by"]
+__all__ = [
+    "Challenge",
+    "EntryBoundAuth",
+    "InjectionPlan",
+    "Tagged",
+    "apply_plan",
+    "build_plan",
+    "entry_headers",
+    "injected_by",
+]
 
 AUTHORIZATION: Final = "Authorization"
 Hook = Callable[..., Any]
@@ -151,10 +160,21 @@ class _BoundHook:
             answering.reset(token)
 
 
-def build_plan(entry: ServiceEntry, owns: Ownership) -> InjectionPlan:
-    """Turn a decrypted entry into ready-to-write tagged headers and a bound auth handler."""
-    plan = InjectionPlan(entry)
+class Challenge(NamedTuple):
+    """An entry's challenge scheme: ``digest`` or ``ntlm``, and its credential."""
+
+    mode: str
+    credential: Credential
+
+
+def entry_headers(entry: ServiceEntry) -> tuple[list[tuple[str, str]], Challenge | None]:
+    """What *entry* injects, for every HTTP front-end: its headers as (name, clear
+    value) pairs in the order they are added (the gateway credential's, the request
+    credential's, then the secret headers), and the mode and credential of its
+    challenge scheme (``digest`` or ``ntlm``) if it has one, whose handler each
+    front-end builds with its HTTP library."""
     headers: list[tuple[str, str]] = []
+    challenge: Challenge | None = None
     for credential, mode, names in (
         (entry.gateway, entry.gateway_auth, entry.gateway_headers),
         (entry.request, entry.request_auth, entry.request_headers),
@@ -169,16 +189,28 @@ def build_plan(entry: ServiceEntry, owns: Ownership) -> InjectionPlan:
             headers.append((AUTHORIZATION, _basic(credential)))
         elif mode == "bearer":
             headers.append((AUTHORIZATION, "Bearer " + credential.password.reveal()))
-        elif mode == "digest":
-            plan.auth = EntryBoundAuth(
-                HTTPDigestAuth(credential.username, credential.password.reveal()), owns
-            )
-        else:  # "ntlm"; ServiceEntry admits no other mode
-            plan.auth = EntryBoundAuth(_ntlm(credential), owns)
+        elif mode in ("digest", "ntlm"):
+            challenge = Challenge(mode, credential)
+        else:  # pragma: no cover - ServiceEntry admits no other mode
+            raise ConfigurationError(f"entry {entry.url}: injection mode {mode!r} is not supported")
     headers.extend((name, value.reveal()) for name, value in entry.secret_headers.items())
-    plan.headers = tuple((name, Tagged(value, plan)) for name, value in headers)
-    if plan.auth is not None:
+    return headers, challenge
+
+
+def build_plan(entry: ServiceEntry, owns: Ownership) -> InjectionPlan:
+    """Turn a decrypted entry into ready-to-write tagged headers and a bound auth handler."""
+    plan = InjectionPlan(entry)
+    headers, challenge = entry_headers(entry)
+    if challenge is not None:
+        credential = challenge.credential
+        handler: AuthBase = (
+            HTTPDigestAuth(credential.username, credential.password.reveal())
+            if challenge.mode == "digest"
+            else _ntlm(credential)
+        )
+        plan.auth = EntryBoundAuth(handler, owns)
         plan.auth.plan = plan
+    plan.headers = tuple((name, Tagged(value, plan)) for name, value in headers)
     return plan
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
-import logging
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, NoReturn
+from typing import Any, Final, NoReturn
 
 import requests
 from requests import PreparedRequest, Request, Response
@@ -19,25 +18,16 @@ from requests.utils import get_auth_from_url
 from ._adapter import SecureAdapter
 from ._entry import ServiceEntry
 from ._exceptions import TLSConfigError
-from ._guard import EntrySource, WireGuard, adopt, is_downgraded
+from ._guard import CacheInfo, EntrySource, GuardControls, WireGuard, adopt, is_downgraded
 from ._inject import InjectionPlan
 
 __all__ = ["CacheInfo", "SecureSession"]
 
-logger = logging.getLogger("securesession")
 
 _REFRESH_STATUSES = frozenset({401, 407})
 
 
-class CacheInfo(NamedTuple):
-    """Counters of a session's decrypted-entry cache."""
-
-    hits: int
-    loads: int
-    size: int
-
-
-class SecureSession(requests.Session):
+class SecureSession(GuardControls[WireGuard], requests.Session):
     """A ``requests.Session`` that looks every outgoing URL up in *registry* and
     injects the matching entry's gateway and request credentials.
 
@@ -84,14 +74,7 @@ class SecureSession(requests.Session):
         adapter: SecureAdapter | None = None,
         stale_on_error: float = 0.0,
     ) -> None:
-        self._guard = WireGuard(
-            registry,
-            cache_ttl=cache_ttl,
-            cache_maxsize=cache_maxsize,
-            strict=strict,
-            timer=timer,
-            stale_on_error=stale_on_error,
-        )
+        self._guard = WireGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error)
         self.adapter = adapter or SecureAdapter()
         self.adapter._bind(self._guard)
         super().__init__()
@@ -109,32 +92,6 @@ class SecureSession(requests.Session):
 
     def __deepcopy__(self, memo: object) -> NoReturn:
         raise TypeError(_NOT_COPIED)
-
-    @property
-    def registry(self) -> EntrySource:
-        return self._guard.registry
-
-    @property
-    def strict(self) -> bool:
-        return self._guard.strict
-
-    @strict.setter
-    def strict(self, value: bool) -> None:
-        self._guard.strict = value
-
-    @property
-    def stale_on_error(self) -> float:
-        return self._guard.stale_on_error
-
-    # -- cache -------------------------------------------------------------------
-
-    def clear_cache(self) -> None:
-        """Forget every decrypted entry; the next request to each decrypts again."""
-        self._guard.cache.clear()
-
-    def cache_info(self) -> CacheInfo:
-        cache = self._guard.cache
-        return CacheInfo(cache.hits, cache.loads, len(cache))
 
     def entry_for(self, url: str) -> ServiceEntry | None:
         """The decrypted entry *url* matches (from the session's cache, at the
@@ -264,27 +221,12 @@ class SecureSession(requests.Session):
         plan: InjectionPlan,
         kwargs: dict[str, Any],
     ) -> Response:
-        self._guard.cache.invalidate(plan.key)
-        fresh = self._guard.plan_for(request.url or "")
-        if fresh is None or fresh.entry == plan.entry:
-            logger.debug(
-                "entry %s: %d, and the stored credentials are unchanged",
-                plan.key,
-                response.status_code,
-            )
-            return response
-        if not isinstance(request.body, (bytes, str, type(None))):
-            logger.warning(
-                "entry %s changed after %d, but the body cannot be replayed",
-                plan.key,
-                response.status_code,
-            )
-            return response
-        logger.info(
-            "entry %s changed since it was cached; retrying once after %d",
-            plan.key,
-            response.status_code,
+        replayable = isinstance(request.body, (bytes, str, type(None)))
+        fresh = self._guard.refreshed(
+            plan, request.url or "", response.status_code, replayable=replayable
         )
+        if fresh is None:
+            return response
         _ = response.content
         response.close()
         # The copy keeps the chain's state; the guard swaps the old revision's values

@@ -86,11 +86,17 @@ def canonicalize(url: str) -> CanonicalURL:
     """Canonicalise *url*; raise :class:`InvalidURLError` naming what is wrong."""
     if not isinstance(url, str):
         raise InvalidURLError(f"URL must be a str, not {type(url).__name__}")
-    # Query and fragment never take part in matching; dropping them first also keeps
-    # them (and any token they carry) out of the parse cache.
-    return _canonicalize(url.split("#", 1)[0].split("?", 1)[0])
+    if "?" in url or "#" in url:
+        # Query and fragment never take part in matching; dropping them first also
+        # keeps them (and any token they carry) out of the memo.
+        url = url.split("#", 1)[0].split("?", 1)[0]
+    return _canonicalize(url)
 
 
+# The memo of every lookup: keyed by the URL string itself (compared whole, never by a
+# digest or a normalised form, so no other string can reach another's result), for
+# successes only (a refused URL raises again each time), and bounded, so a caller
+# sending endless distinct URLs costs time, not memory.
 @lru_cache(maxsize=4096)
 def _canonicalize(url: str) -> CanonicalURL:
     try:

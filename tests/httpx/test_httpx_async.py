@@ -174,7 +174,7 @@ async def test_warm_requests_never_block_the_loop(tmp_path: Path) -> None:
     durations: dict[str, list[tuple[float, float]]] = {}
     async with SecureAsyncClient(registry, transport=httpx.MockTransport(_yielding)) as client:
         await client.get(URL)  # cold: decrypted in a worker thread
-        _timed(client._securesession, durations)
+        _timed(client._guard, durations)
 
         async def work() -> None:
             for _ in range(300):
@@ -222,7 +222,7 @@ async def test_concurrent_misses_decrypt_once(registry: Registry) -> None:
         async with anyio.create_task_group() as group:
             for _ in range(32):
                 group.start_soon(one)
-        assert client._securesession_flights == {}
+        assert client._flights == {}
     assert len(slow.loads) == 1
     assert len(replies) == 32 and all(tags_in(r, ["sf"]) == {"sf"} for r in replies)
 
@@ -233,7 +233,7 @@ async def test_a_cancelled_request_leaves_no_half_filled_slot(registry: Registry
     slow = SlowRegistry(registry)
     slow.gate = threading.Event()
     async with SecureAsyncClient(slow, transport=_mock()) as client:
-        guard = client._securesession
+        guard = client._guard
         with anyio.move_on_after(5) as outer:
             async with anyio.create_task_group() as group:
                 group.start_soon(client.get, URL)
@@ -244,7 +244,7 @@ async def test_a_cancelled_request_leaves_no_half_filled_slot(registry: Registry
         assert not outer.cancelled_caught
         # Cancelled at once, while the load still hangs in its thread.
         assert cancelled_in < 0.5
-        assert client._securesession_flights == {}
+        assert client._flights == {}
         assert len(guard.cache) == 0
         # The load finishes on its own and stores the whole entry, or nothing.
         slow.gate.set()
@@ -271,7 +271,7 @@ async def test_a_cancelled_request_whose_load_fails_leaves_nothing(registry: Reg
             group.cancel_scope.cancel()
         slow.gate.set()
         await anyio.sleep(0.05)
-        assert len(client._securesession.cache) == 0
+        assert len(client._guard.cache) == 0
         slow.fail = False
         slow.gate = None
         response = await client.get(URL)

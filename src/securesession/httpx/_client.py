@@ -19,84 +19,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from .._entry import ServiceEntry
-from .._guard import EntrySource
-from .._session import CacheInfo
+from .._guard import EntrySource, GuardControls
 from ._core import EXTENSION, Chain, HttpxGuard
-from ._transport import AsyncSecureTransport, SecureTransport, _Options, _options
+from ._transport import AsyncSecureTransport, SecureTransport, _Options
 
 __all__ = ["SecureAsyncClient", "SecureClient"]
 
 _MOUNTS_ARGUMENT = "mounts"
 
 
-def _mark_caller_auth(request: httpx.Request, auth: Any, client_auth: Any) -> None:
-    """Tell the transport whether this send has an ``auth=`` of the caller's."""
+#: httpx's own "no authentication" (what it sends with when there is no ``auth=`` and
+#: no user information in the URL).
+_NO_AUTH: Final = httpx.Auth()
+
+
+def _caller_auth(request: httpx.Request, auth: Any, client_auth: Any) -> Any:
+    """Tell the transport whether this send has an ``auth=`` of the caller's (the
+    call's, or the client's); return the ``auth=`` to hand on to httpx's ``send``.
+
+    That is *auth* itself, except when there is none at all and the URL has no user
+    information: then httpx's no-op ``Auth()``, which httpx would resolve it to
+    anyway, after parsing the URL's (empty) user name and password on every request.
+    A URL with user information keeps httpx's own handling (Basic from it), whose
+    ``Authorization`` header the transport then sees as the caller's."""
     given = client_auth if auth is httpx.USE_CLIENT_DEFAULT else auth
-    caller = given is not None
     chain = request.extensions.get(EXTENSION)
+    if given is None:
+        if type(chain) is Chain:
+            chain.caller_auth = chain.hop_caller_auth = False
+        # else: no chain is the same as one without caller auth (see HttpxGuard.begin)
+        return auth if request.url.userinfo else _NO_AUTH
     if type(chain) is Chain:
-        chain.caller_auth = chain.hop_caller_auth = caller
-    elif caller:
+        chain.caller_auth = chain.hop_caller_auth = True
+    else:
         request.extensions[EXTENSION] = Chain(caller_auth=True)
-    # else: no chain is the same as one without caller auth (see HttpxGuard.begin)
-
-
-class _Front:
-    """What both clients add to httpx's: the cache and the settings of the guard."""
-
-    _securesession: HttpxGuard
-
-    @property
-    def registry(self) -> EntrySource:
-        return self._securesession.registry
-
-    @property
-    def strict(self) -> bool:
-        return self._securesession.strict
-
-    @strict.setter
-    def strict(self, value: bool) -> None:
-        self._securesession.strict = value
-
-    @property
-    def stale_on_error(self) -> float:
-        return self._securesession.stale_on_error
-
-    def clear_cache(self) -> None:
-        """Forget every decrypted entry; the next request to each decrypts again."""
-        self._securesession.cache.clear()
-
-    def cache_info(self) -> CacheInfo:
-        cache = self._securesession.cache
-        return CacheInfo(cache.hits, cache.loads, len(cache))
-
-
-def _guard(
-    registry: EntrySource,
-    cache_ttl: float,
-    cache_maxsize: int,
-    strict: bool,
-    timer: Callable[[], float],
-    stale_on_error: float,
-) -> HttpxGuard:
-    return HttpxGuard(
-        registry,
-        cache_ttl=cache_ttl,
-        cache_maxsize=cache_maxsize,
-        strict=strict,
-        timer=timer,
-        stale_on_error=stale_on_error,
-    )
+    return auth
 
 
 def _route_options(kwargs: Mapping[str, Any], proxy: Any = None) -> _Options:
     """httpx's transport arguments (as it passes them to its hooks) as our options."""
-    return _options(
+    return _Options(
         kwargs.get("verify", True),
         kwargs.get("cert"),
         kwargs.get("trust_env", True),
@@ -108,7 +75,7 @@ def _route_options(kwargs: Mapping[str, Any], proxy: Any = None) -> _Options:
     )
 
 
-class SecureClient(_Front, httpx.Client):
+class SecureClient(GuardControls[HttpxGuard], httpx.Client):
     """An ``httpx.Client`` that looks every request's URL up in *registry* and injects
     the matching entry's credentials, over the entry's TLS profile.
 
@@ -138,41 +105,38 @@ class SecureClient(_Front, httpx.Client):
         stale_on_error: float = 0.0,
         **client_options: Any,
     ) -> None:
-        self._securesession = _guard(
-            registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error
-        )
+        self._guard = HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error)
         mounts = client_options.pop(_MOUNTS_ARGUMENT, None)
         if mounts is not None:
             options = _route_options(client_options)
             client_options[_MOUNTS_ARGUMENT] = {
                 pattern: None
                 if transport is None
-                else SecureTransport._sharing(self._securesession, transport, options)
+                else SecureTransport._sharing(self._guard, transport, options)
                 for pattern, transport in mounts.items()
             }
         super().__init__(**client_options)
 
     def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
         transport = kwargs.get("transport")
-        return SecureTransport._sharing(self._securesession, transport, _route_options(kwargs))
+        return SecureTransport._sharing(self._guard, transport, _route_options(kwargs))
 
     def _init_proxy_transport(self, proxy: Any, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
-        return SecureTransport._sharing(self._securesession, None, _route_options(kwargs, proxy))
+        return SecureTransport._sharing(self._guard, None, _route_options(kwargs, proxy))
 
     def send(
         self, request: httpx.Request, *, auth: Any = httpx.USE_CLIENT_DEFAULT, **kwargs: Any
     ) -> httpx.Response:
-        _mark_caller_auth(request, auth, self.auth)
-        return super().send(request, auth=auth, **kwargs)
+        return super().send(request, auth=_caller_auth(request, auth, self.auth), **kwargs)
 
     def entry_for(self, url: str) -> ServiceEntry | None:
         """The decrypted entry *url* matches (from this client's cache, at the
         registry's current revision), or ``None`` if no entry matches."""
-        plan = self._securesession.plan_for(url)
+        plan = self._guard.plan_for(url)
         return None if plan is None else plan.entry
 
 
-class SecureAsyncClient(_Front, httpx.AsyncClient):
+class SecureAsyncClient(GuardControls[HttpxGuard], httpx.AsyncClient):
     """The ``httpx.AsyncClient`` twin of :class:`SecureClient`.
 
     Registry I/O and decryption stay off the event loop: warm requests do neither (the
@@ -194,12 +158,10 @@ class SecureAsyncClient(_Front, httpx.AsyncClient):
         offload_lookups: bool = False,
         **client_options: Any,
     ) -> None:
-        self._securesession = _guard(
-            registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error
-        )
+        self._guard = HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error)
         self._offload_lookups = offload_lookups
         # One single-flight table for every route of the client: they share the cache.
-        self._securesession_flights: dict[Any, Any] = {}
+        self._flights: dict[Any, Any] = {}
         mounts = client_options.pop(_MOUNTS_ARGUMENT, None)
         if mounts is not None:
             options = _route_options(client_options)
@@ -213,11 +175,11 @@ class SecureAsyncClient(_Front, httpx.AsyncClient):
         self, transport: httpx.AsyncBaseTransport | None, options: _Options
     ) -> AsyncSecureTransport:
         return AsyncSecureTransport._sharing(
-            self._securesession,
+            self._guard,
             transport,
             options,
             offload_lookups=self._offload_lookups,
-            flights=self._securesession_flights,
+            flights=self._flights,
         )
 
     def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
@@ -233,8 +195,7 @@ class SecureAsyncClient(_Front, httpx.AsyncClient):
     ) -> Coroutine[Any, Any, httpx.Response]:
         # Not a coroutine of its own: httpx's send, returned as is, so no extra frame
         # is resumed at each await of the request's I/O.
-        _mark_caller_auth(request, auth, self.auth)
-        return super().send(request, auth=auth, **kwargs)
+        return super().send(request, auth=_caller_auth(request, auth, self.auth), **kwargs)
 
     async def entry_for(self, url: str) -> ServiceEntry | None:
         """The decrypted entry *url* matches, or ``None``; decrypts off the event loop."""

@@ -5,9 +5,9 @@ every redirect hop, so the rule of ``docs/injection.md`` is applied where every
 request passes, whoever built it: in the transport, once per request. For each one
 the guard
 
-1. looks the request's **own URL** up (:meth:`EntryGuard.plan_for` /
-   :meth:`EntryGuard.match`, the same lookup, cache and stale-on-error rule as
-   requests' ``WireGuard``);
+1. looks the request's **own URL** up (:meth:`EntryGuard.plan_for`, or its steps
+   :meth:`EntryGuard.match`, ``cached`` and ``load``: the same lookup, cache and
+   stale-on-error rule as requests' ``WireGuard``);
 2. removes every header value this client injected for **any other entry** (or an
    older revision of this one), known from its :class:`~._plan.Ledger`;
 3. adds this entry's headers where the request has none of that name (a caller's
@@ -28,20 +28,24 @@ new chain.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import Final
+import operator
+from typing import Any, Final
 
 import httpx
 
 from .._entry import ServiceEntry
 from .._exceptions import InvalidURLError, NoCredentialsError
-from .._guard import EntryGuard, EntrySource
-from .._registry import EntryRef
+from .._guard import EntryGuard, log_nothing_injected, no_entry_message
 from .._urls import redacted_url as where
 from ._plan import AUTHORIZATION, HttpxPlan, Ledger, build_plan
 
-__all__ = ["EXTENSION", "REDIRECTS", "Chain", "HttpxGuard", "InvalidRequestURLError"]
+__all__ = [
+    "EXTENSION",
+    "REDIRECTS",
+    "Chain",
+    "HttpxGuard",
+    "InvalidRequestURLError",
+]
 
 logger = logging.getLogger("securesession")
 
@@ -50,6 +54,9 @@ EXTENSION: Final = "securesession"
 #: The statuses httpx follows (with a Location): only their responses make a chain.
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _NO_HEADERS: Final[dict[bytes, bytes]] = {}
+#: The lowercase name of a (raw name, lowercase name, value) header triple; a C-level
+#: key, so the set of a request's header names is built without a Python frame.
+_LOWER_NAME: Final = operator.itemgetter(1)
 
 # The layout of httpx.Headers this module edits in place: a list of
 # (raw name, lowercase name, value) byte triples. Checked once, here.
@@ -102,34 +109,10 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
 
     invalid_url_error = InvalidRequestURLError
 
-    def __init__(
-        self,
-        registry: EntrySource,
-        *,
-        cache_ttl: float,
-        cache_maxsize: int,
-        strict: bool,
-        timer: Callable[[], float] = time.monotonic,
-        stale_on_error: float = 0.0,
-    ) -> None:
+    def __init__(self, *settings: Any) -> None:
+        """*settings*: :class:`EntryGuard`'s (registry, cache, strict mode, stale-on-error)."""
         self.ledger = Ledger()
-        super().__init__(
-            registry,
-            build=self._build_plan,
-            cache_ttl=cache_ttl,
-            cache_maxsize=cache_maxsize,
-            strict=strict,
-            timer=timer,
-            stale_on_error=stale_on_error,
-        )
-
-    def resolve(self, url: str) -> HttpxPlan | None:
-        """:meth:`plan_for` in its steps (blocking on a miss): the sync transport's
-        path, which spares plan_for's per-call bookkeeping."""
-        found = self.match(url)
-        if type(found) is not EntryRef:
-            return found  # type: ignore[return-value]
-        return self.cached(found) or self.load(found, url)
+        super().__init__(*settings)
 
     def _build_plan(self, entry: ServiceEntry) -> HttpxPlan:
         plan = build_plan(entry)
@@ -193,14 +176,29 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
 
     # -- the rule ----------------------------------------------------------------------------
 
-    def refuse(self, url: str, plan: HttpxPlan | None, downgraded: bool) -> None:
-        """Strict mode: raise :class:`NoCredentialsError` before anything is sent."""
+    def admit(
+        self,
+        request: httpx.Request,
+        url: str,
+        plan: HttpxPlan | None,
+        chain: Chain | None,
+        hop: bool,
+    ) -> tuple[HttpxPlan | None, bool, bool]:
+        """Apply the rule to *request* (its URL *url* matched *plan*; *chain* and *hop*
+        from :meth:`begin`), before anything is sent: strict mode, then :meth:`apply`.
+        Returns the plan the request is served with (``None`` after an https → http
+        hop: nothing is injected, though the entry's TLS profile still applies),
+        whether the caller gave ``auth=``, and whether that plan's challenge handler
+        should answer."""
+        downgraded = hop and chain is not None and chain.downgraded
         if plan is None or downgraded:
-            if downgraded:
-                message = f"strict session: refusing redirect from https to http ({where(url)})"
-            else:
-                message = f"strict session: no registry entry matches {where(url)}"
-            raise NoCredentialsError(message)
+            if self.strict:
+                raise NoCredentialsError(no_entry_message(url, downgraded))
+            if logger.isEnabledFor(logging.DEBUG):
+                log_nothing_injected(url, None if plan is None else plan.key)
+        served = None if downgraded else plan
+        caller_auth = chain is not None and chain.hop_caller_auth
+        return served, caller_auth, self.apply(request, served, caller_auth=caller_auth)
 
     def apply(self, request: httpx.Request, plan: HttpxPlan | None, *, caller_auth: bool) -> bool:
         """Make *request* carry exactly what *plan* injects, and nothing this client
@@ -209,7 +207,7 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
         headers = request.headers
         items: list[tuple[bytes, bytes, bytes]] = headers._list
         own = _NO_HEADERS if plan is None else plan.own
-        present = {item[1] for item in items}
+        present = set(map(_LOWER_NAME, items))
         names = self.ledger.names
         if not names.isdisjoint(present):
             knows = self.ledger.knows
@@ -231,7 +229,7 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
                         ", ".join(sorted(dropped)),
                     )
                 items[:] = kept
-                present = {item[1] for item in kept}
+                present = set(map(_LOWER_NAME, kept))
         if plan is None:
             return False
         if not caller_auth and AUTHORIZATION not in present and present.isdisjoint(own):

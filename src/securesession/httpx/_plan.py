@@ -24,7 +24,6 @@ or compared across processes.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import threading
@@ -36,6 +35,7 @@ import httpx
 
 from .._entry import ServiceEntry
 from .._exceptions import ConfigurationError
+from .._inject import entry_headers
 from .._secret import Credential
 
 __all__ = ["AUTHORIZATION", "HttpxPlan", "Ledger", "build_plan"]
@@ -85,31 +85,15 @@ def build_plan(entry: ServiceEntry) -> HttpxPlan:
     Values are encoded as Latin-1, as requests (``http.client``) sends them, so both
     front-ends put the same bytes on the wire; ``ServiceEntry`` admits nothing else in
     a literal header value."""
-    headers: list[tuple[str, str]] = []
+    headers, challenge = entry_headers(entry)
     auth: httpx.Auth | None = None
-    for credential, mode, names in (
-        (entry.gateway, entry.gateway_auth, entry.gateway_headers),
-        (entry.request, entry.request_auth, entry.request_headers),
-    ):
-        if credential is None or mode in ("none", "wsse"):  # "wsse": never sent as HTTP
-            continue
-        if mode == "headers":
-            if credential.username:
-                headers.append((names[0], credential.username))
-            headers.append((names[1], credential.password.reveal()))
-        elif mode == "basic":
-            headers.append(("Authorization", _basic(credential)))
-        elif mode == "bearer":
-            headers.append(("Authorization", "Bearer " + credential.password.reveal()))
-        elif mode == "digest":
-            auth = httpx.DigestAuth(credential.username, credential.password.reveal())
-        elif mode == "ntlm":
-            auth = _ntlm(entry, credential)
-        else:  # pragma: no cover - ServiceEntry admits no other mode
-            raise ConfigurationError(
-                f"entry {entry.url}: injection mode {mode!r} is not supported over httpx"
-            )
-    headers.extend((name, value.reveal()) for name, value in entry.secret_headers.items())
+    if challenge is not None:
+        credential = challenge.credential
+        auth = (
+            httpx.DigestAuth(credential.username, credential.password.reveal())
+            if challenge.mode == "digest"
+            else _ntlm(entry, credential)
+        )
     items = []
     for name, value in headers:
         raw = name.encode("latin-1")
@@ -122,12 +106,6 @@ def build_plan(entry: ServiceEntry) -> HttpxPlan:
         ascii=all(value.isascii() for _, _, value in items),
         names=", ".join(name for name, _ in headers),
     )
-
-
-def _basic(credential: Credential) -> str:
-    # RFC 7617 charset="UTF-8": user name and password are UTF-8 before base64.
-    raw = f"{credential.username}:{credential.password.reveal()}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def _ntlm(entry: ServiceEntry, credential: Credential) -> httpx.Auth:

@@ -99,17 +99,15 @@ class _Options:
     proxy: Any
     retries: int
 
-    def profile_transport(self, context: ProfileContext, *, asynchronous: bool) -> Any:
-        kind = httpx.AsyncHTTPTransport if asynchronous else httpx.HTTPTransport
-        transport = kind(
-            verify=context,
-            http1=self.http1,
-            http2=self.http2,
-            limits=self.limits,
-            proxy=self.proxy,
-            retries=self.retries,
-            trust_env=False,
+    def default_transport(self, *, asynchronous: bool) -> Any:
+        """The inner transport for URLs without a TLS profile: httpx's own."""
+        return self._transport(
+            asynchronous, verify=self.verify, cert=self.cert, trust_env=self.trust_env
         )
+
+    def profile_transport(self, context: ProfileContext, *, asynchronous: bool) -> Any:
+        """The transport of one TLS profile: its context, and the pins checked."""
+        transport = self._transport(asynchronous, verify=context, cert=None, trust_env=False)
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
         if backend is None:  # pragma: no cover - an httpx/httpcore the extra does not name
@@ -121,6 +119,19 @@ class _Options:
         checking = CheckingAsyncBackend if asynchronous else CheckingBackend
         pool._network_backend = checking(backend)  # type: ignore[union-attr]
         return transport
+
+    def _transport(self, asynchronous: bool, *, verify: Any, cert: Any, trust_env: bool) -> Any:
+        kind = httpx.AsyncHTTPTransport if asynchronous else httpx.HTTPTransport
+        return kind(
+            verify=verify,
+            cert=cert,
+            trust_env=trust_env,
+            http1=self.http1,
+            http2=self.http2,
+            limits=self.limits,
+            proxy=self.proxy,
+            retries=self.retries,
+        )
 
 
 def _profile_context(entry: ServiceEntry, *, http2: bool) -> ProfileContext:
@@ -134,8 +145,11 @@ def _profile_context(entry: ServiceEntry, *, http2: bool) -> ProfileContext:
 
 class _Route:
     """What the sync and async transports share: the guard, the inner transport and
-    the profile slots of one route (the client's default route, or one proxy)."""
+    the profile slots of one route (the client's default route, or one proxy), and
+    every step of a request that is not I/O. Each transport keeps only its I/O calls."""
 
+    #: Whether this route's transports are httpx's async ones.
+    _asynchronous: bool
     _guard: HttpxGuard
     _inner: Any
     _custom: bool
@@ -144,14 +158,7 @@ class _Route:
     _slots: dict[str, _Slot]
     _slots_lock: threading.Lock
 
-    def _setup(
-        self,
-        guard: HttpxGuard,
-        *,
-        transport: Any,
-        default: Callable[[], Any],
-        options: _Options,
-    ) -> None:
+    def _setup(self, guard: HttpxGuard, transport: Any, options: _Options) -> None:
         if isinstance(transport, _Route):
             raise ConfigurationError(
                 "transport= is already a securesession transport; give the registry to it "
@@ -160,7 +167,12 @@ class _Route:
         self._guard = guard
         self._custom = transport is not None
         self._mocked = isinstance(transport, httpx.MockTransport)
-        self._inner = default() if transport is None else transport
+        self._inner = (
+            options.default_transport(asynchronous=self._asynchronous)
+            if transport is None
+            else transport
+        )
+        self._inner_route: tuple[Any, ProfileContext | None] = (self._inner, None)
         self._options = options
         self._slots = {}
         self._slots_lock = threading.Lock()
@@ -194,9 +206,12 @@ class _Route:
             return slot
         return None
 
-    def _build_slot(self, entry: ServiceEntry, *, asynchronous: bool) -> tuple[_Slot, Any]:
-        """Build (or find, if another thread was quicker) *entry*'s slot; return it and
-        the transport it replaced, which the caller closes. Blocking (context build)."""
+    def _build_slot(self, plan: HttpxPlan | None) -> tuple[_Slot, Any]:
+        """Build (or find, if another thread was quicker) the slot of *plan*'s entry,
+        for which :meth:`_ready_route` found none; return it and the transport it
+        replaced, which the caller closes. Blocking (context build)."""
+        assert plan is not None
+        entry = plan.entry
         with self._slots_lock:
             slot = self._slot_for(entry)
             if slot is not None:
@@ -207,7 +222,7 @@ class _Route:
                 return slot, None
             assert entry.tls is not None
             context = _profile_context(entry, http2=self._options.http2)
-            transport = self._options.profile_transport(context, asynchronous=asynchronous)
+            transport = self._options.profile_transport(context, asynchronous=self._asynchronous)
             old = self._slots.get(entry.url)
             slot = self._slots[entry.url] = _Slot(entry.tls, entry.revision, context, transport)
         if old is not None:
@@ -219,7 +234,7 @@ class _Route:
         """The transport (and profile context) *plan*'s request goes through, or
         ``None`` when the entry's profile slot must be built first (blocking)."""
         if plan is None or plan.entry.tls is None or self._mocked:
-            return self._inner, None
+            return self._inner_route
         if self._custom:
             self._refuse_custom(plan)
         slot = self._slot_for(plan.entry)
@@ -235,6 +250,44 @@ class _Route:
             f"{type(self._inner).__name__}, which cannot apply it; nothing was sent. Leave "
             "transport= unset (or use httpx.MockTransport in tests)"
         )
+
+    def _take_transports(self) -> list[Any]:
+        """Every transport this route holds (the inner one first), for closing; the
+        slots are forgotten."""
+        with self._slots_lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        return [self._inner, *(slot.transport for slot in slots)]
+
+    # -- after the response ------------------------------------------------------------------
+
+    def _next_step(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        served: HttpxPlan | None,
+        chain: Chain | None,
+        *,
+        refresh: bool,
+    ) -> int:
+        """What *response* to *request* (which *served* injected) calls for: a
+        redirect is noted for the next hop, then :data:`_REFRESH` (a 401/407, when
+        *refresh* allows one), :data:`_EXPLAIN_403` or :data:`_DONE`."""
+        status = response.status_code
+        if status in REDIRECTS:
+            self._guard.finish(request, response, chain)
+        if served is None:
+            return _DONE
+        if status in _REFRESH_STATUSES and refresh:
+            return _REFRESH
+        return _EXPLAIN_403 if status == 403 else _DONE
+
+    def _refreshed(
+        self, request: httpx.Request, url: str, response: httpx.Response, plan: HttpxPlan
+    ) -> HttpxPlan | None:
+        """:meth:`HttpxGuard.refreshed` for *response* (blocking)."""
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        return self._guard.refreshed(plan, url, response.status_code, replayable=replayable)
 
     # -- failures and 403s ---------------------------------------------------------------------
 
@@ -276,9 +329,20 @@ class _Route:
         if message is not None:
             logger.warning("%s", message)
 
-    @staticmethod
-    def _replayable(request: httpx.Request) -> bool:
-        return isinstance(request.stream, httpx.ByteStream)
+
+def _raise_diagnosed(exc: BaseException, error: BaseException | None) -> NoReturn:
+    """Raise what the handshake diagnosis made of *exc* (chained to it), or *exc*."""
+    if error is None:
+        raise exc
+    raise error from exc
+
+
+#: What a response calls for (:meth:`_Route._next_step`).
+_DONE: Final = 0
+_REFRESH: Final = 1
+_EXPLAIN_403: Final = 2
+#: The statuses :meth:`_Route._next_step` has anything to do for.
+_FOLLOW_UP: Final = REDIRECTS | _REFRESH_STATUSES | {403}
 
 
 def _diagnosable(exc: BaseException) -> BaseException:
@@ -306,35 +370,6 @@ def _diagnosable(exc: BaseException) -> BaseException:
     return copy.copy(cause)
 
 
-def _log_match(url: str, plan: HttpxPlan | None, downgraded: bool) -> None:
-    if plan is None:
-        logger.debug("no registry entry for %s; sending without credentials", where(url))
-    elif downgraded:
-        logger.debug(
-            "entry %s matched after an https-to-http redirect; injecting nothing", plan.key
-        )
-
-
-def _unchanged(plan: HttpxPlan, fresh: HttpxPlan | None, status: int) -> bool:
-    if fresh is None or fresh.entry == plan.entry:
-        logger.debug("entry %s: %d, and the stored credentials are unchanged", plan.key, status)
-        return True
-    return False
-
-
-def _options(
-    verify: Any,
-    cert: Any,
-    trust_env: bool,
-    http1: bool,
-    http2: bool,
-    limits: httpx.Limits,
-    proxy: Any,
-    retries: int,
-) -> _Options:
-    return _Options(verify, cert, trust_env, http1, http2, limits, proxy, retries)
-
-
 _DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
@@ -351,6 +386,8 @@ class SecureTransport(_Route, httpx.BaseTransport):
     all of TLS for its entry). ``transport=`` replaces the inner transport (an
     ``httpx.MockTransport`` in tests, which then also serves entries with a profile).
     """
+
+    _asynchronous = False
 
     def __init__(
         self,
@@ -371,18 +408,10 @@ class SecureTransport(_Route, httpx.BaseTransport):
         proxy: Any = None,
         retries: int = 0,
     ) -> None:
-        guard = HttpxGuard(
-            registry,
-            cache_ttl=cache_ttl,
-            cache_maxsize=cache_maxsize,
-            strict=strict,
-            timer=timer,
-            stale_on_error=stale_on_error,
-        )
-        self._route_setup(
-            guard,
+        self._setup(
+            HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error),
             transport,
-            _options(verify, cert, trust_env, http1, http2, limits, proxy, retries),
+            _Options(verify, cert, trust_env, http1, http2, limits, proxy, retries),
         )
 
     @classmethod
@@ -391,25 +420,8 @@ class SecureTransport(_Route, httpx.BaseTransport):
     ) -> SecureTransport:
         """Another route of the client that owns *guard* (a proxy, a mount)."""
         route = cls.__new__(cls)
-        route._route_setup(guard, transport, options)
+        route._setup(guard, transport, options)
         return route
-
-    def _route_setup(
-        self, guard: HttpxGuard, transport: httpx.BaseTransport | None, options: _Options
-    ) -> None:
-        def default() -> httpx.HTTPTransport:
-            return httpx.HTTPTransport(
-                verify=options.verify,
-                cert=options.cert,
-                trust_env=options.trust_env,
-                http1=options.http1,
-                http2=options.http2,
-                limits=options.limits,
-                proxy=options.proxy,
-                retries=options.retries,
-            )
-
-        self._setup(guard, transport=transport, default=default, options=options)
 
     # -- httpx.BaseTransport -----------------------------------------------------------------
 
@@ -420,50 +432,45 @@ class SecureTransport(_Route, httpx.BaseTransport):
         if chain is not None:
             chain, hop = guard.begin(request)
         url = str(request.url)
-        plan = guard.resolve(url)
-        downgraded = hop and chain is not None and chain.downgraded
-        if guard.strict:
-            guard.refuse(url, plan, downgraded)
-        if logger.isEnabledFor(logging.DEBUG):
-            _log_match(url, plan, downgraded)
-        caller_auth = chain is not None and chain.hop_caller_auth
-        answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
-        response = self._send(request, plan, answer)
-        status = response.status_code
-        if status in REDIRECTS:
-            guard.finish(request, response, chain)
-        if plan is None or downgraded:
-            return response
-        if status in _REFRESH_STATUSES and not hop:
-            return self._refresh(request, response, plan, chain, caller_auth)
-        if status == 403:
-            self._check_403(plan, request, response)
-        return response
-
-    def _send(self, request: httpx.Request, plan: HttpxPlan | None, answer: bool) -> httpx.Response:
-        route = self._ready_route(plan)
-        if route is None:
-            assert plan is not None
-            _, old = self._build_slot(plan.entry, asynchronous=False)
-            if old is not None:
-                old.close()
+        plan = guard.plan_for(url)
+        served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
+        refresh = not hop
+        while True:
             route = self._ready_route(plan)
-            assert route is not None
-        transport, context = route
-        try:
-            if answer:
-                assert plan is not None and plan.auth is not None
-                return self._challenge(plan.auth, transport, request)
-            response: httpx.Response = transport.handle_request(request)
-            return response
-        except (httpx.TransportError, OSError) as exc:
-            # OSError: anyio lets an ssl.SSLError of a read (a TLS 1.3 alert) through.
-            if plan is None:
-                raise
-            error = self._diagnosis(exc, request, plan, context)()
-            if error is None:
-                raise
-            raise error from exc
+            if route is None:
+                _, old = self._build_slot(plan)
+                if old is not None:
+                    old.close()
+                continue
+            transport, context = route
+            try:
+                if answer:
+                    assert served is not None and served.auth is not None
+                    response = self._challenge(served.auth, transport, request)
+                else:
+                    response = transport.handle_request(request)
+            except (httpx.TransportError, OSError) as exc:
+                # OSError: anyio lets an ssl.SSLError of a read (a TLS 1.3 alert) through.
+                if plan is None:
+                    raise
+                _raise_diagnosed(exc, self._diagnosis(exc, request, plan, context)())
+            if response.status_code not in _FOLLOW_UP:
+                return response
+            step = self._next_step(request, response, served, chain, refresh=refresh)
+            if step == _EXPLAIN_403:
+                self._check_403(served, request, response)
+            if step != _REFRESH:
+                return response
+            assert served is not None
+            fresh = self._refreshed(request, url, response, served)
+            if fresh is None:
+                return response
+            response.read()
+            response.close()
+            # Once: the retry's own 401 stands.
+            plan = served = fresh
+            answer = guard.apply(request, fresh, caller_auth=caller_auth)
+            refresh = False
 
     def _challenge(
         self, auth: httpx.Auth, transport: httpx.BaseTransport, request: httpx.Request
@@ -485,40 +492,10 @@ class SecureTransport(_Route, httpx.BaseTransport):
         finally:
             flow.close()
 
-    def _refresh(
-        self,
-        request: httpx.Request,
-        response: httpx.Response,
-        plan: HttpxPlan,
-        chain: Chain | None,
-        caller_auth: bool,
-    ) -> httpx.Response:
-        guard = self._guard
-        guard.invalidate(plan.key)
-        fresh = guard.plan_for(str(request.url))
-        if _unchanged(plan, fresh, response.status_code):
-            return response
-        assert fresh is not None
-        if not self._replayable(request):
-            logger.warning(
-                "entry %s changed after %d, but the body cannot be replayed",
-                plan.key,
-                response.status_code,
-            )
-            return response
-        logger.info(
-            "entry %s changed since it was cached; retrying once after %d",
-            plan.key,
-            response.status_code,
-        )
-        response.read()
-        response.close()
-        answer = guard.apply(request, fresh, caller_auth=caller_auth)
-        retried = self._send(request, fresh, answer)
-        guard.finish(request, retried, chain)
-        return retried
-
-    def _check_403(self, plan: HttpxPlan, request: httpx.Request, response: httpx.Response) -> None:
+    def _check_403(
+        self, plan: HttpxPlan | None, request: httpx.Request, response: httpx.Response
+    ) -> None:
+        assert plan is not None
         substatus, read_body = self._substatus_from_headers(response)
         if read_body:
             try:
@@ -528,12 +505,8 @@ class SecureTransport(_Route, httpx.BaseTransport):
         self._explain_403(plan, request, substatus)
 
     def close(self) -> None:
-        self._inner.close()
-        with self._slots_lock:
-            slots = list(self._slots.values())
-            self._slots.clear()
-        for slot in slots:
-            slot.transport.close()
+        for transport in self._take_transports():
+            transport.close()
 
 
 class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
@@ -548,6 +521,8 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
     thread hop per request); without it, a tenth of 100 inline lookups taking over
     1 ms logs a warning, once.
     """
+
+    _asynchronous = True
 
     def __init__(
         self,
@@ -569,19 +544,12 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         proxy: Any = None,
         retries: int = 0,
     ) -> None:
-        guard = HttpxGuard(
-            registry,
-            cache_ttl=cache_ttl,
-            cache_maxsize=cache_maxsize,
-            strict=strict,
-            timer=timer,
-            stale_on_error=stale_on_error,
-        )
-        self._route_setup(
-            guard,
+        self._setup_async(
+            HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error),
             transport,
-            _options(verify, cert, trust_env, http1, http2, limits, proxy, retries),
+            _Options(verify, cert, trust_env, http1, http2, limits, proxy, retries),
             offload_lookups=offload_lookups,
+            flights={},
         )
 
     @classmethod
@@ -591,43 +559,36 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None,
         options: _Options,
         *,
-        offload_lookups: bool = False,
-        flights: dict[tuple[str, int], anyio.Event] | None = None,
+        offload_lookups: bool,
+        flights: dict[tuple[str, int], anyio.Event],
     ) -> AsyncSecureTransport:
+        """Another route of the client that owns *guard* (a proxy, a mount), sharing
+        its single-flight table *flights*."""
         route = cls.__new__(cls)
-        route._route_setup(guard, transport, options, offload_lookups=offload_lookups)
-        if flights is not None:
-            route._flights = flights
+        route._setup_async(
+            guard, transport, options, offload_lookups=offload_lookups, flights=flights
+        )
         return route
 
-    def _route_setup(
+    def _setup_async(
         self,
         guard: HttpxGuard,
         transport: httpx.AsyncBaseTransport | None,
         options: _Options,
         *,
         offload_lookups: bool,
+        flights: dict[tuple[str, int], anyio.Event],
     ) -> None:
-        def default() -> httpx.AsyncHTTPTransport:
-            return httpx.AsyncHTTPTransport(
-                verify=options.verify,
-                cert=options.cert,
-                trust_env=options.trust_env,
-                http1=options.http1,
-                http2=options.http2,
-                limits=options.limits,
-                proxy=options.proxy,
-                retries=options.retries,
-            )
-
-        self._setup(guard, transport=transport, default=default, options=options)
+        self._setup(guard, transport, options)
         self.offload_lookups = offload_lookups
-        self._flights: dict[tuple[str, int], anyio.Event] = {}
+        self._flights = flights
         self._lookups_seen = self._slow_lookups = 0
 
     # -- plans without blocking the loop ---------------------------------------------------
 
     async def _plan_for(self, url: str) -> HttpxPlan | None:
+        """The plan *url* gets: :meth:`HttpxGuard.plan_for`, with the loads (and the
+        lookups too, with *offload_lookups*) run off the event loop."""
         guard = self._guard
         if self.offload_lookups:
             found = await anyio.to_thread.run_sync(guard.match, url)
@@ -717,75 +678,46 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
                 plan = await self._load(found, url)
         else:
             plan = found  # type: ignore[assignment]
-        downgraded = hop and chain is not None and chain.downgraded
-        if guard.strict:
-            guard.refuse(url, plan, downgraded)
-        if logger.isEnabledFor(logging.DEBUG):
-            _log_match(url, plan, downgraded)
-        caller_auth = chain is not None and chain.hop_caller_auth
-        answer = guard.apply(request, None if downgraded else plan, caller_auth=caller_auth)
-        route = self._ready_route(plan)
-        if route is None:
-            route = await self._built_route(plan)
-        transport, context = route
-        try:
-            if answer:
-                assert plan is not None and plan.auth is not None
-                response = await self._challenge(plan.auth, transport, request)
-            else:
-                response = await transport.handle_async_request(request)
-        except (httpx.TransportError, OSError) as exc:
-            # OSError: anyio lets an ssl.SSLError of a read (a TLS 1.3 alert) through.
-            if plan is None:
-                raise
-            error = await self._off_loop(self._diagnosis(exc, request, plan, context))
-            if error is None:
-                raise
-            raise error from exc
-        status = response.status_code
-        if status in REDIRECTS:
-            guard.finish(request, response, chain)
-        if plan is None or downgraded:
-            return response
-        if status in _REFRESH_STATUSES and not hop:
-            return await self._refresh(request, response, plan, chain, caller_auth)
-        if status == 403:
-            await self._check_403(plan, request, response)
-        return response
-
-    async def _built_route(self, plan: HttpxPlan | None) -> tuple[Any, ProfileContext | None]:
-        """Build *plan*'s profile slot off the loop (a context build reads files and
-        runs key derivation); close the transport of the profile it replaces."""
-        assert plan is not None
-        build = functools.partial(self._build_slot, plan.entry, asynchronous=True)
-        _, old = await self._off_loop(build)
-        if old is not None:
-            await old.aclose()
-        route = self._ready_route(plan)
-        assert route is not None
-        return route
-
-    async def _send(
-        self, request: httpx.Request, plan: HttpxPlan | None, answer: bool
-    ) -> httpx.Response:
-        """What :meth:`handle_async_request` does from the route on (for the retry)."""
-        route = self._ready_route(plan)
-        if route is None:
-            route = await self._built_route(plan)
-        transport, context = route
-        try:
-            if answer:
-                assert plan is not None and plan.auth is not None
-                return await self._challenge(plan.auth, transport, request)
-            response: httpx.Response = await transport.handle_async_request(request)
-            return response
-        except (httpx.TransportError, OSError) as exc:
-            if plan is None:
-                raise
-            error = await self._off_loop(self._diagnosis(exc, request, plan, context))
-            if error is None:
-                raise
-            raise error from exc
+        served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
+        refresh = not hop
+        while True:
+            route = self._ready_route(plan)
+            if route is None:
+                _, old = await self._off_loop(functools.partial(self._build_slot, plan))
+                if old is not None:
+                    await old.aclose()
+                continue
+            transport, context = route
+            try:
+                if answer:
+                    assert served is not None and served.auth is not None
+                    response = await self._challenge(served.auth, transport, request)
+                else:
+                    response = await transport.handle_async_request(request)
+            except (httpx.TransportError, OSError) as exc:
+                # OSError: anyio lets an ssl.SSLError of a read (a TLS 1.3 alert) through.
+                if plan is None:
+                    raise
+                diagnosis = self._diagnosis(exc, request, plan, context)
+                _raise_diagnosed(exc, await self._off_loop(diagnosis))
+            if response.status_code not in _FOLLOW_UP:
+                return response
+            step = self._next_step(request, response, served, chain, refresh=refresh)
+            if step == _EXPLAIN_403:
+                await self._check_403(served, request, response)
+            if step != _REFRESH:
+                return response
+            assert served is not None
+            refreshed = functools.partial(self._refreshed, request, url, response, served)
+            fresh = await self._off_loop(refreshed)
+            if fresh is None:
+                return response
+            await response.aread()
+            await response.aclose()
+            # Once: the retry's own 401 stands.
+            plan = served = fresh
+            answer = guard.apply(request, fresh, caller_auth=caller_auth)
+            refresh = False
 
     async def _challenge(
         self, auth: httpx.Auth, transport: httpx.AsyncBaseTransport, request: httpx.Request
@@ -806,42 +738,10 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         finally:
             await flow.aclose()
 
-    async def _refresh(
-        self,
-        request: httpx.Request,
-        response: httpx.Response,
-        plan: HttpxPlan,
-        chain: Chain | None,
-        caller_auth: bool,
-    ) -> httpx.Response:
-        guard = self._guard
-        guard.invalidate(plan.key)
-        fresh = await self._plan_for(str(request.url))
-        if _unchanged(plan, fresh, response.status_code):
-            return response
-        assert fresh is not None
-        if not self._replayable(request):
-            logger.warning(
-                "entry %s changed after %d, but the body cannot be replayed",
-                plan.key,
-                response.status_code,
-            )
-            return response
-        logger.info(
-            "entry %s changed since it was cached; retrying once after %d",
-            plan.key,
-            response.status_code,
-        )
-        await response.aread()
-        await response.aclose()
-        answer = guard.apply(request, fresh, caller_auth=caller_auth)
-        retried = await self._send(request, fresh, answer)
-        guard.finish(request, retried, chain)
-        return retried
-
     async def _check_403(
-        self, plan: HttpxPlan, request: httpx.Request, response: httpx.Response
+        self, plan: HttpxPlan | None, request: httpx.Request, response: httpx.Response
     ) -> None:
+        assert plan is not None
         substatus, read_body = self._substatus_from_headers(response)
         if read_body:
             try:
@@ -851,9 +751,5 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         self._explain_403(plan, request, substatus)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
-        with self._slots_lock:
-            slots = list(self._slots.values())
-            self._slots.clear()
-        for slot in slots:
-            await slot.transport.aclose()
+        for transport in self._take_transports():
+            await transport.aclose()
