@@ -5,7 +5,9 @@ every category of difference, ``--map`` both ways and what it refuses, the exit 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -454,3 +456,47 @@ def test_the_one_registry_options_are_refused_not_ignored(
         )
         assert result.code == 2, result
         assert f"{option} does not apply here" in result.stderr
+
+
+def _files(env: Env) -> tuple[bytes, bytes]:
+    """The registry's database file and its -wal (empty if absent: a WAL reader may
+    leave an empty one, and a -shm, beside the file, which are no change to it)."""
+    db = Path(env.url.removeprefix("sqlite://"))
+    wal = db.with_name(db.name + "-wal")
+    return db.read_bytes(), wal.read_bytes() if wal.exists() else b""
+
+
+def _sql(env: Env, statement: str) -> None:
+    with contextlib.closing(sqlite3.connect(env.url.removeprefix("sqlite://"))) as db, db:
+        db.execute(statement)
+
+
+@pytest.mark.parametrize("command", [["diff"], ["sync"]], ids=["diff", "sync-plan"])
+def test_a_diff_or_a_sync_plan_writes_to_neither_registry(
+    test_env: Env, prod_env: Env, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Neither registry records a key id (a writer's open would, where none is recorded)
+    nor anything else: both files stay byte for byte as they were."""
+    for env in (test_env, prod_env):
+        _sql(env, "DELETE FROM meta WHERE name = 'key_id'")
+    before = (_files(test_env), _files(prod_env))
+    result = securesession(
+        capsys, *command, test_env.url, prod_env.url, *key_args(test_env, prod_env)
+    )
+    assert result.code in (0, 1), result
+    assert "secret gateway.password: differs" not in result.stdout  # the same passwords
+    assert (_files(test_env), _files(prod_env)) == before
+
+
+def test_a_registry_that_needs_a_schema_upgrade_is_not_upgraded_by_a_diff(
+    test_env: Env, prod_env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _sql(test_env, "UPDATE schema_version SET version = 2")  # as an older securesession left it
+    before = _files(test_env)
+    result = securesession(
+        capsys, "diff", test_env.url, prod_env.url, *key_args(test_env, prod_env)
+    )
+    assert result.code == 2, result
+    assert "needs a schema upgrade (it has version 2" in result.stderr
+    assert "open it once with write access" in result.stderr
+    assert _files(test_env) == before

@@ -447,6 +447,29 @@ def test_a_missing_revision_counter_is_a_registry_corrupt_error(
         assert registry.key_id == key.key_id
 
 
+def test_a_read_only_open_reads_and_never_writes(tmp_path: Path, key: MasterKey) -> None:
+    path = tmp_path / "registry.db"
+    url = f"sqlite://{path}"
+    with pytest.raises(RegistryError, match="does not exist"):
+        open_registry(url, key, read_only=True)
+    assert not path.exists()  # not created either
+    fill(path, key, 2)
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM meta WHERE name = 'key_id'")
+    before = path.read_bytes()
+    with closing(open_registry(url, key, read_only=True)) as registry:
+        assert isinstance(registry, EncryptedRegistry) and registry.read_only
+        assert registry.key_id == key.key_id  # from the entries' tokens, not recorded
+        assert len(list(registry.entries())) == 2
+        with pytest.raises(RegistryError, match="is open read-only"):
+            registry.put(ServiceEntry(url="https://gw.example.test/new/"))
+        with pytest.raises(RegistryError, match="is open read-only"):
+            registry.rotate(MasterKey.generate())
+        with pytest.raises(RegistryError, match="readonly database"):  # SQLite's mode=ro
+            registry.store.write("k", {}, {}, key_id=key.key_id)
+    assert path.read_bytes() == before
+
+
 # -- deleted and replaced ciphertext leaves the file and the WAL --------------------------
 
 

@@ -214,3 +214,23 @@ def test_a_role_that_may_only_read_is_told_to_migrate_with_the_owner(
     with psycopg.connect(postgres_cluster.url(database, user=reader)) as connection:
         rows = connection.execute("SELECT count(*) FROM securesession.entries").fetchone()
         assert rows == (3,)
+
+
+def test_a_read_only_open_does_not_migrate_and_says_so(
+    postgres_cluster: pgcluster.PostgresCluster,
+    postgres_url: str,
+    database: str,
+    key: MasterKey,
+    version_1: list[ServiceEntry],
+) -> None:
+    """What diff does: a registry that needs a schema upgrade is refused, saying so,
+    and stays at version 1, even for the owner role, which could migrate it."""
+    with pytest.raises(RegistryError, match=r"needs a schema upgrade \(it has version 1"):
+        open_registry(postgres_url, key, read_only=True)
+    assert _schema(postgres_cluster, database) == (1, {"schema_version", "state", "entries"})
+    with open_registry(postgres_url, key) as registry:  # a writer's open migrates
+        assert registry.count() == len(version_1)
+    with open_registry(postgres_url, key, read_only=True) as registry:
+        assert sorted(entry.url for entry in registry.entries()) == sorted(
+            entry.url for entry in version_1
+        )

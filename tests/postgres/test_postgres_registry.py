@@ -620,6 +620,28 @@ def test_a_rotation_retried_after_a_lost_connection_counts_its_entries_once(
         assert [tag_of(registry, BASE + f"/s{i}") for i in range(5)] == list("01234")
 
 
+def test_a_read_only_open_writes_nothing_and_the_server_refuses_writes(
+    postgres_cluster: pgcluster.PostgresCluster, postgres_url: str, key: MasterKey
+) -> None:
+    with open_registry(postgres_url, key) as writer:
+        writer.put(entry("/a", "v1"))
+    with postgres_cluster.admin(dbname(postgres_url)) as admin:
+        admin.execute("UPDATE securesession.state SET key_id = NULL")  # a lost record
+    with open_registry(postgres_url, key, read_only=True) as reader:
+        assert isinstance(reader, EncryptedRegistry) and reader.read_only
+        assert tag_of(reader, BASE + "/a/x") == "v1" and reader.key_id == key.key_id
+        with pytest.raises(RegistryError, match="is open read-only"):
+            reader.put(entry("/b", "v1"))
+        with pytest.raises(RegistryError, match="read-only transaction"):
+            reader.store.write("k", {}, {}, key_id=key.key_id)  # the server says no too
+        with postgres_cluster.admin(dbname(postgres_url)) as admin:
+            stored = admin.execute("SELECT key_id FROM securesession.state").fetchone()
+        assert stored == (None,)  # the reader's open recorded nothing
+        with open_registry(postgres_url, key) as writer:  # the index follows a change
+            writer.put(entry("/a", "v2"))
+        assert wait_until(lambda: tag_of(reader, BASE + "/a/x") == "v2")
+
+
 def test_an_sql_ascii_database_reads_text_as_text(
     postgres_cluster: pgcluster.PostgresCluster,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import ConfigurationError
@@ -37,7 +37,15 @@ ENTRY_POINT_GROUP: Final = "securesession.registries"
 RegistryFactory = Callable[[str, MasterKey | KeyRing], Registry]
 
 
-def _open_postgres_registry(url: str, key: MasterKey | KeyRing) -> Registry:
+class _BuiltinFactory(Protocol):
+    def __call__(
+        self, url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+    ) -> Registry: ...
+
+
+def _open_postgres_registry(
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+) -> Registry:
     # Imported on use: psycopg is an optional extra, and only this backend needs it.
     try:
         from .postgres import open_postgres_registry
@@ -47,18 +55,20 @@ def _open_postgres_registry(url: str, key: MasterKey | KeyRing) -> Registry:
         raise ConfigurationError(
             "postgresql:// registries need psycopg 3: pip install 'securesession[postgres]'"
         ) from exc
-    return open_postgres_registry(url, key)
+    return open_postgres_registry(url, key, read_only=read_only)
 
 
-def _open_vault_registry(url: str, key: MasterKey | KeyRing) -> Registry:
+def _open_vault_registry(
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+) -> Registry:
     # Imported on use: hvac is an optional extra (the connection reports its absence,
     # naming the securesession[vault] extra), and only this backend needs it.
     from .vault import open_vault_registry
 
-    return open_vault_registry(url, key)
+    return open_vault_registry(url, key, read_only=read_only)
 
 
-_BUILTIN: Final[dict[str, RegistryFactory]] = {
+_BUILTIN: Final[dict[str, _BuiltinFactory]] = {
     "memory": open_memory_registry,
     "sqlite": open_sqlite_registry,
     "postgresql": _open_postgres_registry,
@@ -69,7 +79,11 @@ _BUILTIN: Final[dict[str, RegistryFactory]] = {
 
 
 def open_registry(
-    url: str, key: MasterKey | KeyRing, *, legacy_entries: LegacyEntries = "refuse"
+    url: str,
+    key: MasterKey | KeyRing,
+    *,
+    legacy_entries: LegacyEntries = "refuse",
+    read_only: bool = False,
 ) -> Registry:
     """Open the registry named by *url* with *key*: one master key, or a key ring (it
     opens a registry whose active key it holds, and follows a staged key once another
@@ -81,6 +95,12 @@ def open_registry(
     while a registry is being upgraded (``securesession upgrade``); a backend whose
     registry is not an :class:`~securesession.registry.EncryptedRegistry` cannot, and
     is refused with :class:`~securesession.ConfigurationError`.
+
+    *read_only*: open the registry without writing anything, ever (what ``diff`` does):
+    nothing is created, migrated or recorded at open, SQLite is opened ``mode=ro`` and
+    PostgreSQL in read-only transactions, and every write raises
+    :class:`~securesession.RegistryError`. A registry that needs a schema upgrade is
+    refused, saying so; a third-party backend must take ``read_only=`` in its factory.
 
     Built in: ``memory://``, ``sqlite:///path/to/registry.db`` and
     ``postgresql://user@host:port/db`` (also ``postgres://``; needs the ``postgres``
@@ -94,8 +114,13 @@ def open_registry(
             "registry URL has no scheme; use memory:// or sqlite:///path/to/registry.db"
         )
     check_legacy_entries(legacy_entries)  # before anything is opened
-    factory = _BUILTIN.get(scheme.lower()) or _plugin(scheme.lower())
-    registry = factory(url, key)
+    builtin = _BUILTIN.get(scheme.lower())
+    if builtin is not None:
+        registry = builtin(url, key, read_only=read_only)
+    elif read_only:
+        registry = _open_plugin_read_only(scheme.lower(), url, key)
+    else:
+        registry = _plugin(scheme.lower())(url, key)
     if legacy_entries == "accept":
         if not isinstance(registry, EncryptedRegistry):
             registry.close()
@@ -104,6 +129,25 @@ def open_registry(
                 "EncryptedRegistry: it cannot be told to accept legacy entries"
             )
         registry.legacy_entries = legacy_entries
+    return registry
+
+
+def _open_plugin_read_only(scheme: str, url: str, key: MasterKey | KeyRing) -> Registry:
+    """A third-party backend's registry, opened read-only if its factory can (it takes a
+    ``read_only`` keyword); refused otherwise, since opening it might write."""
+    import inspect
+
+    factory = _plugin(scheme)
+    try:
+        takes = "read_only" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read: it cannot be told
+        takes = False
+    if not takes:
+        raise ConfigurationError(
+            f"registry backend {scheme!r} cannot open a registry read-only (its factory "
+            "takes no read_only keyword), and this operation must not write to it"
+        )
+    registry: Registry = factory(url, key, read_only=True)  # type: ignore[call-arg]
     return registry
 
 

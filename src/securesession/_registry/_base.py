@@ -422,6 +422,11 @@ class EncryptedRegistry:
     :meth:`entries` and :meth:`rotate` alike; ``"accept"`` reads it, with a warning, and
     :meth:`rotate` upgrades it. :meth:`upgrade_legacy_entries` authenticates legacy rows
     under the current key whatever this says.
+
+    *read_only* opens it for reading only (``diff``, a sync's plan): the open records no
+    key id and starts no audit log, and every write raises
+    :class:`~securesession.RegistryError`. The store must be opened read-only too
+    (``SQLiteStore(read_only=True)``, ...), so that it neither migrates nor writes.
     """
 
     def __init__(
@@ -432,12 +437,18 @@ class EncryptedRegistry:
         name: str,
         actor: str | None = None,
         legacy_entries: LegacyEntries = "refuse",
+        read_only: bool = False,
     ) -> None:
         self.actor = default_actor() if actor is None else actor
         self.legacy_entries = legacy_entries
+        self._read_only = read_only
         ring = KeyRing.of(key)
         stored = store.stored_key_id()
-        if stored is None:
+        if stored is None and read_only:
+            # Nothing recorded: the key of the entries, if any, else the ring's own; a
+            # read-only open records nothing (the next writer does).
+            stored = _key_id_of_entries(store)
+        elif stored is None:
             # No key id recorded (a new store, or one whose record was lost): never
             # adopt ours over entries that say they are under another key.
             found = _key_id_of_entries(store)
@@ -467,7 +478,7 @@ class EncryptedRegistry:
         self._follow_lock = threading.Lock()
         if self._key.key_id != self._stored_key_id:
             logger.warning("%s", self._previous_key_error())
-        else:
+        elif not read_only:
             self._start_audit()
         self._warn_if_staged_key_missing(ring)
 
@@ -511,10 +522,24 @@ class EncryptedRegistry:
         """Whether :meth:`close` was called."""
         return self._closed
 
+    @property
+    def read_only(self) -> bool:
+        """Whether this registry was opened read-only: every write is refused, and the
+        open itself wrote nothing (no key id recorded, no audit log started)."""
+        return self._read_only
+
     def _open_store(self) -> RegistryStore:
         if self._closed:
             raise RegistryError(f"registry {self._name} is closed")
         return self._store
+
+    def _writable_store(self) -> RegistryStore:
+        store = self._open_store()
+        if self._read_only:
+            raise RegistryError(
+                f"registry {self._name} is open read-only: no change is made through it"
+            )
+        return store
 
     def put(self, entry: ServiceEntry) -> ServiceEntry:
         return self.apply([entry], operation="put")[0]
@@ -540,7 +565,7 @@ class EncryptedRegistry:
         state: tuple[str, StateText] | None,
     ) -> tuple[list[ServiceEntry], list[str]]:
         """The one write path: every put, remove and batch comes through here."""
-        store = self._open_store()
+        store = self._writable_store()
         if not _OPERATION.fullmatch(operation):
             raise ValueError(f"operation must match {_OPERATION.pattern}, not {operation!r}")
         if state is not None:
@@ -619,7 +644,7 @@ class EncryptedRegistry:
         return sum(1 for _ in self.urls())
 
     def rotate(self, new_key: MasterKey, *, progress: Callable[[], None] | None = None) -> int:
-        store = self._open_store()
+        store = self._writable_store()
         old_key, old_key_id = self._key, self._stored_key_id
         # Per entry, whether its row was legacy: a store that runs its body again (a
         # lost connection) overwrites the first run's answers, it does not add to them.
@@ -672,7 +697,7 @@ class EncryptedRegistry:
         (:class:`~securesession.ConflictError`). Unlike :meth:`rotate`, no key changes,
         so hosts need nothing new; legacy rows from older backups of the registry stay
         refused wherever legacy entries are."""
-        store = self._open_store()
+        store = self._writable_store()
         legacy_rows = self._legacy_rows()
         if not legacy_rows:
             return []

@@ -180,6 +180,8 @@ class MemoryStore:
         """Nothing to release: the rows live as long as the store object."""
 
 
-def open_memory_registry(url: str, key: MasterKey | KeyRing) -> EncryptedRegistry:
+def open_memory_registry(
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+) -> EncryptedRegistry:
     """Open a new, empty in-memory registry (the URL is ``memory://``)."""
-    return EncryptedRegistry(MemoryStore(), key, name="memory://")
+    return EncryptedRegistry(MemoryStore(), key, name="memory://", read_only=read_only)

@@ -122,10 +122,14 @@ class SQLiteStore:
         *,
         recheck_interval: float = RECHECK_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        read_only: bool = False,
     ) -> None:
         if not 0 <= recheck_interval <= 0.1:
             raise ValueError("recheck_interval must be between 0 and 0.1 seconds")
         self.path = Path(path)
+        #: Every connection opened with SQLite's ``mode=ro``: the file is never written
+        #: (no schema created or migrated, no WAL checkpoint into it).
+        self.read_only = read_only
         self.recheck_interval = recheck_interval
         self._clock = clock
         self._local = threading.local()
@@ -161,13 +165,15 @@ class SQLiteStore:
             raise RegistryError(f"registry {self.path} is closed")
         try:
             connection = sqlite3.connect(
-                self.path,
+                f"{self.path.resolve().as_uri()}?mode=ro" if self.read_only else self.path,
                 timeout=_BUSY_TIMEOUT_S,
                 isolation_level=None,
                 check_same_thread=False,
                 factory=_Connection,
+                uri=self.read_only,
             )
-            connection.execute("PRAGMA journal_mode=WAL")
+            if not self.read_only:  # a file's journal mode is the writers' to set
+                connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             # Deleted content (a removed entry, the old-key tokens a rotation
             # replaced) is overwritten with zeros instead of left in free space.
@@ -188,6 +194,9 @@ class SQLiteStore:
     def _migrate(self) -> None:
         if not self.path.parent.is_dir():
             raise RegistryError(f"cannot open registry {self.path}: directory does not exist")
+        if self.read_only:
+            self._check_schema()
+            return
         connection = self._connection()
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -225,6 +234,37 @@ class SQLiteStore:
         except SchemaVersionError:
             self.close()
             raise
+
+    def _check_schema(self) -> None:
+        """What :meth:`_migrate` is for a read-only store: the schema must be current
+        already, since upgrading it would write."""
+        if not self.path.is_file():
+            raise RegistryError(f"cannot open registry {self.path}: it does not exist")
+        try:
+            connection = self._connection()
+            tables = connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            row = None
+            if tables is not None:
+                row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._error("cannot open", exc) from exc
+        version = None if row is None else row[0]
+        if version == SCHEMA_VERSION:
+            return
+        self.close()
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"registry {self.path} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this securesession understands; upgrade securesession"
+            )
+        raise RegistryError(
+            f"registry {self.path} needs a schema upgrade (it has version {version or 0}, "
+            f"this securesession uses {SCHEMA_VERSION}), which a read-only open does not "
+            "make; open it once with write access (securesession list, say), then again"
+        )
 
     # -- RegistryStore -----------------------------------------------------------
 
@@ -647,10 +687,13 @@ class _Transaction:
             self._connection.execute("ROLLBACK")
 
 
-def open_sqlite_registry(url: str, key: MasterKey | KeyRing) -> EncryptedRegistry:
-    """Open (creating if needed) the registry file named by ``sqlite:///path``."""
+def open_sqlite_registry(
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+) -> EncryptedRegistry:
+    """Open (creating if needed) the registry file named by ``sqlite:///path``;
+    *read_only*: an existing one, at the current schema, without writing to it."""
     path = url.partition("://")[2]
     if not path:
         raise RegistryError("sqlite registry URL needs a path: sqlite:///path/to/registry.db")
-    store = SQLiteStore(path)
-    return EncryptedRegistry(store, key, name=f"sqlite://{path}")
+    store = SQLiteStore(path, read_only=read_only)
+    return EncryptedRegistry(store, key, name=f"sqlite://{path}", read_only=read_only)

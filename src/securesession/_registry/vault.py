@@ -880,6 +880,7 @@ def open_vault_registry(
     key: MasterKey | KeyRing,
     *,
     connection: VaultConnection | None = None,
+    read_only: bool = False,
     **connection_options: Any,
 ) -> EncryptedRegistry:
     """Open (creating if needed) the registry at ``vault+https://host:8200/<mount>/<prefix>``.
@@ -891,7 +892,8 @@ def open_vault_registry(
     the registry. Beside *connection* those URL options, like any *connection_options*,
     would be ignored, so they are refused. *connection_options* (``token=``,
     ``approle=``, ``token_file=``) without *connection* are deprecated: pass
-    ``connection=VaultConnection(...)``.
+    ``connection=VaultConnection(...)``. *read_only*: open it without writing (no key
+    id recorded) and refuse every write.
     """
     target = parse_vault_url(url)
     check_loose_options(target.engine_url if connection is None else connection, connection_options)
@@ -918,7 +920,9 @@ def open_vault_registry(
         owns_connection=owns,
     )
     try:
-        return EncryptedRegistry(store, key, name=target.name)
+        # Read-only: the registry writes nothing at open and refuses every write (the
+        # store has no schema to migrate).
+        return EncryptedRegistry(store, key, name=target.name, read_only=read_only)
     except BaseException:
         store.close()
         raise

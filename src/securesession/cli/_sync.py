@@ -1,11 +1,13 @@
 """``diff`` and ``sync``: compare two registries, and make DST hold what SRC holds.
 
-Both commands open SRC and DST, each with its own master key, decrypt every entry of
-both into memory and compare them in DST's URL space (SRC URLs go through ``--map``
-first). A secret is compared as a value in memory and reported only as ``same`` or
-``differs``: no value, digest or length of a secret is ever printed, logged or put in
-the JSON (a digest of a short password is as good as the password to whoever can
-guess it). Public settings are shown as they are stored.
+Both commands open SRC and DST, each with its own master key and read-only (DST is
+opened for writing only by ``sync --apply``: reading a registry never migrates its
+schema or records anything in it), decrypt every entry of both into memory and
+compare them in DST's URL space (SRC URLs go through ``--map`` first). A secret is
+compared as a value in memory and reported only as ``same`` or ``differs``: no value,
+digest or length of a secret is ever printed, logged or put in the JSON (a digest of a
+short password is as good as the password to whoever can guess it). Public settings
+are shown as they are stored.
 
 ``sync`` turns the comparison into a plan and, with ``--apply``, carries it out in one
 :meth:`~securesession.Registry.apply` on DST: the SRC entries are re-sealed under DST's
@@ -416,7 +418,9 @@ class Side:
     def label(self) -> str:
         return registry_label(self.url)
 
-    def open(self) -> Registry:
+    def open(self, *, read_only: bool = True) -> Registry:
+        """Open the registry, read-only unless it is to be written: reading it must not
+        change it (no schema migrated, no key id or audit log start recorded)."""
         if self.url.partition("://")[0].lower() == "memory":
             raise UsageError(
                 f"{self.role} is memory://, which lives inside one process: give a registry "
@@ -428,7 +432,7 @@ class Side:
         if path is not None and not path.exists():
             raise CommandError(f"{self.role} registry {path} does not exist")
         try:
-            self.registry = open_registry(self.url, key)
+            self.registry = open_registry(self.url, key, read_only=read_only)
         except DecryptionError as exc:
             raise CommandError(
                 f"{self.role} registry {self.label}: {exc}; check {self.flag}-file / "
@@ -548,9 +552,11 @@ def _compare_sides(
     url_map: URLMap,
     src_scope: Callable[[str], bool] = lambda url: True,
     dst_scope: Callable[[str], bool] = lambda url: True,
+    *,
+    dst_writable: bool = False,
 ) -> Comparison:
     src.open()
-    dst.open()
+    dst.open(read_only=not dst_writable)
     # The map is checked over every SRC entry, not only those in scope: an entry synced
     # alone must not land where, beside the others, the map would have been refused.
     by_dst, source_urls = mapped_entries(src.read(), url_map)
@@ -765,6 +771,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             url_map,
             src_scope=lambda url: _under(url, only),
             dst_scope=lambda url: _under(url, dst_only),
+            dst_writable=bool(args.apply),
         )
         assert dst.registry is not None
         state = SyncState.load(dst.registry, source_identity(src.url))

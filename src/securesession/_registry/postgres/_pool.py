@@ -25,8 +25,11 @@ _CONNECTION_SQLSTATES: Final = frozenset({"57P01", "57P02", "57P03"})
 class Pool:
     """A few idle autocommit connections, shared by the threads of one store."""
 
-    def __init__(self, target: PostgresTarget) -> None:
+    def __init__(self, target: PostgresTarget, *, read_only: bool = False) -> None:
         self._target = target
+        #: Every connection's transactions are READ ONLY (``default_transaction_read_only``):
+        #: the server refuses any write, whatever the role may do.
+        self.read_only = read_only
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -37,9 +40,12 @@ class Pool:
             raise RegistryError(f"registry {self._target.name} is closed")
         # UTF-8 whatever the database's encoding: on an SQL_ASCII database psycopg
         # would otherwise return text columns (keys, key ids) as bytes.
-        return psycopg.connect(
+        connection = psycopg.connect(
             self._target.conninfo, autocommit=True, prepare_threshold=None, client_encoding="utf8"
         )
+        if self.read_only:
+            connection.execute("SET default_transaction_read_only = on")
+        return connection
 
     def take(self) -> Connection:
         with self._lock:

@@ -153,12 +153,14 @@ class Queries:
         )
 
 
-def migrate(connection: Connection, target: PostgresTarget, queries: Queries) -> None:
+def migrate(
+    connection: Connection, target: PostgresTarget, queries: Queries, *, read_only: bool = False
+) -> None:
     """Bring the registry's tables to :data:`SCHEMA_VERSION`, creating them if needed.
 
     Reads first and writes only when needed, so a read-only role can open a current
     registry; the writing runs under an advisory lock, so concurrent first opens do
-    not race.
+    not race. *read_only*: never write; a registry not at the current version is refused.
     """
     try:
         version = _schema_version(connection, queries)
@@ -171,6 +173,12 @@ def migrate(connection: Connection, target: PostgresTarget, queries: Queries) ->
     _check_version(version, target)
     if version == SCHEMA_VERSION:
         return
+    if read_only:
+        raise RegistryError(
+            f"registry {target.name} needs a schema upgrade (it has version {version}, this "
+            f"securesession uses {SCHEMA_VERSION}), which a read-only open does not make; "
+            "open it once with write access (the registry's owner role), then again"
+        )
     schema = sql.Identifier(target.schema)
     lock_id = int.from_bytes(
         hashlib.sha256(f"securesession schema {target.schema}".encode()).digest()[:8],

@@ -46,16 +46,16 @@ class PostgresStore:
     or any libpq parameter); one given both ways is refused.
     """
 
-    def __init__(self, url: str, **options: str | int) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, **options: str | int) -> None:
         self._target = parse_url(url, options)
         self.name = self._target.name
         self._q = Queries.build(self._target.schema)
-        self._pool = Pool(self._target)
+        self._pool = Pool(self._target, read_only=read_only)
         self._listener = Listener(self._target, self._q, self._pool)
         try:
             connection = self._pool.take()
             try:
-                migrate(connection, self._target, self._q)
+                migrate(connection, self._target, self._q, read_only=read_only)
             finally:
                 self._pool.give(connection)
             self._listener.start()
@@ -307,12 +307,13 @@ class PostgresStore:
 
 
 def open_postgres_registry(
-    url: str, key: MasterKey | KeyRing, **options: str | int
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False, **options: str | int
 ) -> EncryptedRegistry:
-    """Open (creating or migrating its schema if needed) the registry at *url*.
+    """Open (creating or migrating its schema if needed) the registry at *url*;
+    *read_only*: one at the current schema, in read-only transactions, writing nothing.
 
     *options* are the URL's query parameters as keywords, ``schema`` or any libpq
     parameter: ``open_postgres_registry(url, key, schema="team_b", sslmode="verify-full")``.
     """
-    store = PostgresStore(url, **options)
-    return EncryptedRegistry(store, key, name=store.name)
+    store = PostgresStore(url, read_only=read_only, **options)
+    return EncryptedRegistry(store, key, name=store.name, read_only=read_only)
