@@ -326,7 +326,9 @@ def _rotate(registry: Registry, source: KeySource, new_key_file: Path | None) ->
         backup = _backup_key_file(source.path)
         new_key.save(target)
     try:
-        done = registry.rotate(new_key, progress=progress.advance)
+        done: int | None = registry.rotate(new_key, progress=progress.advance)
+        if not isinstance(done, int):  # a backend's Registry from before rotate() counted
+            done = progress.done
     except BaseException:
         # Nothing changed in the registry: the new key protects nothing, drop it.
         target.unlink(missing_ok=True)
