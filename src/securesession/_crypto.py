@@ -35,10 +35,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ._exceptions import DecryptionError, MasterKeyError
-from ._files import write_private_file
 
 if TYPE_CHECKING:  # one annotation; the connection module imports nothing of this one
     from ._vault_connection import VaultConnection
@@ -154,6 +152,9 @@ class MasterKey:
         if not passphrase:
             raise MasterKeyError("passphrase is empty")
         secret = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        # Imported here: only passphrase keys need scrypt, not every process that decrypts.
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
         kdf = Scrypt(salt=salt, length=_KEY_LEN, n=n, r=r, p=_SCRYPT_P)
         return cls(kdf.derive(secret))
 
@@ -208,6 +209,8 @@ class MasterKey:
         Refuses to replace an existing file unless *overwrite* is true, because
         losing a master key loses every secret encrypted under it.
         """
+        from ._files import write_private_file  # writers only
+
         data = self.to_base64().encode("ascii") + b"\n"
         write_private_file(Path(path), data, overwrite=overwrite, what="key file")
 
@@ -507,6 +510,8 @@ class KeyRing:
         """Write the ring to *path* with mode 0600, atomically: the file holds the old
         text or the new, never a part (see :func:`~securesession._files.write_private_file`).
         Refuses to replace an existing file unless *overwrite* is true."""
+        from ._files import write_private_file  # writers only
+
         data = self.to_text().encode("ascii")
         write_private_file(Path(path), data, overwrite=overwrite, what="key file")
 

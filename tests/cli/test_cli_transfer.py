@@ -301,14 +301,15 @@ def test_bundle_scrypt_memory_is_capped_at_128_mib_before_any_derivation(
 ) -> None:
     import time
 
-    import securesession._crypto
+    from cryptography.hazmat.primitives.kdf import scrypt
+
     from securesession.cli import _bundle
     from securesession.cli._common import CommandError
 
     def no_scrypt(*args: object, **kwargs: object) -> None:
         raise AssertionError("scrypt was called for a bundle that asks for too much memory")
 
-    monkeypatch.setattr(securesession._crypto, "Scrypt", no_scrypt)
+    monkeypatch.setattr(scrypt, "Scrypt", no_scrypt)  # MasterKey imports it when it derives
     header = _header_asking(n, r, p)
     data = json.dumps(header).encode()
     refusal = r"allows at most 128 MiB \(128 \* n \* r bytes\) and p=1; nothing was imported"

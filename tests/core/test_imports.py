@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from securesession.testing import CertificateAuthority
+from securesession import ClientCertificate, MasterKey, ServiceEntry, TLSProfile, open_registry
+from securesession.testing import CertificateAuthority, GatewayServer
 
 #: What registry and entry code must never pull in.
 _NETWORK = ("ssl", "_ssl", "urllib3", "requests", "http.client")
@@ -135,3 +137,48 @@ def test_every_name_imported_from_the_tls_package_still_resolves() -> None:
     assert tls.diagnose is diagnosis.diagnose
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         _ = tls.nothing_here
+
+
+#: What a process that only reads its registry never needs: the audit code (and getpass,
+#: for the default actor), scrypt (passphrase keys), the memory backend, file writing.
+_WRITERS_ONLY = (
+    "securesession._audit",
+    "getpass",
+    "cryptography.hazmat.primitives.kdf.scrypt",
+    "securesession._registry.memory",
+    "securesession._files",
+)
+
+
+def test_a_one_call_mutual_tls_script_loads_no_write_audit_or_certificate_code(
+    tmp_path: Path,
+) -> None:
+    ca = CertificateAuthority("one-call CA")
+    client = ca.issue_client("one-call-client")
+    password = "one-call-SECRET"
+    certificate = ClientCertificate.from_pem(
+        client.chain_pem, client.encrypted_key_pem(password.encode()), password
+    )
+    key_file, database = tmp_path / "master.key", tmp_path / "registry.db"
+    key = MasterKey.generate()
+    key.save(key_file)
+    with GatewayServer(tls=True, ca=ca, require_client_cert=True) as server:
+        with open_registry(f"sqlite://{database}", key) as registry:
+            tls = TLSProfile(client_cert=certificate, ca_bundle=ca.cert_pem)
+            registry.put(ServiceEntry(url=server.url + "/api", tls=tls))
+        # The benchmark's script (benchmarks/coldstart.py), then a write for contrast.
+        url, key_path = f"sqlite://{database}", str(key_file)
+        code = (
+            "from securesession import MasterKey, SecureSession, ServiceEntry, open_registry\n"
+            f"registry = open_registry({url!r}, MasterKey.from_file({key_path!r}))\n"
+            "with SecureSession(registry) as session:\n"
+            f"    assert session.get({server.url + '/api/v1'!r}).status_code == 200\n"
+            "report('one call')\n"
+            f"registry.put(ServiceEntry(url={server.url + '/other'!r}))\n"
+            "report('write')\n"
+        )
+        loaded = _loaded(code)
+        assert [r.client_cert_subject_cn for r in server.requests] == ["one-call-client"]
+    assert _present(loaded["one call"], (*_WRITERS_ONLY, *_CERTIFICATES)) == []
+    # Loaded where it is needed: the write's audit record names the OS user.
+    assert _present(loaded["write"], _WRITERS_ONLY) == ["securesession._audit", "getpass"]

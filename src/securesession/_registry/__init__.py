@@ -16,8 +16,6 @@ from ._base import (
     SealedEntry,
     check_legacy_entries,
 )
-from .memory import open_memory_registry
-from .sqlite import open_sqlite_registry
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -41,6 +39,24 @@ class _BuiltinFactory(Protocol):
     def __call__(
         self, url: str, key: MasterKey | KeyRing, *, read_only: bool = False
     ) -> Registry: ...
+
+
+# Each backend's module is imported on use: a process opens one registry, and needs
+# neither the others' code nor (for memory://) sqlite3.
+def _open_memory_registry(
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+) -> Registry:
+    from .memory import open_memory_registry
+
+    return open_memory_registry(url, key, read_only=read_only)
+
+
+def _open_sqlite_registry(
+    url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+) -> Registry:
+    from .sqlite import open_sqlite_registry
+
+    return open_sqlite_registry(url, key, read_only=read_only)
 
 
 def _open_postgres_registry(
@@ -69,8 +85,8 @@ def _open_vault_registry(
 
 
 _BUILTIN: Final[dict[str, _BuiltinFactory]] = {
-    "memory": open_memory_registry,
-    "sqlite": open_sqlite_registry,
+    "memory": _open_memory_registry,
+    "sqlite": _open_sqlite_registry,
     "postgresql": _open_postgres_registry,
     "postgres": _open_postgres_registry,
     "vault+https": _open_vault_registry,

@@ -25,27 +25,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
-
-from .._audit import (
-    AuditLog,
-    AuditRecord,
-    AuditReport,
-    Pending,
-    check_actor,
-    default_actor,
-    entries_digest,
-    new_records,
-    row_digest,
-    start_record,
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Literal,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    runtime_checkable,
 )
-from .._audit import records as audit_records
-from .._audit import verify as verify_log
+
 from .._crypto import KeyRing, MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import ConflictError, DecryptionError, RegistryCorruptError, RegistryError
 from .._urls import canonicalize
 from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, is_legacy, reseal, seal, unseal
+
+# The audit code (and getpass, for the default actor) loads where records are written
+# or read: a process that only looks entries up never needs it.
+if TYPE_CHECKING:
+    from .._audit import AuditLog, AuditRecord, AuditReport
 
 __all__ = [
     "ENTRY_REVISIONS",
@@ -439,7 +439,10 @@ class EncryptedRegistry:
         legacy_entries: LegacyEntries = "refuse",
         read_only: bool = False,
     ) -> None:
-        self.actor = default_actor() if actor is None else actor
+        # None: the OS user, looked up at the first write (getpass is for writers only).
+        self._actor: str | None = None
+        if actor is not None:
+            self.actor = actor
         self.legacy_entries = legacy_entries
         self._read_only = read_only
         ring = KeyRing.of(key)
@@ -734,10 +737,16 @@ class EncryptedRegistry:
     @property
     def actor(self) -> str:
         """Who the audit records of this registry's writes name (default: the OS user)."""
+        if self._actor is None:
+            from .._audit import default_actor
+
+            self._actor = default_actor()
         return self._actor
 
     @actor.setter
     def actor(self, actor: str) -> None:
+        from .._audit import check_actor
+
         self._actor = check_actor(actor)
 
     def _start_audit(self) -> None:
@@ -747,10 +756,13 @@ class EncryptedRegistry:
         store = self._store
         if not store.keeps_audit:
             return
-        signer, actor = self._key.active, self._actor
+        signer = self._key.active
 
         def start(revision: int, rows: Sequence[SealedEntry]) -> AuditRow:
-            return AuditRow(*start_record(revision, rows, key=signer, actor=actor, now=time.time()))
+            from .._audit import start_record  # called only when the log is to be started
+
+            record = start_record(revision, rows, key=signer, actor=self.actor, now=time.time())
+            return AuditRow(*record)
 
         try:
             started = store.start_audit(start)
@@ -788,7 +800,9 @@ class EncryptedRegistry:
         the store keeps an audit log. It runs inside the store's transaction."""
         if not self._store.keeps_audit:
             return None
-        actor, name = self._actor, self._name
+        from .._audit import Pending, entries_digest, new_records, row_digest
+
+        actor, name = self.actor, self._name
         signer = key.active
 
         def journal(changes: Sequence[Change], last: AuditRow | None) -> list[AuditRow]:
@@ -848,6 +862,8 @@ class EncryptedRegistry:
     def audit(
         self, *, since: float | None = None, entry: str | None = None
     ) -> Iterator[AuditRecord]:
+        from .._audit import records as audit_records
+
         wanted = None if entry is None else canonicalize(entry).key
         log = self._read_audit()
         return (
@@ -858,6 +874,8 @@ class EncryptedRegistry:
         )
 
     def verify_audit(self) -> AuditReport:
+        from .._audit import verify as verify_log
+
         return verify_log(self._read_audit(), self._key.get, name=self._name)
 
     @property

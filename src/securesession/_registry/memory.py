@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from .._audit import AuditLog, StoredRow, row_digest
 from .._crypto import KeyRing, MasterKey
 from ._base import (
     Applied,
@@ -28,6 +27,9 @@ from ._base import (
     now,
     rekeyed_error,
 )
+
+if TYPE_CHECKING:
+    from .._audit import AuditLog
 
 __all__ = ["MemoryStore", "open_memory_registry"]
 
@@ -134,6 +136,8 @@ class MemoryStore:
         return True
 
     def read_audit(self) -> AuditLog:
+        from .._audit import AuditLog, StoredRow, row_digest  # audit readers only
+
         with self._write_lock:
             return AuditLog(
                 rows=[(row.seq, row.record) for row in self._audit],

@@ -26,9 +26,8 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from .._audit import AuditLog, StoredRow, row_digest
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
 from ._base import (
@@ -49,6 +48,9 @@ from ._base import (
     now,
     rekeyed_error,
 )
+
+if TYPE_CHECKING:
+    from .._audit import AuditLog
 
 __all__ = ["SQLiteStore", "open_sqlite_registry"]
 
@@ -529,6 +531,8 @@ class SQLiteStore:
             raise RegistryCorruptError(
                 f"registry {self.path}: its revision or audit records are not numbers"
             ) from None
+        from .._audit import AuditLog, StoredRow, row_digest  # audit readers only
+
         sealed = (self._sealed(row) for row in entries)
         return AuditLog(
             rows=audit_rows,
