@@ -248,8 +248,8 @@ def _reset_stage(url: str, source: KeySource) -> int:
     with _key_ring_registry(url, source, load_key_ring(source)) as registry:
         try:
             recorded = registry.staged_key_id
-        except RegistryCorruptError as exc:
-            recorded, was = None, f"an unreadable record ({exc})"
+        except RegistryCorruptError:  # what the open warned about: not said twice
+            recorded, was = None, "an unreadable record"
         else:
             was = "no staged key" if recorded is None else f"key id {recorded} as staged"
         registry.record_staged_key_id(None, operation="reset-stage")
