@@ -127,6 +127,34 @@ def test_kv_holds_only_ciphertext(bao: Bao, prefix: str, opened: Any) -> None:
     )
 
 
+def test_a_read_only_open_writes_no_document(bao: Bao, prefix: str, opened: Any) -> None:
+    """What diff does on Vault: the open writes nothing (not even the index of a new
+    registry), every write is refused, and reads see what writers stored."""
+    key = MasterKey.generate()
+    connection = bao.app()
+    url = bao.registry_url(prefix)
+    try:
+        with open_vault_registry(url, key, connection=connection, read_only=True) as empty:
+            assert empty.read_only
+            with pytest.raises(RegistryError, match="is open read-only"):
+                empty.put(_entry("/a"))
+        import hvac.exceptions
+
+        with pytest.raises(hvac.exceptions.InvalidPath):  # nothing under the prefix
+            _documents(bao, prefix)
+        opened(key).put(_entry("/a", "v1"))
+        before = _documents(bao, prefix)
+        with open_vault_registry(url, key, connection=connection, read_only=True) as reader:
+            found = reader.get(BASE + "/a/x")
+            assert found is not None and found.gateway is not None
+            assert found.gateway.username == "gw-v1"
+            with pytest.raises(RegistryError, match="is open read-only"):
+                reader.remove(BASE + "/a")
+        assert _documents(bao, prefix) == before
+    finally:
+        connection.close()
+
+
 def test_updated_at_is_the_kv_version_time(bao: Bao, prefix: str, opened: Any) -> None:
     registry = opened(MasterKey.generate())
     stored = registry.put(_entry("/svc/"))
