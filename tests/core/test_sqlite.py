@@ -176,6 +176,9 @@ def test_third_party_backends_come_from_entry_points(
 
             def open_fancy(url, key):
                 return EncryptedRegistry(MemoryStore(), key, name=url)
+
+            def open_careful(url, key, *, read_only=False):
+                return EncryptedRegistry(MemoryStore(), key, name=url, read_only=read_only)
             """
         )
     )
@@ -184,12 +187,18 @@ def test_third_party_backends_come_from_entry_points(
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fancy-backend\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         "[securesession.registries]\nfancy = fancy_backend:open_fancy\n"
+        "careful = fancy_backend:open_careful\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = open_registry("fancy://anything", key)
     registry.put(ServiceEntry(url="https://h/x/", request=Credential("u", "p-SECRET")))
     assert registry.get("https://h/x/y") is not None
     assert repr(registry) == f"<EncryptedRegistry fancy://anything key_id={key.key_id}>"
+    # Read-only (diff) only where the factory takes read_only: opening may write.
+    with pytest.raises(ConfigurationError, match="'fancy' cannot open a registry read-only"):
+        open_registry("fancy://anything", key, read_only=True)
+    careful = open_registry("careful://anything", key, read_only=True)
+    assert isinstance(careful, EncryptedRegistry) and careful.read_only
 
 
 def test_lookup_is_index_probes_never_a_scan(tmp_path: Path, key: MasterKey) -> None:
