@@ -182,3 +182,16 @@ def test_a_one_call_mutual_tls_script_loads_no_write_audit_or_certificate_code(
     assert _present(loaded["one call"], (*_WRITERS_ONLY, *_CERTIFICATES)) == []
     # Loaded where it is needed: the write's audit record names the OS user.
     assert _present(loaded["write"], _WRITERS_ONLY) == ["securesession._audit", "getpass"]
+
+
+def test_open_registry_imports_only_the_backend_of_its_scheme() -> None:
+    code = (
+        "from securesession import MasterKey, open_registry\n"
+        "report('import')\n"
+        "open_registry('memory://', MasterKey.generate())\n"
+        "report('memory')\n"
+    )
+    loaded = _loaded(code)
+    backends = ("securesession._registry.memory", "securesession._registry.sqlite")
+    assert _present(loaded["import"], backends) == []
+    assert _present(loaded["memory"], backends) == ["securesession._registry.memory"]
