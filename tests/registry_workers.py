@@ -119,7 +119,7 @@ def rotate_slowly(
 
     def slow_rewrite_all(
         reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str, **options: Any
-    ) -> None:
+    ) -> int:
         done = 0
 
         def slow(sealed: SealedEntry) -> dict[str, str]:
@@ -130,7 +130,7 @@ def rotate_slowly(
             time.sleep(delay if done < signal_after else 10 * delay)
             return reseal(sealed)
 
-        rewrite_all(slow, new_key_id, **options)  # the audit journal, once there is one
+        return rewrite_all(slow, new_key_id, **options)  # the journal and state remapper
 
     store.rewrite_all = slow_rewrite_all  # type: ignore[method-assign]
     registry.rotate(MasterKey.from_base64(new_b64))
