@@ -462,6 +462,11 @@ def test_a_read_only_open_reads_and_never_writes(tmp_path: Path, key: MasterKey)
     with pytest.raises(RegistryError, match="does not exist"):
         open_registry(url, key, read_only=True)
     assert not path.exists()  # not created either
+    path.touch()
+    with pytest.raises(RegistryCorruptError, match="not a registry"):
+        open_registry(url, key, read_only=True)
+    assert path.read_bytes() == b""
+    path.unlink()
     fill(path, key, 2)
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM meta WHERE name = 'key_id'")

@@ -623,6 +623,8 @@ def test_a_rotation_retried_after_a_lost_connection_counts_its_entries_once(
 def test_a_read_only_open_writes_nothing_and_the_server_refuses_writes(
     postgres_cluster: pgcluster.PostgresCluster, postgres_url: str, key: MasterKey
 ) -> None:
+    with pytest.raises(RegistryError, match=r"does not exist .* a read-only open creates nothing"):
+        open_registry(postgres_url, key, read_only=True)
     with open_registry(postgres_url, key) as writer:
         writer.put(entry("/a", "v1"))
     with postgres_cluster.admin(dbname(postgres_url)) as admin:

@@ -257,6 +257,10 @@ class SQLiteStore:
         if version == SCHEMA_VERSION:
             return
         self.close()
+        if tables is None:
+            raise RegistryCorruptError(
+                f"cannot open registry {self.path}: not a registry (no schema_version table)"
+            )
         if isinstance(version, int) and version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"registry {self.path} has schema version {version}, newer than the "

@@ -173,6 +173,11 @@ def migrate(
     _check_version(version, target)
     if version == SCHEMA_VERSION:
         return
+    if read_only and version == 0:
+        raise RegistryError(
+            f"registry {target.name} does not exist (schema {target.schema} holds no "
+            "securesession tables), and a read-only open creates nothing"
+        )
     if read_only:
         raise RegistryError(
             f"registry {target.name} needs a schema upgrade (it has version {version}, this "
