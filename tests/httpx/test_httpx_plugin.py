@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 
-import httpx
 import pytest
 
 from securesession import TLSProfile
@@ -87,6 +86,25 @@ def test_an_async_client_left_open_is_reported(pytester: pytest.Pytester) -> Non
     result.stdout.fnmatch_lines(["*secure_async_client was used and left open*"])
 
 
-def test_the_client_fixtures_close(secure_client: SecureClient) -> None:
-    assert isinstance(secure_client, httpx.Client)
-    assert not secure_client.is_closed
+def test_the_sync_client_fixture_is_open_in_its_test_and_closed_after_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """Through the pytest11 entry point, in a suite of its own: the plugin is found as
+    an installed package's, not from this suite's conftest."""
+    pytester.makepyfile(
+        """
+        import httpx
+
+        seen = []
+
+        def test_uses_it(secure_client):
+            seen.append(secure_client)
+            assert isinstance(secure_client, httpx.Client) and not secure_client.is_closed
+
+        def test_it_was_closed():
+            (client,) = seen
+            assert client.is_closed
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
