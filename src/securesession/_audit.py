@@ -48,18 +48,15 @@ What the chain cannot prove is in docs/security.md ("The audit log").
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import hashlib
 import hmac
 import json
 import os
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
+from ._actor import acting_as, default_actor
 from ._exceptions import AuditError
 
 __all__ = [
@@ -89,7 +86,6 @@ _MAC_CONTEXT: Final = b"securesession audit record v2\x00"
 _ROW_CONTEXT: Final = b"securesession audit row v2\x00"
 _ENTRIES_CONTEXT: Final = b"securesession audit entries v2\x00"
 _GENESIS_PREV: Final = "0" * 64
-_MAX_ACTOR: Final = 200
 _FIELDS: Final = frozenset(
     {
         "v",
@@ -248,47 +244,6 @@ class AuditReport:
     chain: str = ""
     #: When the log began (its first record's time): a log started again is younger.
     started: float = 0.0
-
-
-#: The actor registries opened in this context name (``securesession --actor``).
-_ACTOR: ContextVar[str | None] = ContextVar("securesession_actor", default=None)
-
-
-@contextlib.contextmanager
-def acting_as(actor: str | None) -> Iterator[None]:
-    """Registries opened inside the block (in this thread or task) write audit records
-    naming *actor* unless given another; ``None`` changes nothing. The CLI wraps each
-    command in it for its global ``--actor`` option."""
-    token = _ACTOR.set(_ACTOR.get() if actor is None else check_actor(actor))
-    try:
-        yield
-    finally:
-        _ACTOR.reset(token)
-
-
-def default_actor() -> str:
-    """Who is writing, when the caller does not say: the actor of :func:`acting_as`,
-    else the OS user name."""
-    chosen = _ACTOR.get()
-    if chosen is not None:
-        return chosen
-    try:
-        return getpass.getuser()
-    except Exception:  # no user database entry (containers): not worth failing a write
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def check_actor(actor: str) -> str:
-    """*actor* if it is a short, printable name (it is shown in logs and listings)."""
-    if (
-        not isinstance(actor, str)
-        or not 0 < len(actor) <= _MAX_ACTOR
-        or any(unicodedata.category(char).startswith("C") for char in actor)
-    ):
-        raise ValueError(
-            f"an actor is a printable name of 1 to {_MAX_ACTOR} characters, no control characters"
-        )
-    return actor
 
 
 def _canonical(value: Mapping[str, Any]) -> str:

@@ -474,3 +474,26 @@ def test_verify_needs_the_key_of_the_newest_records(path: Path, key: MasterKey) 
         store.close()
     with pytest.raises(AuditError, match="cannot be authenticated"):
         verify(log, other.get, name="test")
+
+
+def test_the_actor_is_the_one_in_force_when_the_registry_was_opened(
+    path: Path, key: MasterKey
+) -> None:
+    import threading
+
+    from securesession._actor import os_user
+
+    open_registry(f"sqlite://{path}", key).close()  # the log is started: no write at open
+    with acting_as("release-bot"):
+        inside = open_registry(f"sqlite://{path}", key)
+    outside = open_registry(f"sqlite://{path}", key)
+    # Written outside the block, and from a thread the block's context never reached.
+    inside.put(_entry("/a"))
+    writer = threading.Thread(target=inside.put, args=(_entry("/b"),))
+    writer.start()
+    writer.join()
+    with acting_as("release-bot"):  # too late for a registry opened before
+        outside.put(_entry("/c"))
+    actors = {record.entry.rsplit("/", 1)[-1]: record.actor for record in outside.audit()}
+    assert actors["a"] == actors["b"] == "release-bot"
+    assert actors["c"] == os_user()  # the OS user

@@ -36,6 +36,7 @@ from typing import (
     runtime_checkable,
 )
 
+from .._actor import check_actor, chosen_actor, os_user
 from .._crypto import KeyRing, MasterKey, token_key_id
 from .._entry import ServiceEntry
 from .._exceptions import ConflictError, DecryptionError, RegistryCorruptError, RegistryError
@@ -439,10 +440,9 @@ class EncryptedRegistry:
         legacy_entries: LegacyEntries = "refuse",
         read_only: bool = False,
     ) -> None:
-        # None: the OS user, looked up at the first write (getpass is for writers only).
-        self._actor: str | None = None
-        if actor is not None:
-            self.actor = actor
+        # As documented for acting_as(), the actor is settled now; the OS user, if it
+        # is the one, is looked up at the first write (getpass is for writers only).
+        self._actor: str | None = chosen_actor() if actor is None else check_actor(actor)
         self.legacy_entries = legacy_entries
         self._read_only = read_only
         ring = KeyRing.of(key)
@@ -738,15 +738,11 @@ class EncryptedRegistry:
     def actor(self) -> str:
         """Who the audit records of this registry's writes name (default: the OS user)."""
         if self._actor is None:
-            from .._audit import default_actor
-
-            self._actor = default_actor()
+            self._actor = os_user()
         return self._actor
 
     @actor.setter
     def actor(self, actor: str) -> None:
-        from .._audit import check_actor
-
         self._actor = check_actor(actor)
 
     def _start_audit(self) -> None:

@@ -18,7 +18,7 @@ from securesession import (
     __version__,
     canonicalize,
 )
-from securesession._audit import acting_as, check_actor
+from securesession._actor import acting_as, check_actor
 
 from ._common import EXIT_FAILED, EXIT_USAGE, CommandError, UsageError
 from ._secrets import add_secret_source, refuse_secrets_on_argv
