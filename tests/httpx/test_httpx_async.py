@@ -9,7 +9,6 @@ import contextlib
 import gc
 import logging
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -169,9 +168,18 @@ async def test_warm_requests_never_block_the_loop(tmp_path: Path) -> None:
     """A SQLite registry (the embedded default, whose lookup is an indexed probe):
     every step of ours that runs on the loop, the lookup included, takes well under
     1 ms; and a loop-lag probe beside a task sending warm requests sees the loop come
-    back within 1 ms at the 99th percentile (one whole request of httpx's per turn)."""
+    back at the 99th percentile within 1 ms of what it sees beside a plain
+    AsyncClient (one whole request of httpx's per turn)."""
     registry = _sqlite(tmp_path, "https://svc.test/api")
     durations: dict[str, list[tuple[float, float]]] = {}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(_yielding)) as plain:
+
+        async def plain_work() -> None:
+            for _ in range(300):
+                (await plain.get(URL)).read()
+
+        with _production_logging():
+            baseline = await _while_probed(plain_work)
     async with SecureAsyncClient(registry, transport=httpx.MockTransport(_yielding)) as client:
         await client.get(URL)  # cold: decrypted in a worker thread
         _timed(client._guard, durations)
@@ -190,11 +198,14 @@ async def test_warm_requests_never_block_the_loop(tmp_path: Path) -> None:
         assert len(times) == 300, name
         assert max(cpu for _, cpu in times) < 0.001, name
         assert statistics.median(wall for wall, _ in times) < 0.0001, name
-    # The probe's turns include httpx's own work on a request, which a tracer (coverage,
-    # in CI) slows down about threefold; our steps, timed above, are held to 1 ms as is.
-    turn = 0.001 if sys.gettrace() is None else 0.003
-    assert LagProbe.quantile(probe.cpu, 0.99) < turn, probe.cpu
-    assert LagProbe.quantile(probe.gaps, 0.5) < turn, probe.gaps
+    # The probe's turns include httpx's own work on a request (which load and a tracer
+    # such as coverage slow down): compared with a plain AsyncClient probed the same way
+    # in this run, a turn is at most 1 ms longer; our steps, timed above, are held to
+    # 1 ms as is.
+    for measure in ("cpu", "gaps"):
+        ours, plain_turns = getattr(probe, measure), getattr(baseline, measure)
+        q = 0.99 if measure == "cpu" else 0.5
+        assert LagProbe.quantile(ours, q) < LagProbe.quantile(plain_turns, q) + 0.001, measure
 
 
 @pytest.mark.anyio
