@@ -345,10 +345,10 @@ def test_an_entry_stored_before_the_facts_reads_them_from_its_bundle(
 def test_a_legacy_entry_is_read_from_its_bundle_whatever_facts_it_holds(
     db: SQLiteFile, mtls: GatewayServer, ca: CertificateAuthority
 ) -> None:
-    """A 0.1.0 entry (no entry tag) is read as 0.1.0 wrote it: its facts come from the
-    bundle; a facts field found in such a row is not believed."""
+    """A 0.1.0 entry (no entry tag), read with the opt-in, is read as 0.1.0 wrote it:
+    its facts come from the bundle; a facts field found in such a row is not believed."""
     issued = issue(ca, "legacy-entry")
-    registry = db.registry()
+    registry = db.open(db.key, legacy_entries="accept")
     try:
         registry.put(_entry(mtls, ca, _pem(issued)))
         settings, _ = db.row(mtls.url + "/api")
