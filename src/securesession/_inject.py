@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextvars
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from requests import PreparedRequest, Response
@@ -87,14 +86,21 @@ def injected_by(value: object) -> ServiceEntry | None:
     return value.plan.entry if type(value) is Tagged else None
 
 
-@dataclass(eq=False, repr=False)
 class InjectionPlan:
     """Precomputed injection for one revision of one entry. Holds clear values:
     its ``repr`` names headers only."""
 
-    entry: ServiceEntry
-    headers: tuple[tuple[str, Tagged], ...] = ()
-    auth: EntryBoundAuth | None = None
+    __slots__ = ("auth", "entry", "headers")
+
+    def __init__(
+        self,
+        entry: ServiceEntry,
+        headers: tuple[tuple[str, Tagged], ...] = (),
+        auth: EntryBoundAuth | None = None,
+    ) -> None:
+        self.entry = entry
+        self.headers = headers
+        self.auth = auth
 
     @property
     def key(self) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -50,22 +49,54 @@ _PERCENT: Final = re.compile(r"%([0-9A-Fa-f]{2})")
 _ASCII_HOST: Final = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
-@dataclass(frozen=True, slots=True)
 class CanonicalURL:
-    """A URL reduced to what decides which registry entry it uses."""
+    """A URL reduced to what decides which registry entry it uses. Immutable: the
+    lookup memo hands one instance to every caller of the same URL."""
+
+    # A plain slotted class, not a dataclass: it is defined in every process on the
+    # import path, where a frozen dataclass costs several times more to build.
+    __slots__ = ("host", "port", "prefix_keys", "scheme", "segments")
 
     scheme: str
     host: str
     port: int
     segments: tuple[str, ...]
     #: Registry keys of every path prefix, longest first, root last.
-    prefix_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    prefix_keys: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        origin = self.origin
-        depth = min(len(self.segments), MAX_DEPTH)
-        keys = tuple(origin + "/" + "/".join(self.segments[:i]) for i in range(depth, -1, -1))
-        object.__setattr__(self, "prefix_keys", keys)
+    def __init__(self, scheme: str, host: str, port: int, segments: tuple[str, ...]) -> None:
+        origin = f"{scheme}://{host}:{port}"
+        depth = min(len(segments), MAX_DEPTH)
+        keys = tuple(origin + "/" + "/".join(segments[:i]) for i in range(depth, -1, -1))
+        set_field = object.__setattr__
+        set_field(self, "scheme", scheme)
+        set_field(self, "host", host)
+        set_field(self, "port", port)
+        set_field(self, "segments", segments)
+        set_field(self, "prefix_keys", keys)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"CanonicalURL is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"CanonicalURL is immutable: cannot delete {name!r}")
+
+    def _identity(self) -> tuple[str, str, int, tuple[str, ...]]:
+        return (self.scheme, self.host, self.port, self.segments)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not CanonicalURL:
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __repr__(self) -> str:
+        return (
+            f"CanonicalURL(scheme={self.scheme!r}, host={self.host!r}, port={self.port!r}, "
+            f"segments={self.segments!r})"
+        )
 
     @property
     def origin(self) -> str:

@@ -186,3 +186,22 @@ def test_longest_prefix_matches_a_brute_force_reference(
     else:
         best = max(matching, key=len)
         assert found == canonicalize("https://h/" + "/".join(best)).key
+
+
+def test_a_canonical_url_is_immutable_and_compared_by_its_parts() -> None:
+    # The lookup memo hands one instance to every caller of a URL: none may change it.
+    first = canonicalize("https://gw.example.com/payments/x")
+    with pytest.raises(AttributeError, match="immutable"):
+        first.host = "evil.example.com"
+    with pytest.raises(AttributeError, match="immutable"):
+        del first.prefix_keys
+    assert first.host == "gw.example.com" and first.key == "https://gw.example.com:443/payments/x"
+    same = canonicalize("HTTPS://GW.example.com:443/payments/x/")
+    other = canonicalize("https://gw.example.com/payments")
+    assert first == same and hash(first) == hash(same) and first != other
+    assert first.prefix_keys == (
+        "https://gw.example.com:443/payments/x",
+        "https://gw.example.com:443/payments",
+        "https://gw.example.com:443/",
+    )
+    assert "gw.example.com" in repr(first) and first != first.key
