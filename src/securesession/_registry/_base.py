@@ -24,12 +24,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import (
     TYPE_CHECKING,
     Any,
     Final,
     Literal,
+    NamedTuple,
     Protocol,
     TypeAlias,
     TypeVar,
@@ -109,8 +111,11 @@ class SealedEntry:
     secrets: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class SealedWrite:
+# The records a store and its registry pass each other below (writes, changes, audit
+# rows, batches and what they did) are NamedTuples, not dataclasses: every process
+# defines them at import, and a NamedTuple costs a sixth of a frozen dataclass to
+# define (docs/performance.md). EntryRef and SealedEntry, public, stay dataclasses.
+class SealedWrite(NamedTuple):
     """One entry to store, sealed: what a batch hands the store for a put."""
 
     key: str
@@ -118,8 +123,7 @@ class SealedWrite:
     secrets: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One change a batch made, as the store hands it to the batch's journal: the
     entry's row before (``None``: it was added) and after (``None``: removed), and the
     registry revision the change was given."""
@@ -141,8 +145,7 @@ class Journal(Protocol):
     def __call__(self, changes: Sequence[Change], last: AuditRow | None) -> Sequence[AuditRow]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
+class AuditRow(NamedTuple):
     """One stored audit record: its sequence number and its canonical text (which the
     store keeps byte for byte; :mod:`securesession._audit` parses and checks it)."""
 
@@ -173,8 +176,7 @@ Restate: TypeAlias = "Callable[[Sequence[Change], Mapping[str, str]], Mapping[st
 ENTRY_REVISIONS: Final = "entry_revisions"
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     """Changes a store applies in one transaction (:meth:`RegistryStore.apply`).
 
     * *writes* are inserted or replaced, *removes* deleted (a key that is not stored is
@@ -195,7 +197,7 @@ class Batch:
     key_id: str | None
     writes: Sequence[SealedWrite] = ()
     removes: Sequence[str] = ()
-    expect: Mapping[str, int | None] = field(default_factory=dict)
+    expect: Mapping[str, int | None] = MappingProxyType({})
     state: tuple[str, StateText] | None = None
     journal: Journal | None = None
 
@@ -211,8 +213,7 @@ class Batch:
         return name, text
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
     """What a batch did: the rows it wrote (with their new revisions), in the order
     given, and the keys it removed (those that were stored)."""
 
