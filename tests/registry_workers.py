@@ -24,7 +24,7 @@ from securesession import (
     ServiceEntry,
     open_registry,
 )
-from securesession.registry import EncryptedRegistry, SealedEntry
+from securesession.registry import EncryptedRegistry, Rekey, SealedEntry
 
 # -- two-process invalidation ---------------------------------------------------------
 
@@ -117,9 +117,7 @@ def rotate_slowly(
     store = registry.store
     rewrite_all = store.rewrite_all
 
-    def slow_rewrite_all(
-        reseal: Callable[[SealedEntry], dict[str, str]], new_key_id: str, **options: Any
-    ) -> int:
+    def slow_rewrite_all(rekey: Rekey) -> int:
         done = 0
 
         def slow(sealed: SealedEntry) -> dict[str, str]:
@@ -128,9 +126,9 @@ def rotate_slowly(
             if done == signal_after:
                 Path(marker).touch()
             time.sleep(delay if done < signal_after else 10 * delay)
-            return reseal(sealed)
+            return rekey.reseal(sealed)
 
-        return rewrite_all(slow, new_key_id, **options)  # the journal and state remapper
+        return rewrite_all(rekey._replace(reseal=slow))  # its journal and state remapper kept
 
     store.rewrite_all = slow_rewrite_all  # type: ignore[method-assign]
     registry.rotate(MasterKey.from_base64(new_b64))

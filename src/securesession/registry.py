@@ -22,7 +22,8 @@ registered under ``ENTRY_POINT_GROUP`` (``securesession.registries``) so that
 
 * :class:`RegistryStore`: what the store implements; :class:`SealedEntry` and
   :class:`EntryRef` are what it returns; a write under a key the store has since been
-  rotated away from raises :func:`rekeyed_error`.
+  rotated away from raises :func:`rekeyed_error`; :class:`Rekey` is what a key
+  rotation hands :meth:`RegistryStore.rewrite_all`.
 * :data:`ENTRY_REVISIONS`: the member by which a state (``Registry.apply(state=...)``)
   declares the entry revisions it records, so that a key rotation, which gives every
   entry a new revision, remaps them in its transaction (a sync's state does).
@@ -54,7 +55,7 @@ from ._registry import (
     RegistryStore,
     SealedEntry,
 )
-from ._registry._base import ENTRY_REVISIONS, rekeyed_error
+from ._registry._base import ENTRY_REVISIONS, Rekey, rekeyed_error
 
 if TYPE_CHECKING:
     from .testing.contract import OpenRegistry, RegistryContract
@@ -69,6 +70,7 @@ __all__ = [
     "Registry",
     "RegistryContract",
     "RegistryStore",
+    "Rekey",
     "SealedEntry",
     "rekeyed_error",
 ]

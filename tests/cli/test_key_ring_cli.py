@@ -17,7 +17,7 @@ import pytest
 from securesession import Credential, KeyRing, MasterKey, ServiceEntry, open_registry
 from securesession._crypto import token_key_id
 from securesession.cli import main
-from securesession.registry import EncryptedRegistry
+from securesession.registry import EncryptedRegistry, Rekey
 
 from .clihelp import CLI, one_error_line
 
@@ -125,7 +125,7 @@ def test_retire_is_refused_while_an_entry_still_uses_the_key(host: Host) -> None
     with contextlib.closing(host.open()) as registry:
         store = registry.store
         # Put the old row back as it was (a partial restore): raw, past the key check.
-        store.rewrite_all(lambda sealed: before.secrets, registry.key_id)
+        store.rewrite_all(Rekey(lambda sealed: before.secrets, registry.key_id))
     after = host.key_file.read_bytes()
     code, output = host.run("rotate-key", "--retire", old.key_id)
     assert code == 1 and f"1 entry still holds tokens under key id {old.key_id}" in output

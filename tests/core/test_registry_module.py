@@ -31,6 +31,7 @@ def test_the_backend_authors_names() -> None:
         "Registry",
         "RegistryContract",
         "RegistryStore",
+        "Rekey",
         "SealedEntry",
         "rekeyed_error",
     }
@@ -38,6 +39,7 @@ def test_the_backend_authors_names() -> None:
     for name in ("EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"):
         assert getattr(registry, name) is getattr(_registry, name)
     assert registry.rekeyed_error is _base.rekeyed_error
+    assert registry.Rekey is _base.Rekey
     assert registry.ENTRY_REVISIONS == _base.ENTRY_REVISIONS
     # The suite is the one of securesession.testing.contract, which stays importable.
     assert registry.RegistryContract is contract.RegistryContract

@@ -9,9 +9,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +24,7 @@ from securesession import (
     open_registry,
 )
 from securesession._crypto import token_key_id
-from securesession.registry import EncryptedRegistry, SealedEntry
+from securesession.registry import EncryptedRegistry, Rekey, SealedEntry
 
 from ..backends import BASE, Backend
 from ..registry_workers import b64, rotate_slowly, spawn
@@ -158,9 +156,7 @@ def test_a_failed_commit_changes_nothing_and_both_keys_still_open_it(backend: Ba
         store = registry.store
         rewrite_all = store.rewrite_all
 
-        def failing_rewrite_all(
-            reseal: Callable[[SealedEntry], dict[str, str]], key: str, **options: Any
-        ) -> None:
+        def failing_rewrite_all(rekey: Rekey) -> int:
             done = 0
 
             def reseal_then_fail(sealed: SealedEntry) -> dict[str, str]:
@@ -168,11 +164,11 @@ def test_a_failed_commit_changes_nothing_and_both_keys_still_open_it(backend: Ba
                 done += 1
                 if done == 30:
                     raise OSError("disk full (simulated)")
-                return reseal(sealed)
+                return rekey.reseal(sealed)
 
-            rewrite_all(reseal_then_fail, key, **options)
+            return rewrite_all(rekey._replace(reseal=reseal_then_fail))
 
-        store.rewrite_all = failing_rewrite_all  # type: ignore[method-assign,assignment]
+        store.rewrite_all = failing_rewrite_all  # type: ignore[method-assign]
         with pytest.raises(OSError, match="simulated"):
             registry.rotate(new)
         assert registry.key_id == old.key_id  # and it still writes under the old key

@@ -63,6 +63,7 @@ __all__ = [
     "LegacyEntries",
     "Registry",
     "RegistryStore",
+    "Rekey",
     "Restate",
     "SealedEntry",
     "SealedWrite",
@@ -219,6 +220,32 @@ class Applied(NamedTuple):
 
     written: list[SealedEntry]
     removed: list[str]
+
+
+class Rekey(NamedTuple):
+    """A key rotation's rewrite of every entry, in one transaction
+    (:meth:`RegistryStore.rewrite_all`).
+
+    * *reseal* gives an entry's secrets under the new key; the settings are kept
+      exactly as stored (the new secrets authenticate them): :meth:`resealed` makes
+      the row to store.
+    * *new_key_id* is the key id the store records as the registry's, in the
+      transaction.
+    * *journal*, as for :class:`Batch`, is called with one change per entry (each entry
+      gets a new revision), and the records it returns are appended in the transaction.
+    * *restate*, if given, is called with those changes and every stored state; the
+      states it returns are stored in the transaction too.
+    """
+
+    reseal: Callable[[SealedEntry], dict[str, str]]
+    new_key_id: str
+    journal: Journal | None = None
+    restate: Restate | None = None
+
+    def resealed(self, sealed: SealedEntry, revision: int) -> SealedEntry:
+        """*sealed* as the rewrite stores it: its secrets resealed, under *revision*."""
+        secrets = self.reseal(sealed)
+        return SealedEntry(sealed.key, revision, sealed.updated_at, sealed.settings, secrets)
 
 
 @runtime_checkable
@@ -386,23 +413,13 @@ class RegistryStore(Protocol):
         without reading the entries where the store can avoid it: listings and
         progress bars use it, and must not cost one read per entry."""
 
-    def rewrite_all(
-        self,
-        reseal: Callable[[SealedEntry], dict[str, str]],
-        new_key_id: str,
-        *,
-        journal: Journal | None = None,
-        restate: Restate | None = None,
-    ) -> int:
-        """Replace every entry's secrets by ``reseal(entry)`` and record *new_key_id*,
-        all in one transaction: either everything changes or nothing does. The
-        settings are kept exactly as stored (the new secrets authenticate them).
-        *journal*, as for :meth:`apply`, is called with one change per entry (each
-        entry gets a new revision) and its records appended in the transaction;
-        *restate*, if given, is called with those changes and every stored state, and
-        the states it returns are stored in the transaction too. Returns how many
-        entries the committed transaction rewrote (a store that runs its body again,
-        after a lost connection, counts the last run only)."""
+    def rewrite_all(self, rekey: Rekey) -> int:
+        """Apply *rekey* in one transaction: every entry's secrets replaced by
+        ``rekey.reseal(entry)`` (:meth:`Rekey.resealed`), each entry a new revision, and
+        ``rekey.new_key_id`` recorded; either everything changes or nothing does. See
+        :class:`Rekey` for what it holds. Returns how many entries the committed
+        transaction rewrote (a store that runs its body again, after a lost connection,
+        counts the last run only)."""
 
     def close(self) -> None:
         """Release the store's connections. It may be called more than once."""
@@ -664,7 +681,7 @@ class EncryptedRegistry:
             return tokens
 
         journal = self._journal("rotate", KeyRing.of(new_key), None)
-        count = store.rewrite_all(resealed, new_key.key_id, journal=journal, restate=restated)
+        count = store.rewrite_all(Rekey(resealed, new_key.key_id, journal, restated))
         upgraded = [key for key, legacy in legacy_rows.items() if legacy]
         with self._follow_lock:
             self._key = old_key.rotated_to(new_key)

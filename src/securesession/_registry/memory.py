@@ -7,7 +7,7 @@ persistent backend runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._crypto import KeyRing, MasterKey
@@ -19,8 +19,7 @@ from ._base import (
     Change,
     EncryptedRegistry,
     EntryRef,
-    Journal,
-    Restate,
+    Rekey,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -154,14 +153,7 @@ class MemoryStore:
     def keys(self) -> Iterator[str]:
         return iter(sorted(self._rows))
 
-    def rewrite_all(
-        self,
-        reseal: Callable[[SealedEntry], dict[str, str]],
-        new_key_id: str,
-        *,
-        journal: Journal | None = None,
-        restate: Restate | None = None,
-    ) -> int:
+    def rewrite_all(self, rekey: Rekey) -> int:
         with self._write_lock:
             # Build the whole new table first, then swap: a failure leaves the old one.
             revision = self._revision
@@ -169,15 +161,16 @@ class MemoryStore:
             changes: list[Change] = []
             for key, row in sorted(self._rows.items()):
                 revision += 1
-                rows[key] = SealedEntry(key, revision, row.updated_at, row.settings, reseal(row))
+                rows[key] = rekey.resealed(row, revision)
                 changes.append(Change(key, revision, row, rows[key]))
+            restate, journal = rekey.restate, rekey.journal
             states = {} if restate is None else dict(restate(changes, dict(self._states)))
             records = [] if journal is None else list(journal(changes, self._last_record()))
             self._rows = rows
             self._revision = revision
             self._audit.extend(records)
             self._states.update(states)
-            self._key_id = new_key_id
+            self._key_id = rekey.new_key_id
         return len(changes)
 
     def close(self) -> None:

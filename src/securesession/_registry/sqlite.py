@@ -38,8 +38,7 @@ from ._base import (
     Change,
     EncryptedRegistry,
     EntryRef,
-    Journal,
-    Restate,
+    Rekey,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -577,14 +576,7 @@ class SQLiteStore:
             raise self._error("cannot read", exc) from exc
         return iter([str(key) for (key,) in rows])
 
-    def rewrite_all(
-        self,
-        reseal: Callable[[SealedEntry], dict[str, str]],
-        new_key_id: str,
-        *,
-        journal: Journal | None = None,
-        restate: Restate | None = None,
-    ) -> int:
+    def rewrite_all(self, rekey: Rekey) -> int:
         with self._transaction("rotate") as connection:
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM entries"  # noqa: S608
@@ -592,25 +584,25 @@ class SQLiteStore:
             changes: list[Change] = []
             for row in rows:
                 sealed = self._sealed(row)
-                secrets = reseal(sealed)
                 revision = self._next_revision(connection)
+                after = rekey.resealed(sealed, revision)
                 connection.execute(
                     "UPDATE entries SET secrets = ?, revision = ? WHERE key = ?",
-                    (dumps(secrets), revision, sealed.key),
-                )
-                after = SealedEntry(
-                    sealed.key, revision, sealed.updated_at, sealed.settings, secrets
+                    (dumps(after.secrets), revision, sealed.key),
                 )
                 changes.append(Change(sealed.key, revision, sealed, after))
-            connection.execute("INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (new_key_id,))
-            if restate is not None:
+            connection.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (rekey.new_key_id,)
+            )
+            if rekey.restate is not None:
                 states = dict(connection.execute("SELECT name, value FROM states").fetchall())
                 connection.executemany(
                     "UPDATE states SET value = ? WHERE name = ?",
-                    [(text, name) for name, text in restate(changes, states).items()],
+                    [(text, name) for name, text in rekey.restate(changes, states).items()],
                 )
-            if journal is not None:
-                self._append_audit(connection, journal(changes, self._last_audit(connection)))
+            if rekey.journal is not None:
+                last = self._last_audit(connection)
+                self._append_audit(connection, rekey.journal(changes, last))
         self._checkpoint("rotation")
         return len(changes)
 

@@ -60,7 +60,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -85,8 +85,7 @@ from ._base import (
     Change,
     EncryptedRegistry,
     EntryRef,
-    Journal,
-    Restate,
+    Rekey,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -727,15 +726,8 @@ class VaultStore:
         index = self._install(self._require(self._fetch_index()))
         return iter(sorted(index.rows))
 
-    def rewrite_all(
-        self,
-        reseal: Callable[[SealedEntry], dict[str, str]],
-        new_key_id: str,
-        *,
-        journal: Journal | None = None,
-        restate: Restate | None = None,
-    ) -> int:
-        if journal is not None:
+    def rewrite_all(self, rekey: Rekey) -> int:
+        if rekey.journal is not None:
             raise self._no_audit()
         with self._write_lock:
             for attempt in range(_MAX_ATTEMPTS):
@@ -744,7 +736,7 @@ class VaultStore:
                 number = int(old.generation[1:9]) + 1
                 generation = _new_generation(number)
                 try:
-                    new = self._copy_generation(old, generation, reseal, new_key_id, restate)
+                    new = self._copy_generation(old, generation, rekey)
                 except BaseException:
                     self._purge_quietly(generation)  # the index still names the old one
                     raise
@@ -752,12 +744,12 @@ class VaultStore:
                 # applied: the new generation is then left alone (it may be live), and
                 # the next rotation removes it if it is not.
                 if new is not None and self._write_index(new, old.kv_version) is not None:
-                    self._key_id = new_key_id
+                    self._key_id = rekey.new_key_id
                     logger.info(
                         "registry %s: switched to generation %s under key id %s",
                         self._name,
                         generation,
-                        new_key_id,
+                        rekey.new_key_id,
                     )
                     self._purge_old_generations(keep=generation, upto=number)
                     return len(new.rows)  # this attempt's: an earlier one lost its race
@@ -765,16 +757,9 @@ class VaultStore:
                 _backoff(attempt)
         raise self._gave_up("rotate the master key")
 
-    def _copy_generation(
-        self,
-        old: _Index,
-        generation: str,
-        reseal: Callable[[SealedEntry], dict[str, str]],
-        new_key_id: str,
-        restate: Restate | None,
-    ) -> _Index | None:
-        """Write every entry of *old*, resealed, into *generation*; the index that
-        would switch to it (not yet written, with the states *restate* remaps), or
+    def _copy_generation(self, old: _Index, generation: str, rekey: Rekey) -> _Index | None:
+        """Write every entry of *old*, resealed by *rekey*, into *generation*; the index
+        that would switch to it (not yet written, with the states *rekey* remaps), or
         ``None`` if *old* changed meanwhile."""
         revision = old.revision
         rows: dict[str, _Row] = {}
@@ -784,23 +769,22 @@ class VaultStore:
             if sealed is None:
                 return None
             revision += 1
-            secrets = reseal(sealed)
+            after = rekey.resealed(sealed, revision)
             doc = {
                 "format": DOC_FORMAT,
                 "key": key,
                 "revision": revision,
                 "settings": sealed.settings,
-                "secrets": secrets,
+                "secrets": after.secrets,
             }
             version, _ = self._write_doc(generation, key, doc, 0)
             rows[key] = _Row(revision, version, old.rows[key].updated_at)
-            after = SealedEntry(key, revision, sealed.updated_at, sealed.settings, secrets)
             changes.append(Change(key, revision, sealed, after))
         states = dict(old.states)
-        if restate is not None:
+        if rekey.restate is not None:
             # In the index document: the switch to the new generation carries them.
-            states.update(restate(changes, old.states))
-        return _Index(new_key_id, generation, revision, rows, 0, states)
+            states.update(rekey.restate(changes, old.states))
+        return _Index(rekey.new_key_id, generation, revision, rows, 0, states)
 
     def _purge_quietly(self, generation: str) -> None:
         try:

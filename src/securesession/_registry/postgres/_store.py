@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -20,7 +20,7 @@ from .._base import (
     EncryptedRegistry,
     EntryRef,
     Journal,
-    Restate,
+    Rekey,
     SealedEntry,
     SealedWrite,
     check_expected,
@@ -252,14 +252,7 @@ class PostgresStore:
         rows = self._pool.query("read", lambda c: c.execute(self._q.index).fetchall())
         return iter(sorted(str(row[0]) for row in rows))  # code-point order, as scan's
 
-    def rewrite_all(
-        self,
-        reseal: Callable[[SealedEntry], dict[str, str]],
-        new_key_id: str,
-        *,
-        journal: Journal | None = None,
-        restate: Restate | None = None,
-    ) -> int:
+    def rewrite_all(self, rekey: Rekey) -> int:
         # Run again from the start if the pool retries on a fresh connection: the
         # count is the committed run's, returned by it.
         def body(connection: Connection) -> tuple[int, int]:
@@ -273,26 +266,23 @@ class PostgresStore:
                 for row in rows[start : start + _ROTATE_BATCH]:
                     revision += 1
                     sealed = self._sealed(row)
-                    secrets = reseal(sealed)
-                    batch.append((Jsonb(secrets), revision, sealed.key))
-                    after = SealedEntry(
-                        sealed.key, revision, sealed.updated_at, sealed.settings, secrets
-                    )
+                    after = rekey.resealed(sealed, revision)
+                    batch.append((Jsonb(after.secrets), revision, sealed.key))
                     changes.append(Change(sealed.key, revision, sealed, after))
                 with connection.cursor() as cursor:
                     cursor.executemany(self._q.reseal, batch)
-            connection.execute(self._q.rotate_state, (revision, new_key_id))
-            if restate is not None:
+            connection.execute(self._q.rotate_state, (revision, rekey.new_key_id))
+            if rekey.restate is not None:
                 states = {
                     str(name): str(value)
                     for name, value in connection.execute(self._q.all_states).fetchall()
                 }
-                remapped = restate(changes, states)
+                remapped = rekey.restate(changes, states)
                 if remapped:
                     with connection.cursor() as cursor:
                         cursor.executemany(self._q.write_state, list(remapped.items()))
-            if journal is not None:
-                self._append_audit(connection, journal, changes)
+            if rekey.journal is not None:
+                self._append_audit(connection, rekey.journal, changes)
             announce(connection, self._target.channel, "*", revision)
             return revision, len(changes)
 
