@@ -11,21 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._crypto import KeyRing, MasterKey
-from ._base import (
-    Applied,
-    AuditRow,
-    AuditStart,
-    Batch,
-    Change,
-    EncryptedRegistry,
-    EntryRef,
-    Rekey,
-    SealedEntry,
-    SealedWrite,
-    check_expected,
-    now,
-    rekeyed_error,
-)
+from . import _base as base
 
 if TYPE_CHECKING:
     from .._audit import AuditLog
@@ -37,10 +23,10 @@ class MemoryStore:
     """A dict of sealed entries. Reads take no lock: a dict probe is atomic in CPython."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, SealedEntry] = {}
+        self._rows: dict[str, base.SealedEntry] = {}
         self._key_id: str | None = None
         self._states: dict[str, str] = {}
-        self._audit: list[AuditRow] = []
+        self._audit: list[base.AuditRow] = []
         self._audit_start_pending = True  # a new store: the first registry starts its log
         self._revision = 0  # registry-wide: every change takes the next one
         self._write_lock = threading.Lock()
@@ -53,56 +39,58 @@ class MemoryStore:
             if self._key_id is None:
                 self._key_id = key_id
 
-    def find(self, keys: Sequence[str]) -> EntryRef | None:
+    def find(self, keys: Sequence[str]) -> base.EntryRef | None:
         rows = self._rows
         for key in keys:
             row = rows.get(key)
             if row is not None:
-                return EntryRef(key, row.revision)
+                return base.EntryRef(key, row.revision)
         return None
 
-    def read(self, key: str) -> SealedEntry | None:
+    def read(self, key: str) -> base.SealedEntry | None:
         return self._rows.get(key)
 
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> SealedEntry:
-        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
+    ) -> base.SealedEntry:
+        return self.apply(
+            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
+        ).written[0]
 
     def delete(self, key: str) -> bool:
-        return bool(self.apply(Batch(None, removes=[key])).removed)
+        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
-    def apply(self, batch: Batch) -> Applied:
+    def apply(self, batch: base.Batch) -> base.Applied:
         with self._write_lock:
             if batch.key_id is not None and self._key_id not in (None, batch.key_id):
-                raise rekeyed_error("memory://", self._key_id, batch.key_id)
-            check_expected("memory://", batch.expect, self._revision_of)
+                raise base.rekeyed_error("memory://", self._key_id, batch.key_id)
+            base.check_expected("memory://", batch.expect, self._revision_of)
             # Everything is computed on copies and swapped in at the end: an exception
             # (from the journal, say) leaves the store as it was.
             rows = dict(self._rows)
             revision = self._revision
-            changes: list[Change] = []
-            written: list[SealedEntry] = []
-            updated_at = now()
+            changes: list[base.Change] = []
+            written: list[base.SealedEntry] = []
+            updated_at = base.now()
             for write in batch.writes:
                 revision += 1
-                row = SealedEntry(
+                row = base.SealedEntry(
                     write.key,
                     revision,
                     updated_at,
                     dict(write.settings),
                     dict(write.secrets),
                 )
-                changes.append(Change(write.key, row.revision, rows.get(write.key), row))
+                changes.append(base.Change(write.key, row.revision, rows.get(write.key), row))
                 rows[write.key] = row
                 written.append(row)
             for key in batch.removes:
                 before = rows.pop(key, None)
                 if before is not None:
                     revision += 1
-                    changes.append(Change(key, revision, before, None))
+                    changes.append(base.Change(key, revision, before, None))
             state = batch.state_after(written)
-            records: list[AuditRow] = []
+            records: list[base.AuditRow] = []
             if batch.journal is not None and (changes or batch.state is not None):
                 records = list(batch.journal(changes, self._last_record()))
             self._rows = rows
@@ -110,9 +98,9 @@ class MemoryStore:
             self._audit.extend(records)
             if state is not None:
                 self._states[state[0]] = state[1]
-        return Applied(written, [change.key for change in changes if change.after is None])
+        return base.Applied(written, [change.key for change in changes if change.after is None])
 
-    def _last_record(self) -> AuditRow | None:
+    def _last_record(self) -> base.AuditRow | None:
         return self._audit[-1] if self._audit else None
 
     def _revision_of(self, key: str) -> int | None:
@@ -125,7 +113,7 @@ class MemoryStore:
     #: The memory store keeps an audit log for as long as it lives.
     keeps_audit: Final = True
 
-    def start_audit(self, start: AuditStart) -> bool:
+    def start_audit(self, start: base.AuditStart) -> bool:
         with self._write_lock:
             if not self._audit_start_pending or self._audit:
                 return False
@@ -147,22 +135,22 @@ class MemoryStore:
                 start_pending=self._audit_start_pending,
             )
 
-    def scan(self) -> Iterator[SealedEntry]:
+    def scan(self) -> Iterator[base.SealedEntry]:
         return iter(sorted(self._rows.values(), key=lambda row: row.key))
 
     def keys(self) -> Iterator[str]:
         return iter(sorted(self._rows))
 
-    def rewrite_all(self, rekey: Rekey) -> int:
+    def rewrite_all(self, rekey: base.Rekey) -> int:
         with self._write_lock:
             # Build the whole new table first, then swap: a failure leaves the old one.
             revision = self._revision
-            rows: dict[str, SealedEntry] = {}
-            changes: list[Change] = []
+            rows: dict[str, base.SealedEntry] = {}
+            changes: list[base.Change] = []
             for key, row in sorted(self._rows.items()):
                 revision += 1
                 rows[key] = rekey.resealed(row, revision)
-                changes.append(Change(key, revision, row, rows[key]))
+                changes.append(base.Change(key, revision, row, rows[key]))
             restate, journal = rekey.restate, rekey.journal
             states = {} if restate is None else dict(restate(changes, dict(self._states)))
             records = [] if journal is None else list(journal(changes, self._last_record()))
@@ -179,6 +167,6 @@ class MemoryStore:
 
 def open_memory_registry(
     url: str, key: MasterKey | KeyRing, *, read_only: bool = False
-) -> EncryptedRegistry:
+) -> base.EncryptedRegistry:
     """Open a new, empty in-memory registry (the URL is ``memory://``)."""
-    return EncryptedRegistry(MemoryStore(), key, name="memory://", read_only=read_only)
+    return base.EncryptedRegistry(MemoryStore(), key, name="memory://", read_only=read_only)

@@ -30,23 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import RegistryCorruptError, RegistryError, SchemaVersionError
-from ._base import (
-    Applied,
-    AuditRow,
-    AuditStart,
-    Batch,
-    Change,
-    EncryptedRegistry,
-    EntryRef,
-    Rekey,
-    SealedEntry,
-    SealedWrite,
-    check_expected,
-    dumps,
-    loads,
-    now,
-    rekeyed_error,
-)
+from . import _base as base
 
 if TYPE_CHECKING:
     from .._audit import AuditLog
@@ -289,12 +273,12 @@ class SQLiteStore:
         with self._transaction("write") as connection:
             connection.execute("INSERT OR IGNORE INTO meta VALUES ('key_id', ?)", (key_id,))
 
-    def find(self, keys: Sequence[str]) -> EntryRef | None:
+    def find(self, keys: Sequence[str]) -> base.EntryRef | None:
         connection = self._connection()
         if self._clock() >= self._recheck_due:
             self._recheck(force=False)
         local = self._local
-        memo: dict[tuple[str, ...], EntryRef | None] = local.memo
+        memo: dict[tuple[str, ...], base.EntryRef | None] = local.memo
         # Read before the query below: a result memoised under this generation is
         # dropped by the next lookup if the generation moves meanwhile.
         generation = self._generation
@@ -345,7 +329,7 @@ class SQLiteStore:
 
     def _query_longest(
         self, connection: sqlite3.Connection, keys: tuple[str, ...]
-    ) -> EntryRef | None:
+    ) -> base.EntryRef | None:
         # Every candidate is a prefix of the next-longer one, so the longest stored
         # key wins; each IN probe is a primary-key lookup, never a scan.
         placeholders = ",".join("?" * len(keys))  # only "?"s: the keys are bound parameters
@@ -359,9 +343,9 @@ class SQLiteStore:
             raise self._error("cannot read", exc) from exc
         if row is None:
             return None
-        return EntryRef(row[0], self._revision(row[0], row[1]))
+        return base.EntryRef(row[0], self._revision(row[0], row[1]))
 
-    def read(self, key: str) -> SealedEntry | None:
+    def read(self, key: str) -> base.SealedEntry | None:
         # Off the warm path (a cache miss, or the reload after a 401/407): re-check
         # now, so the lookup that follows sees every commit made before this read.
         self.recheck()
@@ -378,21 +362,21 @@ class SQLiteStore:
             raise self._error("cannot read", exc) from exc
         return None if row is None else self._sealed(row)
 
-    def _sealed(self, row: tuple[Any, ...]) -> SealedEntry:
+    def _sealed(self, row: tuple[Any, ...]) -> base.SealedEntry:
         key, revision, updated_at, settings, secrets = row
         where = f"registry {self.path}, entry {key}"
-        tokens = loads(secrets, f"{where}: secrets")
+        tokens = base.loads(secrets, f"{where}: secrets")
         if not all(isinstance(token, str) for token in tokens.values()):
             raise RegistryCorruptError(f"{where}: secrets are not tokens")
         # A hand-edited cell may hold any type (SQLite keeps text 'x' in an INTEGER
         # column): refuse it by name instead of letting int()/float() raise ValueError.
         if isinstance(updated_at, bool) or not isinstance(updated_at, (int, float)):
             raise RegistryCorruptError(f"{where}: updated_at is not a number")
-        return SealedEntry(
+        return base.SealedEntry(
             key,
             self._revision(key, revision),
             float(updated_at),
-            loads(settings, f"{where}: settings"),
+            base.loads(settings, f"{where}: settings"),
             tokens,
         )
 
@@ -419,41 +403,51 @@ class SQLiteStore:
 
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> SealedEntry:
-        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
+    ) -> base.SealedEntry:
+        return self.apply(
+            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
+        ).written[0]
 
     def delete(self, key: str) -> bool:
-        return bool(self.apply(Batch(None, removes=[key])).removed)
+        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
-    def apply(self, batch: Batch) -> Applied:
-        updated_at = now()
+    def apply(self, batch: base.Batch) -> base.Applied:
+        updated_at = base.now()
         with self._transaction("write") as connection:
             # BEGIN IMMEDIATE holds the write lock: no rotation or other writer can
             # change what is checked here before COMMIT.
             stored = connection.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone()
             if batch.key_id is not None and stored is not None and stored[0] != batch.key_id:
-                raise rekeyed_error(str(self.path), stored[0], batch.key_id)
-            check_expected(
+                raise base.rekeyed_error(str(self.path), stored[0], batch.key_id)
+            base.check_expected(
                 str(self.path), batch.expect, lambda key: self._stored_revision(connection, key)
             )
             journal = batch.journal
-            changes: list[Change] = []
-            written: list[SealedEntry] = []
+            changes: list[base.Change] = []
+            written: list[base.SealedEntry] = []
             for write in batch.writes:
                 before = self._locked_row(connection, write.key) if journal else None
                 revision = self._next_revision(connection)
-                row = SealedEntry(write.key, revision, updated_at, write.settings, write.secrets)
+                row = base.SealedEntry(
+                    write.key, revision, updated_at, write.settings, write.secrets
+                )
                 connection.execute(
                     "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
-                    (write.key, revision, updated_at, dumps(write.settings), dumps(write.secrets)),
+                    (
+                        write.key,
+                        revision,
+                        updated_at,
+                        base.dumps(write.settings),
+                        base.dumps(write.secrets),
+                    ),
                 )
-                changes.append(Change(write.key, revision, before, row))
+                changes.append(base.Change(write.key, revision, before, row))
                 written.append(row)
             removed: list[str] = []
             for key in batch.removes:
                 before = self._locked_row(connection, key) if journal else None
                 if connection.execute("DELETE FROM entries WHERE key = ?", (key,)).rowcount:
-                    changes.append(Change(key, self._next_revision(connection), before, None))
+                    changes.append(base.Change(key, self._next_revision(connection), before, None))
                     removed.append(key)
             state = batch.state_after(written)
             if state is not None:
@@ -462,23 +456,25 @@ class SQLiteStore:
                 self._append_audit(connection, journal(changes, self._last_audit(connection)))
         if removed:
             self._checkpoint("removal")
-        return Applied(written, removed)
+        return base.Applied(written, removed)
 
     def _stored_revision(self, connection: sqlite3.Connection, key: str) -> int | None:
         row = connection.execute("SELECT revision FROM entries WHERE key = ?", (key,)).fetchone()
         return None if row is None else self._revision(key, row[0])
 
-    def _locked_row(self, connection: sqlite3.Connection, key: str) -> SealedEntry | None:
+    def _locked_row(self, connection: sqlite3.Connection, key: str) -> base.SealedEntry | None:
         row = connection.execute(_SELECT_ROW, (key,)).fetchone()
         return None if row is None else self._sealed(row)
 
-    def _last_audit(self, connection: sqlite3.Connection) -> AuditRow | None:
+    def _last_audit(self, connection: sqlite3.Connection) -> base.AuditRow | None:
         row = connection.execute(
             "SELECT seq, record FROM audit ORDER BY seq DESC LIMIT 1"
         ).fetchone()
-        return None if row is None else AuditRow(int(row[0]), str(row[1]))
+        return None if row is None else base.AuditRow(int(row[0]), str(row[1]))
 
-    def _append_audit(self, connection: sqlite3.Connection, records: Sequence[AuditRow]) -> None:
+    def _append_audit(
+        self, connection: sqlite3.Connection, records: Sequence[base.AuditRow]
+    ) -> None:
         connection.executemany(
             "INSERT INTO audit VALUES (?, ?)", [(record.seq, record.record) for record in records]
         )
@@ -486,7 +482,7 @@ class SQLiteStore:
     #: SQLite keeps the audit log, in the ``audit`` table.
     keeps_audit: Final = True
 
-    def start_audit(self, start: AuditStart) -> bool:
+    def start_audit(self, start: base.AuditStart) -> bool:
         try:
             if self._meta("audit_from") is None:
                 return False  # the common case, one primary-key probe: not waiting
@@ -555,7 +551,7 @@ class SQLiteStore:
             raise self._error("cannot read", exc) from exc
         return None if row is None else str(row[0])
 
-    def scan(self) -> Iterator[SealedEntry]:
+    def scan(self) -> Iterator[base.SealedEntry]:
         try:
             rows = (
                 self._connection()
@@ -576,21 +572,21 @@ class SQLiteStore:
             raise self._error("cannot read", exc) from exc
         return iter([str(key) for (key,) in rows])
 
-    def rewrite_all(self, rekey: Rekey) -> int:
+    def rewrite_all(self, rekey: base.Rekey) -> int:
         with self._transaction("rotate") as connection:
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM entries"  # noqa: S608
             ).fetchall()
-            changes: list[Change] = []
+            changes: list[base.Change] = []
             for row in rows:
                 sealed = self._sealed(row)
                 revision = self._next_revision(connection)
                 after = rekey.resealed(sealed, revision)
                 connection.execute(
                     "UPDATE entries SET secrets = ?, revision = ? WHERE key = ?",
-                    (dumps(after.secrets), revision, sealed.key),
+                    (base.dumps(after.secrets), revision, sealed.key),
                 )
-                changes.append(Change(sealed.key, revision, sealed, after))
+                changes.append(base.Change(sealed.key, revision, sealed, after))
             connection.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('key_id', ?)", (rekey.new_key_id,)
             )
@@ -689,11 +685,11 @@ class _Transaction:
 
 def open_sqlite_registry(
     url: str, key: MasterKey | KeyRing, *, read_only: bool = False
-) -> EncryptedRegistry:
+) -> base.EncryptedRegistry:
     """Open (creating if needed) the registry file named by ``sqlite:///path``;
     *read_only*: an existing one, at the current schema, without writing to it."""
     path = url.partition("://")[2]
     if not path:
         raise RegistryError("sqlite registry URL needs a path: sqlite:///path/to/registry.db")
     store = SQLiteStore(path, read_only=read_only)
-    return EncryptedRegistry(store, key, name=f"sqlite://{path}", read_only=read_only)
+    return base.EncryptedRegistry(store, key, name=f"sqlite://{path}", read_only=read_only)

@@ -78,20 +78,7 @@ from .._exceptions import (
     VaultError,
 )
 from .._vault_connection import VaultConnection, check_loose_options
-from ._base import (
-    Applied,
-    AuditStart,
-    Batch,
-    Change,
-    EncryptedRegistry,
-    EntryRef,
-    Rekey,
-    SealedEntry,
-    SealedWrite,
-    check_expected,
-    now,
-    rekeyed_error,
-)
+from . import _base as base
 
 __all__ = ["VaultStore", "open_vault_registry", "parse_vault_url"]
 
@@ -282,7 +269,7 @@ def _parse_time(text: Any) -> float:
     """A KV ``created_time`` (RFC 3339, nanoseconds) as a Unix timestamp."""
     match = _TIME.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        return now()  # display only; never worth failing a write for
+        return base.now()  # display only; never worth failing a write for
     zone = "+00:00" if match[3] == "Z" else match[3]
     fraction = float("0." + match[2]) if match[2] else 0.0
     return datetime.fromisoformat(match[1] + zone).timestamp() + fraction
@@ -456,7 +443,7 @@ class VaultStore:
         )
         return 0 if metadata is None else int(metadata["data"]["current_version"])
 
-    def _read_doc(self, index: _Index, key: str) -> SealedEntry | None:
+    def _read_doc(self, index: _Index, key: str) -> base.SealedEntry | None:
         """The entry *index* names, from the exact document version it pins;
         ``None`` if that version is gone or is not what the index says."""
         row = index.rows.get(key)
@@ -491,12 +478,12 @@ class VaultStore:
             isinstance(token, str) for token in secrets.values()
         ):
             raise RegistryCorruptError(f"{where}: secrets are not tokens")
-        return SealedEntry(key, row.revision, row.updated_at, settings, secrets)
+        return base.SealedEntry(key, row.revision, row.updated_at, settings, secrets)
 
     def _check_key(self, index: _Index, key_id: str | None = None) -> None:
         ours = key_id or self._key_id
         if ours is not None and index.key_id != ours:
-            raise rekeyed_error(self._name, index.key_id, ours)
+            raise base.rekeyed_error(self._name, index.key_id, ours)
 
     # -- freshness -------------------------------------------------------------------
 
@@ -556,17 +543,17 @@ class VaultStore:
                 )
             logger.info("registry %s: created with key id %s", self._name, key_id)
 
-    def find(self, keys: Sequence[str]) -> EntryRef | None:
+    def find(self, keys: Sequence[str]) -> base.EntryRef | None:
         if self._closed:
             raise RegistryError(f"registry {self._name} is closed")
         rows = self._current().rows
         for key in keys:  # longest first
             row = rows.get(key)
             if row is not None:
-                return EntryRef(key, row.revision)
+                return base.EntryRef(key, row.revision)
         return None
 
-    def read(self, key: str) -> SealedEntry | None:
+    def read(self, key: str) -> base.SealedEntry | None:
         if self._closed:
             raise RegistryError(f"registry {self._name} is closed")
         index = self._current()
@@ -592,13 +579,15 @@ class VaultStore:
 
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> SealedEntry:
-        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
+    ) -> base.SealedEntry:
+        return self.apply(
+            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
+        ).written[0]
 
     def delete(self, key: str) -> bool:
-        return bool(self.apply(Batch(None, removes=[key])).removed)
+        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
-    def apply(self, batch: Batch) -> Applied:
+    def apply(self, batch: base.Batch) -> base.Applied:
         """One check-and-set on the index commits the whole batch: the entry documents
         are written first (new KV versions nothing references yet), then the index is
         replaced, pointing at all of them and dropping the removed entries at once. A
@@ -609,10 +598,10 @@ class VaultStore:
             for attempt in range(_MAX_ATTEMPTS):
                 index = self._require(self._fetch_index())
                 self._check_key(index, batch.key_id)
-                check_expected(self._name, batch.expect, partial(_revision_in, index))
+                base.check_expected(self._name, batch.expect, partial(_revision_in, index))
                 revision = index.revision
                 rows = dict(index.rows)
-                written: list[SealedEntry] = []
+                written: list[base.SealedEntry] = []
                 for write in batch.writes:
                     revision += 1
                     doc = {
@@ -628,7 +617,7 @@ class VaultStore:
                     )
                     rows[write.key] = _Row(revision, version, created)
                     written.append(
-                        SealedEntry(
+                        base.SealedEntry(
                             write.key, revision, created, dict(write.settings), dict(write.secrets)
                         )
                     )
@@ -644,12 +633,12 @@ class VaultStore:
                     states[state[0]] = state[1]
                 if revision == index.revision and states == index.states:
                     self._install(index)
-                    return Applied([], [])
+                    return base.Applied([], [])
                 new = _Index(index.key_id, index.generation, revision, rows, 0, states)
                 if self._write_index(new, index.kv_version) is not None:
                     for key, version in removed:
                         self._destroy(index.generation, key, version)
-                    return Applied(written, [key for key, _ in removed])
+                    return base.Applied(written, [key for key, _ in removed])
                 logger.debug("registry %s: index changed during a batch; retrying", self._name)
                 _backoff(attempt)
         raise self._gave_up("apply a batch of changes")
@@ -662,7 +651,7 @@ class VaultStore:
     #: authenticate in the same check-and-set: docs/vault.md, "Audit".
     keeps_audit: Final = False
 
-    def start_audit(self, start: AuditStart) -> bool:
+    def start_audit(self, start: base.AuditStart) -> bool:
         return False  # no log to start (keeps_audit)
 
     def read_audit(self) -> AuditLog:
@@ -711,7 +700,7 @@ class VaultStore:
                 exc,
             )
 
-    def scan(self) -> Iterator[SealedEntry]:
+    def scan(self) -> Iterator[base.SealedEntry]:
         index = self._install(self._require(self._fetch_index()))
         self._check_key(index)
         for key in sorted(index.rows):
@@ -726,7 +715,7 @@ class VaultStore:
         index = self._install(self._require(self._fetch_index()))
         return iter(sorted(index.rows))
 
-    def rewrite_all(self, rekey: Rekey) -> int:
+    def rewrite_all(self, rekey: base.Rekey) -> int:
         if rekey.journal is not None:
             raise self._no_audit()
         with self._write_lock:
@@ -757,13 +746,13 @@ class VaultStore:
                 _backoff(attempt)
         raise self._gave_up("rotate the master key")
 
-    def _copy_generation(self, old: _Index, generation: str, rekey: Rekey) -> _Index | None:
+    def _copy_generation(self, old: _Index, generation: str, rekey: base.Rekey) -> _Index | None:
         """Write every entry of *old*, resealed by *rekey*, into *generation*; the index
         that would switch to it (not yet written, with the states *rekey* remaps), or
         ``None`` if *old* changed meanwhile."""
         revision = old.revision
         rows: dict[str, _Row] = {}
-        changes: list[Change] = []
+        changes: list[base.Change] = []
         for key in sorted(old.rows):
             sealed = self._read_doc(old, key)
             if sealed is None:
@@ -779,7 +768,7 @@ class VaultStore:
             }
             version, _ = self._write_doc(generation, key, doc, 0)
             rows[key] = _Row(revision, version, old.rows[key].updated_at)
-            changes.append(Change(key, revision, sealed, after))
+            changes.append(base.Change(key, revision, sealed, after))
         states = dict(old.states)
         if rekey.restate is not None:
             # In the index document: the switch to the new generation carries them.
@@ -866,7 +855,7 @@ def open_vault_registry(
     connection: VaultConnection | None = None,
     read_only: bool = False,
     **connection_options: Any,
-) -> EncryptedRegistry:
+) -> base.EncryptedRegistry:
     """Open (creating if needed) the registry at ``vault+https://host:8200/<mount>/<prefix>``.
 
     *connection* is a :class:`VaultConnection` to the engine the URL names (shared,
@@ -906,7 +895,7 @@ def open_vault_registry(
     try:
         # Read-only: the registry writes nothing at open and refuses every write (the
         # store has no schema to migrate).
-        return EncryptedRegistry(store, key, name=target.name, read_only=read_only)
+        return base.EncryptedRegistry(store, key, name=target.name, read_only=read_only)
     except BaseException:
         store.close()
         raise

@@ -11,22 +11,7 @@ from psycopg.types.json import Jsonb
 from ..._audit import AuditLog, StoredRow, row_digest
 from ..._crypto import KeyRing, MasterKey
 from ..._exceptions import RegistryCorruptError
-from .._base import (
-    Applied,
-    AuditRow,
-    AuditStart,
-    Batch,
-    Change,
-    EncryptedRegistry,
-    EntryRef,
-    Journal,
-    Rekey,
-    SealedEntry,
-    SealedWrite,
-    check_expected,
-    now,
-    rekeyed_error,
-)
+from .. import _base as base
 from ._listener import Listener, announce
 from ._options import parse_url
 from ._pool import Connection, Pool, registry_error
@@ -76,10 +61,10 @@ class PostgresStore:
     def record_key_id(self, key_id: str) -> None:
         self._pool.transact("write", lambda c: c.execute(self._q.set_key_id, (key_id,)))
 
-    def find(self, keys: Sequence[str]) -> EntryRef | None:
+    def find(self, keys: Sequence[str]) -> base.EntryRef | None:
         return self._listener.find(keys)
 
-    def read(self, key: str) -> SealedEntry | None:
+    def read(self, key: str) -> base.SealedEntry | None:
         indexed = self._listener.revision_of(key)
         row = self._pool.query("read", lambda c: c.execute(self._q.read, (key,)).fetchone())
         if row is None:
@@ -91,7 +76,7 @@ class PostgresStore:
             return None
         return self._sealed(row)
 
-    def _sealed(self, row: tuple[Any, ...]) -> SealedEntry:
+    def _sealed(self, row: tuple[Any, ...]) -> base.SealedEntry:
         key, revision, updated_at, settings, secrets = row
         where = f"registry {self.name}, entry {key}"
         if not isinstance(settings, dict):
@@ -100,7 +85,7 @@ class PostgresStore:
             isinstance(name, str) and isinstance(token, str) for name, token in secrets.items()
         ):
             raise RegistryCorruptError(f"{where}: secrets are not a JSON object of tokens")
-        return SealedEntry(str(key), int(revision), float(updated_at), settings, secrets)
+        return base.SealedEntry(str(key), int(revision), float(updated_at), settings, secrets)
 
     def _lock_revision(self, connection: Connection) -> int:
         row = connection.execute(self._q.lock_state).fetchone()
@@ -110,18 +95,20 @@ class PostgresStore:
 
     def write(
         self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> SealedEntry:
-        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
+    ) -> base.SealedEntry:
+        return self.apply(
+            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
+        ).written[0]
 
     def delete(self, key: str) -> bool:
-        return bool(self.apply(Batch(None, removes=[key])).removed)
+        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
-    def apply(self, batch: Batch) -> Applied:
-        updated_at = now()
+    def apply(self, batch: base.Batch) -> base.Applied:
+        updated_at = base.now()
 
         # Run again from the start if the pool retries on a fresh connection: nothing
         # here outlives one attempt.
-        def body(connection: Connection) -> tuple[Applied, int]:
+        def body(connection: Connection) -> tuple[base.Applied, int]:
             start = revision = self._lock_revision(connection)
             # The state row is locked now, so no rotation or other writer can slip in
             # before COMMIT: what is checked here stays true.
@@ -132,12 +119,12 @@ class PostgresStore:
                 and stored[0] is not None
                 and stored[0] != batch.key_id
             ):
-                raise rekeyed_error(self.name, stored[0], batch.key_id)
-            check_expected(
+                raise base.rekeyed_error(self.name, stored[0], batch.key_id)
+            base.check_expected(
                 self.name, batch.expect, lambda key: self._stored_revision(connection, key)
             )
             journal = batch.journal
-            changes: list[Change] = []
+            changes: list[base.Change] = []
             notices: list[tuple[str, int, str]] = []
             for write in batch.writes:
                 before = self._row(connection, write.key) if journal else None
@@ -146,14 +133,16 @@ class PostgresStore:
                     self._q.upsert,
                     (write.key, revision, updated_at, Jsonb(write.settings), Jsonb(write.secrets)),
                 )
-                row = SealedEntry(write.key, revision, updated_at, write.settings, write.secrets)
-                changes.append(Change(write.key, revision, before, row))
+                row = base.SealedEntry(
+                    write.key, revision, updated_at, write.settings, write.secrets
+                )
+                changes.append(base.Change(write.key, revision, before, row))
                 notices.append(("u", revision, write.key))
             for key in batch.removes:
                 before = self._row(connection, key) if journal else None
                 if connection.execute(self._q.delete, (key,)).rowcount:
                     revision += 1
-                    changes.append(Change(key, revision, before, None))
+                    changes.append(base.Change(key, revision, before, None))
                     notices.append(("d", revision, key))
             if revision != start:
                 connection.execute(self._q.set_revision, (revision,))
@@ -169,7 +158,7 @@ class PostgresStore:
                     announce(connection, self._target.channel, op, number, key)
             written = [change.after for change in changes if change.after is not None]
             removed = [change.key for change in changes if change.after is None]
-            return Applied(written, removed), revision
+            return base.Applied(written, removed), revision
 
         applied, revision = self._pool.transact("write", body)
         if applied.written or applied.removed:
@@ -177,10 +166,12 @@ class PostgresStore:
         return applied
 
     def _append_audit(
-        self, connection: Connection, journal: Journal, changes: Sequence[Change]
+        self, connection: Connection, journal: base.Journal, changes: Sequence[base.Change]
     ) -> None:
         last = connection.execute(self._q.last_audit).fetchone()
-        records = journal(changes, None if last is None else AuditRow(int(last[0]), str(last[1])))
+        records = journal(
+            changes, None if last is None else base.AuditRow(int(last[0]), str(last[1]))
+        )
         if records:
             with connection.cursor() as cursor:
                 cursor.executemany(
@@ -190,7 +181,7 @@ class PostgresStore:
     #: PostgreSQL keeps the audit log, in the ``audit`` table.
     keeps_audit: Final = True
 
-    def start_audit(self, start: AuditStart) -> bool:
+    def start_audit(self, start: base.AuditStart) -> bool:
         pending = self._pool.query(
             "read", lambda c: c.execute(self._q.audit_start_pending).fetchone()
         )
@@ -235,7 +226,7 @@ class PostgresStore:
         row = connection.execute(self._q.revision_of, (key,)).fetchone()
         return None if row is None else int(row[0])
 
-    def _row(self, connection: Connection, key: str) -> SealedEntry | None:
+    def _row(self, connection: Connection, key: str) -> base.SealedEntry | None:
         row = connection.execute(self._q.read, (key,)).fetchone()
         return None if row is None else self._sealed(row)
 
@@ -243,7 +234,7 @@ class PostgresStore:
         row = self._pool.query("read", lambda c: c.execute(self._q.read_state, (name,)).fetchone())
         return None if row is None else str(row[0])
 
-    def scan(self) -> Iterator[SealedEntry]:
+    def scan(self) -> Iterator[base.SealedEntry]:
         rows = self._pool.query("read", lambda c: c.execute(self._q.scan).fetchall())
         for row in rows:
             yield self._sealed(row)
@@ -252,13 +243,13 @@ class PostgresStore:
         rows = self._pool.query("read", lambda c: c.execute(self._q.index).fetchall())
         return iter(sorted(str(row[0]) for row in rows))  # code-point order, as scan's
 
-    def rewrite_all(self, rekey: Rekey) -> int:
+    def rewrite_all(self, rekey: base.Rekey) -> int:
         # Run again from the start if the pool retries on a fresh connection: the
         # count is the committed run's, returned by it.
         def body(connection: Connection) -> tuple[int, int]:
             revision = self._lock_revision(connection)
             rows = connection.execute(self._q.scan_for_update).fetchall()
-            changes: list[Change] = []
+            changes: list[base.Change] = []
             # Batches keep memory flat and make the rotation's progress visible to a
             # server-side observer; it commits (or not) as a whole either way.
             for start in range(0, len(rows), _ROTATE_BATCH):
@@ -268,7 +259,7 @@ class PostgresStore:
                     sealed = self._sealed(row)
                     after = rekey.resealed(sealed, revision)
                     batch.append((Jsonb(after.secrets), revision, sealed.key))
-                    changes.append(Change(sealed.key, revision, sealed, after))
+                    changes.append(base.Change(sealed.key, revision, sealed, after))
                 with connection.cursor() as cursor:
                     cursor.executemany(self._q.reseal, batch)
             connection.execute(self._q.rotate_state, (revision, rekey.new_key_id))
@@ -298,7 +289,7 @@ class PostgresStore:
 
 def open_postgres_registry(
     url: str, key: MasterKey | KeyRing, *, read_only: bool = False, **options: str | int
-) -> EncryptedRegistry:
+) -> base.EncryptedRegistry:
     """Open (creating or migrating its schema if needed) the registry at *url*;
     *read_only*: one at the current schema, in read-only transactions, writing nothing.
 
@@ -306,4 +297,4 @@ def open_postgres_registry(
     parameter: ``open_postgres_registry(url, key, schema="team_b", sslmode="verify-full")``.
     """
     store = PostgresStore(url, read_only=read_only, **options)
-    return EncryptedRegistry(store, key, name=store.name, read_only=read_only)
+    return base.EncryptedRegistry(store, key, name=store.name, read_only=read_only)
