@@ -56,6 +56,7 @@ __all__ = [
     "AuditRow",
     "AuditStart",
     "Batch",
+    "BatchesOfOne",
     "Change",
     "EncryptedRegistry",
     "EntryRef",
@@ -423,6 +424,24 @@ class RegistryStore(Protocol):
 
     def close(self) -> None:
         """Release the store's connections. It may be called more than once."""
+
+
+class _Applies(Protocol):
+    def apply(self, batch: Batch) -> Applied: ...
+
+
+class BatchesOfOne:
+    """A store's :meth:`~RegistryStore.write` and :meth:`~RegistryStore.delete` as
+    batches of one through its own :meth:`~RegistryStore.apply`, as every built-in
+    store has them."""
+
+    def write(
+        self: _Applies, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
+    ) -> SealedEntry:
+        return self.apply(Batch(key_id, writes=[SealedWrite(key, settings, secrets)])).written[0]
+
+    def delete(self: _Applies, key: str) -> bool:
+        return bool(self.apply(Batch(None, removes=[key])).removed)
 
 
 class EncryptedRegistry:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from .._crypto import KeyRing, MasterKey
 from . import _base as base
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStore", "open_memory_registry"]
 
 
-class MemoryStore:
+class MemoryStore(base.BatchesOfOne):
     """A dict of sealed entries. Reads take no lock: a dict probe is atomic in CPython."""
 
     def __init__(self) -> None:
@@ -49,16 +49,6 @@ class MemoryStore:
 
     def read(self, key: str) -> base.SealedEntry | None:
         return self._rows.get(key)
-
-    def write(
-        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> base.SealedEntry:
-        return self.apply(
-            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
-        ).written[0]
-
-    def delete(self, key: str) -> bool:
-        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
     def apply(self, batch: base.Batch) -> base.Applied:
         with self._write_lock:

@@ -80,7 +80,7 @@ class _Connection(sqlite3.Connection):
     is closed when its thread-local storage goes, not kept until :meth:`close`."""
 
 
-class SQLiteStore:
+class SQLiteStore(base.BatchesOfOne):
     """Sealed entries in one SQLite file.
 
     Lookups are memoised per thread; a warm lookup is a clock read and a dict probe,
@@ -400,16 +400,6 @@ class SQLiteStore:
                 f"registry {self.path}: its revision counter (the 'revision' row of its "
                 "meta table) is missing; restore the file from a backup"
             ) from None
-
-    def write(
-        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> base.SealedEntry:
-        return self.apply(
-            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
-        ).written[0]
-
-    def delete(self, key: str) -> bool:
-        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
     def apply(self, batch: base.Batch) -> base.Applied:
         updated_at = base.now()

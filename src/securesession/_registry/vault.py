@@ -283,7 +283,7 @@ def _backoff(attempt: int) -> None:
 # -- the store ---------------------------------------------------------------------------
 
 
-class VaultStore:
+class VaultStore(base.BatchesOfOne):
     """Sealed entries in a KV v2 engine, under one prefix. Thread-safe."""
 
     def __init__(
@@ -576,16 +576,6 @@ class VaultStore:
                 f"version it names ({row.version}) is missing or altered"
             )
         return sealed
-
-    def write(
-        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> base.SealedEntry:
-        return self.apply(
-            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
-        ).written[0]
-
-    def delete(self, key: str) -> bool:
-        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
     def apply(self, batch: base.Batch) -> base.Applied:
         """One check-and-set on the index commits the whole batch: the entry documents

@@ -24,7 +24,7 @@ _ROTATE_BATCH: Final = 200
 _MAX_NOTIFICATIONS: Final = 64
 
 
-class PostgresStore:
+class PostgresStore(base.BatchesOfOne):
     """Sealed entries in PostgreSQL, with an in-process index kept fresh by LISTEN.
 
     *options* are the URL's query parameters given as keywords instead (``schema``,
@@ -92,16 +92,6 @@ class PostgresStore:
         if row is None:
             raise RegistryCorruptError(f"registry {self.name}: its state row is missing")
         return int(row[0])
-
-    def write(
-        self, key: str, settings: dict[str, Any], secrets: dict[str, str], *, key_id: str
-    ) -> base.SealedEntry:
-        return self.apply(
-            base.Batch(key_id, writes=[base.SealedWrite(key, settings, secrets)])
-        ).written[0]
-
-    def delete(self, key: str) -> bool:
-        return bool(self.apply(base.Batch(None, removes=[key])).removed)
 
     def apply(self, batch: base.Batch) -> base.Applied:
         updated_at = base.now()
