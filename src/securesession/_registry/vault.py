@@ -61,10 +61,10 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from .._audit import AuditLog
@@ -185,22 +185,20 @@ def parse_vault_url(url: str) -> VaultTarget:
 # -- the index -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
+class _Row(NamedTuple):
     revision: int
     version: int  # the KV version of the entry document holding this revision
     updated_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Index:
+class _Index(NamedTuple):
     key_id: str
     generation: str
     revision: int
     rows: Mapping[str, _Row]
     kv_version: int  # of the index document itself: the check-and-set token
     #: What batches stored under a name (:meth:`VaultStore.state`); absent in old indexes.
-    states: Mapping[str, str] = field(default_factory=dict)
+    states: Mapping[str, str]
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -392,7 +390,7 @@ class VaultStore(base.BatchesOfOne):
             if exc.reason == "conflict":
                 return None
             raise
-        return self._install(replace(index, kv_version=int(response["data"]["version"])))
+        return self._install(index._replace(kv_version=int(response["data"]["version"])))
 
     def _write_doc(
         self, generation: str, key: str, doc: dict[str, Any], expected: int
@@ -433,7 +431,12 @@ class VaultStore(base.BatchesOfOne):
         )
 
     def _current_version(self, rel: str) -> int:
-        metadata = self._kv().call_or_none(
+        metadata = self._read_metadata(rel)
+        return 0 if metadata is None else int(metadata["data"]["current_version"])
+
+    def _read_metadata(self, rel: str) -> Any:
+        """The KV metadata of the document at *rel* (its versions), ``None`` if none."""
+        return self._kv().call_or_none(
             lambda client: client.secrets.kv.v2.read_secret_metadata(
                 path=rel, mount_point=self._mount
             ),
@@ -441,7 +444,6 @@ class VaultStore(base.BatchesOfOne):
             path=self._metadata(rel),
             capability="read",
         )
-        return 0 if metadata is None else int(metadata["data"]["current_version"])
 
     def _read_doc(self, index: _Index, key: str) -> base.SealedEntry | None:
         """The entry *index* names, from the exact document version it pins;
@@ -533,7 +535,7 @@ class VaultStore(base.BatchesOfOne):
 
     def record_key_id(self, key_id: str) -> None:
         with self._write_lock:
-            fresh = _Index(key_id, _new_generation(1), 0, {}, 0)
+            fresh = _Index(key_id, _new_generation(1), 0, {}, 0, {})
             index = self._write_index(fresh, 0) or self._install(self._require(self._fetch_index()))
             self._key_id = index.key_id
             if index.key_id != key_id:
@@ -658,14 +660,7 @@ class VaultStore(base.BatchesOfOne):
         longer names them). Newer versions, from a concurrent re-add, are kept."""
         rel = self._doc_rel(generation, key)
         try:
-            metadata = self._kv().call_or_none(
-                lambda client: client.secrets.kv.v2.read_secret_metadata(
-                    path=rel, mount_point=self._mount
-                ),
-                action=f"read document metadata of registry {self._name}",
-                path=self._metadata(rel),
-                capability="read",
-            )
+            metadata = self._read_metadata(rel)
             if metadata is None:
                 return
             versions = [
