@@ -105,6 +105,10 @@ class Queries:
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(schema=sql.Identifier(schema))
 
+        # Every query that reads whole rows reads them as PostgresStore._sealed takes them;
+        # COLLATE "C": code-point order, the order Python's sorted() gives.
+        rows = "SELECT key, revision, updated_at, settings, secrets FROM {schema}.entries"
+        in_key_order = ' ORDER BY key COLLATE "C"'
         return cls(
             version_table=f"{schema}.schema_version",
             read_version=q("SELECT max(version) FROM {schema}.schema_version"),
@@ -113,10 +117,7 @@ class Queries:
             lock_state=q("SELECT revision FROM {schema}.state WHERE id = 1 FOR UPDATE"),
             set_revision=q("UPDATE {schema}.state SET revision = %s WHERE id = 1"),
             rotate_state=q("UPDATE {schema}.state SET revision = %s, key_id = %s WHERE id = 1"),
-            read=q(
-                "SELECT key, revision, updated_at, settings, secrets"
-                " FROM {schema}.entries WHERE key = %s"
-            ),
+            read=q(rows + " WHERE key = %s"),
             upsert=q(
                 "INSERT INTO {schema}.entries (key, revision, updated_at, settings, secrets)"
                 " VALUES (%s, %s, %s, %s, %s)"
@@ -125,15 +126,8 @@ class Queries:
                 " secrets = EXCLUDED.secrets"
             ),
             delete=q("DELETE FROM {schema}.entries WHERE key = %s"),
-            # COLLATE "C": code-point order, the order Python's sorted() gives.
-            scan=q(
-                "SELECT key, revision, updated_at, settings, secrets"
-                ' FROM {schema}.entries ORDER BY key COLLATE "C"'
-            ),
-            scan_for_update=q(
-                "SELECT key, revision, updated_at, settings, secrets"
-                ' FROM {schema}.entries ORDER BY key COLLATE "C" FOR UPDATE'
-            ),
+            scan=q(rows + in_key_order),
+            scan_for_update=q(rows + in_key_order + " FOR UPDATE"),
             reseal=q("UPDATE {schema}.entries SET secrets = %s, revision = %s WHERE key = %s"),
             index=q("SELECT key, revision FROM {schema}.entries"),
             state_revision=q("SELECT revision FROM {schema}.state WHERE id = 1"),
