@@ -62,7 +62,7 @@ class Secret:
         raise TypeError("Secret cannot be pickled")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False)  # its own __init__ and __repr__
 class Credential:
     """A user name and password (or token) pair.
 
