@@ -18,7 +18,6 @@ handshake to the service comes next.)
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
 from typing import Any
 
 import httpcore
@@ -26,8 +25,6 @@ import httpcore
 from .._tls import ProfileContext
 
 __all__ = ["CheckingAsyncBackend", "CheckingBackend"]
-
-_SocketOption = Any  # httpcore's SOCKET_OPTION union; its exact shape does not matter here
 
 
 class _Peer:
@@ -94,25 +91,14 @@ class CheckingBackend(httpcore.NetworkBackend):
     def __init__(self, inner: httpcore.NetworkBackend) -> None:
         self._inner = inner
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[_SocketOption] | None = None,
-    ) -> httpcore.NetworkStream:
-        return _CheckingStream(
-            self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        )
+    # httpcore's connection arguments are passed on as they come: only the stream is
+    # wrapped.
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[_SocketOption] | None = None,
-    ) -> httpcore.NetworkStream:
-        return _CheckingStream(self._inner.connect_unix_socket(path, timeout, socket_options))
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _CheckingStream(self._inner.connect_tcp(*args, **kwargs))
+
+    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _CheckingStream(self._inner.connect_unix_socket(*args, **kwargs))
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -159,27 +145,11 @@ class CheckingAsyncBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
         self._inner = inner
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[_SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _CheckingAsyncStream(
-            await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        )
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _CheckingAsyncStream(await self._inner.connect_tcp(*args, **kwargs))
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[_SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _CheckingAsyncStream(
-            await self._inner.connect_unix_socket(path, timeout, socket_options)
-        )
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _CheckingAsyncStream(await self._inner.connect_unix_socket(*args, **kwargs))
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
