@@ -49,7 +49,7 @@ if TYPE_CHECKING:
         TLSHandshakeError,
         VaultError,
     )
-    from ._guard import EntrySource
+    from ._guard import CacheInfo, EntrySource, GuardOptions
     from ._inject import InjectionPlan as InjectionPlan
     from ._inject import injected_by
     from ._keysource import KeySource
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ._registry.sqlite import SQLiteStore as SQLiteStore
     from ._registry.vault import open_vault_registry as open_vault_registry
     from ._secret import Credential, Secret
-    from ._session import CacheInfo, SecureSession
+    from ._session import SecureSession
     from ._tls import ClientCertificate, TLSProfile, TLSVersionName, spki_pin
     from ._urls import CanonicalURL, canonicalize, redacted_url
     from ._vault import AppRole as AppRole
@@ -107,7 +107,9 @@ _EXPORTS: dict[str, str] = {
     "TLSConfigError": "_exceptions",
     "TLSHandshakeError": "_exceptions",
     "VaultError": "_exceptions",
+    "CacheInfo": "_guard",
     "EntrySource": "_guard",
+    "GuardOptions": "_guard",
     "injected_by": "_inject",
     "KeySource": "_keysource",
     "EntryRef": "_registry",
@@ -115,7 +117,6 @@ _EXPORTS: dict[str, str] = {
     "open_registry": "_registry",
     "Credential": "_secret",
     "Secret": "_secret",
-    "CacheInfo": "_session",
     "SecureSession": "_session",
     "ClientCertificate": "_tls",
     "TLSProfile": "_tls",
@@ -162,6 +163,7 @@ __all__ = [
     "DecryptionError",
     "EntryRef",
     "EntrySource",
+    "GuardOptions",
     "InvalidEntryError",
     "InvalidURLError",
     "KeyRing",

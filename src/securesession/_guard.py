@@ -32,8 +32,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import (
+    Any,
+    Final,
+    Generic,
+    NamedTuple,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 import requests
 from requests import PreparedRequest, Response
@@ -50,6 +60,7 @@ __all__ = [
     "EntryGuard",
     "EntrySource",
     "GuardControls",
+    "GuardOptions",
     "GuardedRequest",
     "InvalidRequestURLError",
     "WireGuard",
@@ -85,6 +96,52 @@ class EntrySource(Protocol):
 
     def load(self, ref: EntryRef) -> ServiceEntry | None:
         """The entry *ref* names, decrypted; ``None`` if it was removed meanwhile."""
+
+
+class GuardOptions(TypedDict, total=False):
+    """The keyword arguments every front-end passes to its guard:
+    :class:`~securesession.SecureSession`, ``CachedSecureSession``, and
+    ``securesession.httpx``'s clients and transports all take them, with the same
+    meaning and the same defaults.
+
+    ``cache_ttl``       seconds a decrypted entry is served from the cache, on *timer*'s
+                        clock (default 300; 0 disables the cache)
+    ``cache_maxsize``   how many decrypted entries the cache holds at most; the one
+                        decrypted longest ago goes first (default 1024)
+    ``strict``          refuse a URL (or a redirect hop) that no entry matches with
+                        :class:`~securesession.NoCredentialsError`, before a byte is sent
+                        (default False)
+    ``timer``           the clock of *cache_ttl* and *stale_on_error*, in seconds
+                        (default ``time.monotonic``; tests pass a fake one)
+    ``stale_on_error``  0 fails closed when the registry cannot be reached (the
+                        :class:`~securesession.RegistryError` propagates); N > 0 keeps
+                        serving, for a URL looked up in the last N seconds, the entry it
+                        matched then, if it was decrypted at most N seconds ago; N cannot
+                        exceed *cache_ttl* (default 0)
+
+    A ``TypedDict``: type checkers check these keywords where a constructor takes
+    ``**options: Unpack[GuardOptions]`` (or a ``TypedDict`` built on this one), and code
+    that forwards them can annotate its own ``**kwargs`` the same way.
+    """
+
+    cache_ttl: float
+    cache_maxsize: int
+    strict: bool
+    timer: Callable[[], float]
+    stale_on_error: float
+
+
+_GUARD_OPTIONS: Final = GuardOptions.__optional_keys__
+
+
+def split_guard_options(options: Mapping[str, Any]) -> tuple[GuardOptions, dict[str, Any]]:
+    """A front-end's keyword arguments *options*: the guard's (:class:`GuardOptions`),
+    and the rest, for whatever else the front-end builds."""
+    guard: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for name, value in options.items():
+        (guard if name in _GUARD_OPTIONS else rest)[name] = value
+    return cast(GuardOptions, guard), rest
 
 
 class GuardedRequest(PreparedRequest):
@@ -142,14 +199,15 @@ class EntryGuard(Generic[P]):
     def __init__(
         self,
         registry: EntrySource,
-        cache_ttl: float,
-        cache_maxsize: int,
-        strict: bool,
+        *,
+        cache_ttl: float = 300.0,
+        cache_maxsize: int = 1024,
+        strict: bool = False,
         timer: Callable[[], float] = time.monotonic,
         stale_on_error: float = 0.0,
     ) -> None:
-        """The arguments are :class:`~securesession.SecureSession`'s of the same names
-        (every front-end passes its own, in this order)."""
+        """The keyword arguments are :class:`GuardOptions`' (this is where their
+        defaults are, and where they are checked): every front-end passes its own."""
         if not 0 <= stale_on_error <= cache_ttl:
             raise ValueError(
                 "stale_on_error must be between 0 (fail closed) and cache_ttl: "

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
 import requests
@@ -16,12 +14,13 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from requests.utils import get_auth_from_url
 
 from ._adapter import SecureAdapter
+from ._compat import Unpack
 from ._entry import ServiceEntry
 from ._exceptions import TLSConfigError
-from ._guard import CacheInfo, EntrySource, GuardControls, WireGuard, adopt, is_downgraded
+from ._guard import EntrySource, GuardControls, GuardOptions, WireGuard, adopt, is_downgraded
 from ._inject import InjectionPlan
 
-__all__ = ["CacheInfo", "SecureSession"]
+__all__ = ["SecureSession"]
 
 
 _REFRESH_STATUSES = frozenset({401, 407})
@@ -60,6 +59,10 @@ class SecureSession(GuardControls[WireGuard], requests.Session):
       must not be mounted on another ``SecureSession``. Sessions cannot be pickled
       or copied; open a new one over the same registry instead.
 
+    The keyword arguments besides *adapter* are :class:`~securesession.GuardOptions`:
+    *cache_ttl*, *cache_maxsize*, *strict*, *timer* and *stale_on_error* (their meanings
+    and defaults are listed there); any other keyword raises ``TypeError``.
+
     The session does not close *registry*: whoever opened it closes it.
     """
 
@@ -67,14 +70,10 @@ class SecureSession(GuardControls[WireGuard], requests.Session):
         self,
         registry: EntrySource,
         *,
-        cache_ttl: float = 300.0,
-        cache_maxsize: int = 1024,
-        strict: bool = False,
-        timer: Callable[[], float] = time.monotonic,
         adapter: SecureAdapter | None = None,
-        stale_on_error: float = 0.0,
+        **options: Unpack[GuardOptions],
     ) -> None:
-        self._guard = WireGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error)
+        self._guard = WireGuard(registry, **options)
         self.adapter = adapter or SecureAdapter()
         self.adapter._bind(self._guard)
         super().__init__()

@@ -12,6 +12,7 @@ sends the HTTP/2 preface (the server sees a handshake and no request). Against
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 
 import anyio
@@ -142,7 +143,5 @@ def test_hpack_debug_logs_show_non_sensitive_header_values(
     assert any("b'authorization'=b'SENSITIVE_REDACTED'" in line for line in adding)
 
 
-def _trusting(ca: CertificateAuthority) -> object:
-    import ssl
-
+def _trusting(ca: CertificateAuthority) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca.cert_pem.decode("ascii"))

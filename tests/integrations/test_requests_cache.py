@@ -35,6 +35,7 @@ from securesession import (
 from securesession.integrations.requests_cache import CachedSecureSession
 from securesession.testing import GatewayServer
 
+from ..guard_options import Clock, add_entries, check_guard_options, guard_options
 from ..secretscan import leaks
 
 GATEWAY = ("bridge", "gw-SECRET")
@@ -381,6 +382,18 @@ def test_a_strict_session_refuses_before_reading_the_cache(
             pytest.raises(NoCredentialsError),
         ):
             strict.get(url)
+
+
+def test_guard_keywords_go_to_the_session_and_the_others_to_requests_cache(
+    tmp_path: Path, registry: Registry
+) -> None:
+    add_entries(registry)
+    clock = Clock()
+    with CachedSecureSession(
+        registry, str(tmp_path / "c.sqlite"), expire_after=300, **guard_options(clock)
+    ) as session:
+        check_guard_options(clock, session, session.entry_for, lambda: session.cache_info().loads)
+        assert session.settings.expire_after == 300
 
 
 # -- credentials of the caller's own ---------------------------------------------------------

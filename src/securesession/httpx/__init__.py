@@ -28,12 +28,16 @@ except ImportError:  # pragma: no cover - the extra is not installed
 
 from ._client import SecureAsyncClient, SecureClient
 from ._core import InvalidRequestURLError
+from ._options import AsyncClientOptions, ClientOptions, TransportOptions
 from ._transport import AsyncSecureTransport, SecureTransport
 
 __all__ = [
+    "AsyncClientOptions",
     "AsyncSecureTransport",
+    "ClientOptions",
     "InvalidRequestURLError",
     "SecureAsyncClient",
     "SecureClient",
     "SecureTransport",
+    "TransportOptions",
 ]

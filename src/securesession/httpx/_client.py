@@ -17,20 +17,24 @@ a Digest handshake of the caller's own).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Final
+from collections.abc import Coroutine, Mapping
+from typing import Any, Final, Generic, TypeVar
 
 import httpx
 
+from .._compat import Unpack
 from .._entry import ServiceEntry
-from .._guard import EntrySource, GuardControls
+from .._guard import EntrySource, GuardControls, split_guard_options
 from ._core import EXTENSION, Chain, HttpxGuard
+from ._options import AsyncClientOptions, ClientOptions
 from ._transport import AsyncSecureTransport, SecureTransport, _Options
 
 __all__ = ["SecureAsyncClient", "SecureClient"]
 
 _MOUNTS_ARGUMENT = "mounts"
+
+#: The guarded transport of a client's routes.
+R = TypeVar("R", SecureTransport, AsyncSecureTransport)
 
 
 #: httpx's own "no authentication" (what it sends with when there is no ``auth=`` and
@@ -61,21 +65,39 @@ def _caller_auth(request: httpx.Request, auth: Any, client_auth: Any) -> Any:
     return auth
 
 
-def _route_options(kwargs: Mapping[str, Any], proxy: Any = None) -> _Options:
-    """httpx's transport arguments (as it passes them to its hooks) as our options."""
-    return _Options(
-        kwargs.get("verify", True),
-        kwargs.get("cert"),
-        kwargs.get("trust_env", True),
-        kwargs.get("http1", True),
-        kwargs.get("http2", False),
-        kwargs.get("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20)),
-        proxy,
-        0,
-    )
+class _GuardedClient(GuardControls[HttpxGuard], Generic[R]):
+    """What :class:`SecureClient` and :class:`SecureAsyncClient` share: one guard, and
+    every route of the client (its default one, each proxy, each ``mounts=``
+    transport) a guarded transport over it, built by the client's :meth:`_route`."""
+
+    def _guarded(self, registry: EntrySource, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Make the client's guard from the guard's keywords among *options*; return the
+        others, for httpx, with each ``mounts=`` transport routed through the guard."""
+        guard_options, client_options = split_guard_options(options)
+        self._guard = HttpxGuard(registry, **guard_options)
+        mounts = client_options.get(_MOUNTS_ARGUMENT)
+        if mounts is not None:
+            route_options = _Options.of_route(client_options)
+            client_options[_MOUNTS_ARGUMENT] = {
+                pattern: None if transport is None else self._route(transport, route_options)
+                for pattern, transport in mounts.items()
+            }
+        return client_options
+
+    def _route(self, transport: Any, options: _Options) -> R:
+        """A route over *transport* (``None``: httpx's own, built from *options*)."""
+        raise NotImplementedError
+
+    # httpx's construction hooks, called with its transport arguments as keywords.
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> R:
+        return self._route(kwargs.get("transport"), _Options.of_route(kwargs))
+
+    def _init_proxy_transport(self, proxy: Any, *args: Any, **kwargs: Any) -> R:
+        return self._route(None, _Options.of_route(kwargs, proxy))
 
 
-class SecureClient(GuardControls[HttpxGuard], httpx.Client):
+class SecureClient(_GuardedClient[SecureTransport], httpx.Client):
     """An ``httpx.Client`` that looks every request's URL up in *registry* and injects
     the matching entry's credentials, over the entry's TLS profile.
 
@@ -85,44 +107,22 @@ class SecureClient(GuardControls[HttpxGuard], httpx.Client):
     headers copied from a response to another call. After an https → http hop nothing
     is injected for the rest of the chain. A header or ``auth=`` the caller gives wins.
 
-    *cache_ttl*, *cache_maxsize*, *strict*, *timer* and *stale_on_error* are
-    :class:`~securesession.SecureSession`'s; every other argument is ``httpx.Client``'s
-    and means what it means there (``verify=``/``cert=`` apply to URLs whose entry has
-    no TLS profile). ``transport=`` replaces the inner transport of the default route
-    (``httpx.MockTransport`` in tests); ``mounts=`` transports are wrapped the same way.
+    The keyword arguments are :class:`ClientOptions`: the guard's
+    (:class:`~securesession.GuardOptions`: *cache_ttl*, *cache_maxsize*, *strict*,
+    *timer*, *stale_on_error*) and ``httpx.Client``'s, which mean what they mean there
+    (``verify=``/``cert=`` apply to URLs whose entry has no TLS profile); a keyword
+    that is neither raises ``TypeError``. ``transport=`` replaces the inner transport
+    of the default route (``httpx.MockTransport`` in tests); ``mounts=`` transports
+    are wrapped the same way.
 
     The client does not close *registry*: whoever opened it closes it.
     """
 
-    def __init__(
-        self,
-        registry: EntrySource,
-        *,
-        cache_ttl: float = 300.0,
-        cache_maxsize: int = 1024,
-        strict: bool = False,
-        timer: Callable[[], float] = time.monotonic,
-        stale_on_error: float = 0.0,
-        **client_options: Any,
-    ) -> None:
-        self._guard = HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error)
-        mounts = client_options.pop(_MOUNTS_ARGUMENT, None)
-        if mounts is not None:
-            options = _route_options(client_options)
-            client_options[_MOUNTS_ARGUMENT] = {
-                pattern: None
-                if transport is None
-                else SecureTransport._sharing(self._guard, transport, options)
-                for pattern, transport in mounts.items()
-            }
-        super().__init__(**client_options)
+    def __init__(self, registry: EntrySource, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(**self._guarded(registry, options))
 
-    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
-        transport = kwargs.get("transport")
-        return SecureTransport._sharing(self._guard, transport, _route_options(kwargs))
-
-    def _init_proxy_transport(self, proxy: Any, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
-        return SecureTransport._sharing(self._guard, None, _route_options(kwargs, proxy))
+    def _route(self, transport: httpx.BaseTransport | None, options: _Options) -> SecureTransport:
+        return SecureTransport._sharing(self._guard, transport, options)
 
     def send(
         self, request: httpx.Request, *, auth: Any = httpx.USE_CLIENT_DEFAULT, **kwargs: Any
@@ -136,8 +136,9 @@ class SecureClient(GuardControls[HttpxGuard], httpx.Client):
         return None if plan is None else plan.entry
 
 
-class SecureAsyncClient(GuardControls[HttpxGuard], httpx.AsyncClient):
-    """The ``httpx.AsyncClient`` twin of :class:`SecureClient`.
+class SecureAsyncClient(_GuardedClient[AsyncSecureTransport], httpx.AsyncClient):
+    """The ``httpx.AsyncClient`` twin of :class:`SecureClient`; its keyword arguments
+    are :class:`AsyncClientOptions`, and *offload_lookups*.
 
     Registry I/O and decryption stay off the event loop: warm requests do neither (the
     registry's lookup is its in-memory hot path, the cache read never waits); a miss
@@ -150,26 +151,13 @@ class SecureAsyncClient(GuardControls[HttpxGuard], httpx.AsyncClient):
         self,
         registry: EntrySource,
         *,
-        cache_ttl: float = 300.0,
-        cache_maxsize: int = 1024,
-        strict: bool = False,
-        timer: Callable[[], float] = time.monotonic,
-        stale_on_error: float = 0.0,
         offload_lookups: bool = False,
-        **client_options: Any,
+        **options: Unpack[AsyncClientOptions],
     ) -> None:
-        self._guard = HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error)
         self._offload_lookups = offload_lookups
         # One single-flight table for every route of the client: they share the cache.
         self._flights: dict[Any, Any] = {}
-        mounts = client_options.pop(_MOUNTS_ARGUMENT, None)
-        if mounts is not None:
-            options = _route_options(client_options)
-            client_options[_MOUNTS_ARGUMENT] = {
-                pattern: None if transport is None else self._route(transport, options)
-                for pattern, transport in mounts.items()
-            }
-        super().__init__(**client_options)
+        super().__init__(**self._guarded(registry, options))
 
     def _route(
         self, transport: httpx.AsyncBaseTransport | None, options: _Options
@@ -181,14 +169,6 @@ class SecureAsyncClient(GuardControls[HttpxGuard], httpx.AsyncClient):
             offload_lookups=self._offload_lookups,
             flights=self._flights,
         )
-
-    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
-        return self._route(kwargs.get("transport"), _route_options(kwargs))
-
-    def _init_proxy_transport(
-        self, proxy: Any, *args: Any, **kwargs: Any
-    ) -> httpx.AsyncBaseTransport:
-        return self._route(None, _route_options(kwargs, proxy))
 
     def send(
         self, request: httpx.Request, *, auth: Any = httpx.USE_CLIENT_DEFAULT, **kwargs: Any

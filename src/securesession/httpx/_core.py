@@ -29,13 +29,20 @@ from __future__ import annotations
 
 import logging
 import operator
-from typing import Any, Final
+from typing import Final
 
 import httpx
 
+from .._compat import Unpack
 from .._entry import ServiceEntry
 from .._exceptions import InvalidURLError, NoCredentialsError
-from .._guard import EntryGuard, log_nothing_injected, no_entry_message
+from .._guard import (
+    EntryGuard,
+    EntrySource,
+    GuardOptions,
+    log_nothing_injected,
+    no_entry_message,
+)
 from .._urls import redacted_url as where
 from ._plan import AUTHORIZATION, HttpxPlan, Ledger, build_plan
 
@@ -109,10 +116,9 @@ class HttpxGuard(EntryGuard[HttpxPlan]):
 
     invalid_url_error = InvalidRequestURLError
 
-    def __init__(self, *settings: Any) -> None:
-        """*settings*: :class:`EntryGuard`'s (registry, cache, strict mode, stale-on-error)."""
+    def __init__(self, registry: EntrySource, **options: Unpack[GuardOptions]) -> None:
         self.ledger = Ledger()
-        super().__init__(*settings)
+        super().__init__(registry, **options)
 
     def _build_plan(self, entry: ServiceEntry) -> HttpxPlan:
         plan = build_plan(entry)

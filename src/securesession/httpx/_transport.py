@@ -36,17 +36,18 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
 import httpx
 
+from .._compat import Unpack
 from .._entry import ServiceEntry
 from .._exceptions import ConfigurationError, TLSConfigError
-from .._guard import EntrySource
+from .._guard import EntrySource, GuardOptions, split_guard_options
 from .._registry import EntryRef
 from .._tls import (
     ProfileContext,
@@ -60,6 +61,7 @@ from .._tls import (
 from .._urls import redacted_url as where
 from ._core import EXTENSION, REDIRECTS, Chain, HttpxGuard
 from ._network import CheckingAsyncBackend, CheckingBackend
+from ._options import TransportOptions
 from ._plan import HttpxPlan
 
 __all__ = ["AsyncSecureTransport", "SecureTransport"]
@@ -86,18 +88,32 @@ class _Slot:
     transport: Any  # httpx.HTTPTransport or httpx.AsyncHTTPTransport
 
 
+_DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
 @dataclass(frozen=True)
 class _Options:
-    """How inner transports are built (the httpx.HTTPTransport arguments)."""
+    """How inner transports are built: the ``httpx.HTTPTransport`` arguments of
+    :class:`~._options.TransportOptions`, with httpx's defaults."""
 
-    verify: Any
-    cert: Any
-    trust_env: bool
-    http1: bool
-    http2: bool
-    limits: httpx.Limits
-    proxy: Any
-    retries: int
+    verify: Any = True
+    cert: Any = None
+    trust_env: bool = True
+    http1: bool = True
+    http2: bool = False
+    # httpx.Limits defines __eq__ without __hash__, which a dataclass default may not.
+    limits: httpx.Limits = field(default_factory=lambda: _DEFAULT_LIMITS)
+    proxy: Any = None
+    retries: int = 0
+
+    @classmethod
+    def of_route(cls, arguments: Mapping[str, Any], proxy: Any = None) -> _Options:
+        """The options of one route of a client: those among *arguments* (the client's
+        keywords, or what httpx passes its transport hooks), through the route's own
+        *proxy*."""
+        known = {name: value for name, value in arguments.items() if name in _OPTION_NAMES}
+        known["proxy"] = proxy
+        return cls(**known)
 
     def default_transport(self, *, asynchronous: bool) -> Any:
         """The inner transport for URLs without a TLS profile: httpx's own."""
@@ -132,6 +148,16 @@ class _Options:
             proxy=self.proxy,
             retries=self.retries,
         )
+
+
+_OPTION_NAMES: Final = frozenset(_Options.__dataclass_fields__)
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[GuardOptions, _Options]:
+    """A transport's keyword arguments: the guard's, and how its inner transports are
+    built (a keyword that is neither raises ``TypeError``, naming it)."""
+    guard_options, transport_options = split_guard_options(options)
+    return guard_options, _Options(**transport_options)
 
 
 def _profile_context(entry: ServiceEntry, *, http2: bool) -> ProfileContext:
@@ -370,9 +396,6 @@ def _diagnosable(exc: BaseException) -> BaseException:
     return copy.copy(cause)
 
 
-_DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-
-
 class SecureTransport(_Route, httpx.BaseTransport):
     """An ``httpx.BaseTransport`` that injects *registry* credentials and applies each
     entry's TLS profile, for every request that passes it.
@@ -380,11 +403,13 @@ class SecureTransport(_Route, httpx.BaseTransport):
     ``httpx.Client(transport=SecureTransport(registry))`` guards every request of that
     client, redirect hops included; :class:`~securesession.httpx.SecureClient` is that,
     plus env proxies, ``proxy=`` and ``mounts=`` routed through the same guard and
-    ``auth=`` recognised before its first leg. The cache and strict-mode arguments
-    are :class:`~securesession.SecureSession`'s; the transport arguments are
-    ``httpx.HTTPTransport``'s and apply to URLs with no TLS profile (a profile decides
-    all of TLS for its entry). ``transport=`` replaces the inner transport (an
-    ``httpx.MockTransport`` in tests, which then also serves entries with a profile).
+    ``auth=`` recognised before its first leg.
+
+    The keyword arguments besides ``transport=`` are :class:`TransportOptions`: the
+    guard's (:class:`~securesession.GuardOptions`) and ``httpx.HTTPTransport``'s, which
+    apply to URLs with no TLS profile (a profile decides all of TLS for its entry).
+    ``transport=`` replaces the inner transport (an ``httpx.MockTransport`` in tests,
+    which then also serves entries with a profile).
     """
 
     _asynchronous = False
@@ -393,26 +418,11 @@ class SecureTransport(_Route, httpx.BaseTransport):
         self,
         registry: EntrySource,
         *,
-        cache_ttl: float = 300.0,
-        cache_maxsize: int = 1024,
-        strict: bool = False,
-        timer: Callable[[], float] = time.monotonic,
-        stale_on_error: float = 0.0,
         transport: httpx.BaseTransport | None = None,
-        verify: Any = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-        proxy: Any = None,
-        retries: int = 0,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._setup(
-            HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error),
-            transport,
-            _Options(verify, cert, trust_env, http1, http2, limits, proxy, retries),
-        )
+        guard_options, transport_options = _split_options(options)
+        self._setup(HttpxGuard(registry, **guard_options), transport, transport_options)
 
     @classmethod
     def _sharing(
@@ -528,29 +538,13 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         self,
         registry: EntrySource,
         *,
-        cache_ttl: float = 300.0,
-        cache_maxsize: int = 1024,
-        strict: bool = False,
-        timer: Callable[[], float] = time.monotonic,
-        stale_on_error: float = 0.0,
-        offload_lookups: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: Any = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-        proxy: Any = None,
-        retries: int = 0,
+        offload_lookups: bool = False,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._setup_async(
-            HttpxGuard(registry, cache_ttl, cache_maxsize, strict, timer, stale_on_error),
-            transport,
-            _Options(verify, cert, trust_env, http1, http2, limits, proxy, retries),
-            offload_lookups=offload_lookups,
-            flights={},
-        )
+        guard_options, transport_options = _split_options(options)
+        self._setup(HttpxGuard(registry, **guard_options), transport, transport_options)
+        self._setup_async(offload_lookups, flights={})
 
     @classmethod
     def _sharing(
@@ -565,21 +559,14 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         """Another route of the client that owns *guard* (a proxy, a mount), sharing
         its single-flight table *flights*."""
         route = cls.__new__(cls)
-        route._setup_async(
-            guard, transport, options, offload_lookups=offload_lookups, flights=flights
-        )
+        route._setup(guard, transport, options)
+        route._setup_async(offload_lookups, flights)
         return route
 
     def _setup_async(
-        self,
-        guard: HttpxGuard,
-        transport: httpx.AsyncBaseTransport | None,
-        options: _Options,
-        *,
-        offload_lookups: bool,
-        flights: dict[tuple[str, int], anyio.Event],
+        self, offload_lookups: bool, flights: dict[tuple[str, int], anyio.Event]
     ) -> None:
-        self._setup(guard, transport, options)
+        """The async route's own state, after :meth:`_Route._setup`."""
         self.offload_lookups = offload_lookups
         self._flights = flights
         self._lookups_seen = self._slow_lookups = 0

@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import attrs
 from requests import PreparedRequest, Response
@@ -50,6 +49,7 @@ from requests_cache.policy.directives import CacheDirectives
 from requests_cache.session import get_504_response
 
 from .. import (
+    GuardOptions,
     Registry,
     SecureAdapter,
     SecureSession,
@@ -80,6 +80,9 @@ _CACHE_SEND_OPTIONS = ("expire_after", "only_if_cached", "refresh", "force_refre
 
 _R = TypeVar("_R")
 
+#: SecureSession's own keywords, taken out of requests-cache's.
+_GUARD_KEYS: Final = GuardOptions.__optional_keys__
+
 
 @dataclass(frozen=True)
 class _Stamp:
@@ -106,16 +109,20 @@ class CachedSecureSession(CacheMixin, _SecureBase):
     never writes an injected credential to the cache and never serves a response across
     registry entries (see the module documentation).
 
-    *registry* and the keyword arguments *cache_ttl* to *stale_on_error* are
-    :class:`~securesession.SecureSession`'s (its cache of decrypted entries);
-    *cache_name*, *backend* and ``**cache_options`` are
-    :class:`requests_cache.CachedSession`'s (``expire_after``, ``match_headers``,
-    ``allowable_codes``, ``serializer``, backend options, ...). *redact_headers* adds
-    header names to the redaction list, which is otherwise every name
-    :func:`~securesession.integrations.injected_header_names` reads from *registry*
+    *registry*, *adapter* and the keyword arguments of
+    :class:`~securesession.GuardOptions` (*cache_ttl*, *cache_maxsize*, *strict*, *timer*,
+    *stale_on_error*: its cache of decrypted entries) are
+    :class:`~securesession.SecureSession`'s; *cache_name*, *backend* and every other
+    keyword are :class:`requests_cache.CachedSession`'s (``expire_after``,
+    ``match_headers``, ``allowable_codes``, ``serializer``, backend options, ...).
+    *redact_headers* adds header names to the redaction list, which is otherwise every
+    name :func:`~securesession.integrations.injected_header_names` reads from *registry*
     when the session is created (values injected under names added later are removed
     all the same: they are recognised by type). A ``key_fn`` of yours is called with
     the injected headers already removed, and its key is combined with the entry's.
+
+    The keywords are typed ``Any``: requests-cache hands the ones it does not name to
+    the backend, an open set a ``TypedDict`` cannot describe (PEP 692 has no extra keys).
 
     One backend instance serves one session: requests-cache keeps its settings on the
     backend. Two sessions may share a cache *file* (even over different registries).
@@ -127,29 +134,22 @@ class CachedSecureSession(CacheMixin, _SecureBase):
         cache_name: str | Path = "http_cache",
         backend: BackendSpecifier | None = None,
         *,
-        cache_ttl: float = 300.0,
-        cache_maxsize: int = 1024,
-        strict: bool = False,
-        timer: Callable[[], float] = time.monotonic,
         adapter: SecureAdapter | None = None,
-        stale_on_error: float = 0.0,
         redact_headers: Iterable[str] = (),
-        **cache_options: Any,
+        **options: Any,
     ) -> None:
         names = {name.lower() for name in injected_header_names(registry)}
         names.update(name.lower() for name in redact_headers)
         self._redacted: frozenset[str] = frozenset(names)
+        cache_options = dict(options)
+        guard_options = {name: cache_options.pop(name) for name in _GUARD_KEYS & options.keys()}
         # requests-cache hands every keyword it does not know to the backend, and calls
         # the next __init__ in the MRO with the ones that match its signature: the
         # session's own arguments go through _SecureBase instead.
         self.__dict__["_securesession_init"] = {
             "registry": registry,
-            "cache_ttl": cache_ttl,
-            "cache_maxsize": cache_maxsize,
-            "strict": strict,
-            "timer": timer,
             "adapter": adapter,
-            "stale_on_error": stale_on_error,
+            **guard_options,
         }
         inner_key_fn = cache_options.pop("key_fn", None) or create_key
         super().__init__(

@@ -1,0 +1,12 @@
+"""Typing names newer than the oldest Python securesession supports (3.10)."""
+
+from __future__ import annotations
+
+import sys
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:
+    from typing_extensions import Unpack
+
+__all__ = ["Unpack"]
