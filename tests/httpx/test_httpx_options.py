@@ -66,8 +66,8 @@ def test_every_keyword_of_a_transport_reaches_its_guard_or_httpx(
     transport = kind(
         registry, verify=False, http2=True, limits=limits, retries=2, **guard_options(clock)
     )
-    guard = transport.guard
-    check_guard_options(clock, guard, guard.plan_for, lambda: guard.cache.loads)
+    lookup = transport._guard.plan_for
+    check_guard_options(clock, transport, lookup, lambda: transport.cache_info().loads)
     assert transport._options == _Options(verify=False, http2=True, limits=limits, retries=2)
 
 
@@ -78,7 +78,7 @@ def test_the_0_1_0_keyword_calls_still_work(registry: Registry) -> None:
         assert client.headers["X-App"] == "a"
         assert client.follow_redirects is True
     transport = AsyncSecureTransport(registry, strict=True, offload_lookups=True, http2=True)
-    assert transport.guard.strict and transport.offload_lookups
+    assert transport.strict and transport.offload_lookups
 
 
 def test_unknown_keywords_raise_type_error_naming_them(registry: Registry) -> None:

@@ -300,6 +300,47 @@ def test_an_iis_403_is_explained(
     assert "403.16" in caplog.text and "iis" in caplog.text
 
 
+_IIS_PAGE = b"<h2>403.16 - Forbidden: Client certificate is untrusted or invalid.</h2>"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize(
+    ("headers", "body", "explained"),
+    [
+        ({"X-IIS-SubStatus": "16"}, b"", True),
+        ({}, _IIS_PAGE, True),
+        ({}, _IIS_PAGE + b" " * (64 * 1024), False),  # too large to be read for it
+    ],
+)
+def test_an_iis_403_sub_status_is_read_from_its_headers_or_a_small_body(
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+    asynchronous: bool,
+    headers: dict[str, str],
+    body: bytes,
+    explained: bool,
+) -> None:
+    registry.put(ServiceEntry(url="https://iis.test/", gateway=Credential("u", "u-SECRET")))
+
+    def forbid(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, headers=headers, content=body)
+
+    mock = httpx.MockTransport(forbid)
+    if asynchronous:
+
+        async def get() -> httpx.Response:
+            async with SecureAsyncClient(registry, transport=mock) as client:
+                return await client.get("https://iis.test/x")
+
+        response = anyio.run(get)
+    else:
+        with SecureClient(registry, transport=mock) as client:
+            response = client.get("https://iis.test/x")
+    assert response.status_code == 403
+    assert response.content == body  # still readable
+    assert ("403.16" in caplog.text) is explained
+
+
 def test_user_info_in_a_matched_url_is_refused(registry: Registry) -> None:
     registry.put(ServiceEntry(url="https://svc.test/", gateway=Credential("u", "u-SECRET")))
     with SecureClient(registry, transport=httpx.MockTransport(lambda r: httpx.Response(200))) as c:

@@ -30,6 +30,7 @@ network I/O can be sent to a worker thread too: ``offload_lookups=True``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -47,7 +48,7 @@ import httpx
 from .._compat import Unpack
 from .._entry import ServiceEntry
 from .._exceptions import ConfigurationError, TLSConfigError
-from .._guard import EntrySource, GuardOptions, split_guard_options
+from .._guard import EntrySource, GuardControls, GuardOptions, split_guard_options
 from .._registry import EntryRef
 from .._tls import (
     ProfileContext,
@@ -59,7 +60,7 @@ from .._tls import (
     iis_substatus,
 )
 from .._urls import redacted_url as where
-from ._core import EXTENSION, REDIRECTS, Chain, HttpxGuard
+from ._core import REDIRECTS, Chain, HttpxGuard
 from ._network import CheckingAsyncBackend, CheckingBackend
 from ._options import TransportOptions
 from ._plan import HttpxPlan
@@ -169,14 +170,16 @@ def _profile_context(entry: ServiceEntry, *, http2: bool) -> ProfileContext:
     return context
 
 
-class _Route:
+class _Route(GuardControls[HttpxGuard]):
     """What the sync and async transports share: the guard, the inner transport and
     the profile slots of one route (the client's default route, or one proxy), and
-    every step of a request that is not I/O. Each transport keeps only its I/O calls."""
+    every step of a request that is not I/O. Each transport keeps only its I/O calls.
+
+    Its guard's controls (``registry``, ``strict``, ``cache_info()``...) are the
+    clients' and ``SecureSession``'s."""
 
     #: Whether this route's transports are httpx's async ones.
     _asynchronous: bool
-    _guard: HttpxGuard
     _inner: Any
     _custom: bool
     _mocked: bool
@@ -205,16 +208,6 @@ class _Route:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} registry={self._guard.registry!r}>"
-
-    # -- the cache, for the clients -----------------------------------------------------
-
-    @property
-    def registry(self) -> EntrySource:
-        return self._guard.registry
-
-    @property
-    def guard(self) -> HttpxGuard:
-        return self._guard
 
     # -- TLS slots ---------------------------------------------------------------------------
 
@@ -297,8 +290,9 @@ class _Route:
         refresh: bool,
     ) -> int:
         """What *response* to *request* (which *served* injected) calls for: a
-        redirect is noted for the next hop, then :data:`_REFRESH` (a 401/407, when
-        *refresh* allows one), :data:`_EXPLAIN_403` or :data:`_DONE`."""
+        redirect is noted for the next hop, a 403 whose headers give an IIS sub-status
+        explained; then :data:`_REFRESH` (a 401/407, when *refresh* allows one),
+        :data:`_READ_403` or :data:`_DONE`."""
         status = response.status_code
         if status in REDIRECTS:
             self._guard.finish(request, response, chain)
@@ -306,7 +300,14 @@ class _Route:
             return _DONE
         if status in _REFRESH_STATUSES and refresh:
             return _REFRESH
-        return _EXPLAIN_403 if status == 403 else _DONE
+        if status != 403:
+            return _DONE
+        substatus = iis_substatus(dict(response.headers))
+        if substatus is not None:
+            self._explain_403(served, request, substatus)
+            return _DONE
+        length = response.headers.get("content-length", "")
+        return _READ_403 if length.isdigit() and int(length) <= _MAX_403_BODY else _DONE
 
     def _refreshed(
         self, request: httpx.Request, url: str, response: httpx.Response, plan: HttpxPlan
@@ -333,16 +334,9 @@ class _Route:
         )
 
     @staticmethod
-    def _substatus_from_headers(response: httpx.Response) -> tuple[int | None, bool]:
-        """The IIS sub-status from the headers; and whether the body is worth reading."""
-        substatus = iis_substatus(dict(response.headers))
-        if substatus is not None:
-            return substatus, False
-        length = response.headers.get("content-length", "")
-        return None, length.isdigit() and int(length) <= _MAX_403_BODY
-
-    @staticmethod
-    def _explain_403(plan: HttpxPlan, request: httpx.Request, substatus: int | None) -> None:
+    def _explain_403(plan: HttpxPlan | None, request: httpx.Request, substatus: int | None) -> None:
+        """Log what an IIS-style 403 sub-status says of *plan*'s client certificate."""
+        assert plan is not None
         if substatus is None:
             return
         url = request.url
@@ -366,7 +360,8 @@ def _raise_diagnosed(exc: BaseException, error: BaseException | None) -> NoRetur
 #: What a response calls for (:meth:`_Route._next_step`).
 _DONE: Final = 0
 _REFRESH: Final = 1
-_EXPLAIN_403: Final = 2
+#: A 403 whose IIS sub-status may be in its (small) body: read it, then explain it.
+_READ_403: Final = 2
 #: The statuses :meth:`_Route._next_step` has anything to do for.
 _FOLLOW_UP: Final = REDIRECTS | _REFRESH_STATUSES | {403}
 
@@ -437,10 +432,7 @@ class SecureTransport(_Route, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         guard = self._guard
-        chain = request.extensions.get(EXTENSION)
-        hop = False
-        if chain is not None:
-            chain, hop = guard.begin(request)
+        chain, hop = guard.begin(request)
         url = str(request.url)
         plan = guard.plan_for(url)
         served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
@@ -467,8 +459,11 @@ class SecureTransport(_Route, httpx.BaseTransport):
             if response.status_code not in _FOLLOW_UP:
                 return response
             step = self._next_step(request, response, served, chain, refresh=refresh)
-            if step == _EXPLAIN_403:
-                self._check_403(served, request, response)
+            if step == _READ_403:
+                # A failed read: the caller meets the same error reading the body.
+                with contextlib.suppress(httpx.HTTPError):
+                    body = response.read()
+                    self._explain_403(served, request, iis_substatus({}, body))
             if step != _REFRESH:
                 return response
             assert served is not None
@@ -501,18 +496,6 @@ class SecureTransport(_Route, httpx.BaseTransport):
                 response.close()
         finally:
             flow.close()
-
-    def _check_403(
-        self, plan: HttpxPlan | None, request: httpx.Request, response: httpx.Response
-    ) -> None:
-        assert plan is not None
-        substatus, read_body = self._substatus_from_headers(response)
-        if read_body:
-            try:
-                substatus = iis_substatus({}, response.read())
-            except httpx.HTTPError:
-                return  # the caller meets the same error reading it
-        self._explain_403(plan, request, substatus)
 
     def close(self) -> None:
         for transport in self._take_transports():
@@ -580,16 +563,22 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         if self.offload_lookups:
             found = await anyio.to_thread.run_sync(guard.match, url)
         else:
-            started = time.perf_counter()
-            found = guard.match(url)
-            if self._lookups_seen >= 0:
-                self._watch_lookup(time.perf_counter() - started, url)
+            found = self._match_on_loop(url)
         if type(found) is not EntryRef:
             return found  # type: ignore[return-value]
         plan = guard.cached(found)
         if plan is not None:
             return plan
         return await self._load(found, url)
+
+    def _match_on_loop(self, url: str) -> EntryRef | HttpxPlan | None:
+        """:meth:`HttpxGuard.match`, inline on the event loop, timed: see
+        :meth:`_watch_lookup`."""
+        started = time.perf_counter()
+        found = self._guard.match(url)
+        if self._lookups_seen >= 0:
+            self._watch_lookup(time.perf_counter() - started, url)
+        return found
 
     def _watch_lookup(self, took: float, url: str) -> None:
         """Warn, once, when inline lookups are slow in earnest: a tenth of a window of
@@ -643,22 +632,16 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
     # -- httpx.AsyncBaseTransport ------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # The warm path is inlined here (the lookup, the cache read, the route): every
-        # coroutine frame between httpx and the pool is resumed again at each await of
-        # the request's I/O.
+        # The warm path runs here without a coroutine of its own (the lookup and the
+        # route are plain calls, the cache read inline): every coroutine frame between
+        # httpx and the pool is resumed again at each await of the request's I/O.
         guard = self._guard
-        chain = request.extensions.get(EXTENSION)
-        hop = False
-        if chain is not None:
-            chain, hop = guard.begin(request)
+        chain, hop = guard.begin(request)
         url = str(request.url)
         if self.offload_lookups:
             found = await anyio.to_thread.run_sync(guard.match, url)
         else:
-            started = time.perf_counter()
-            found = guard.match(url)
-            if self._lookups_seen >= 0:
-                self._watch_lookup(time.perf_counter() - started, url)
+            found = self._match_on_loop(url)
         if type(found) is EntryRef:
             plan = guard.cached(found)
             if plan is None:
@@ -690,8 +673,10 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             if response.status_code not in _FOLLOW_UP:
                 return response
             step = self._next_step(request, response, served, chain, refresh=refresh)
-            if step == _EXPLAIN_403:
-                await self._check_403(served, request, response)
+            if step == _READ_403:
+                with contextlib.suppress(httpx.HTTPError):
+                    body = await response.aread()
+                    self._explain_403(served, request, iis_substatus({}, body))
             if step != _REFRESH:
                 return response
             assert served is not None
@@ -724,18 +709,6 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
                 await response.aclose()
         finally:
             await flow.aclose()
-
-    async def _check_403(
-        self, plan: HttpxPlan | None, request: httpx.Request, response: httpx.Response
-    ) -> None:
-        assert plan is not None
-        substatus, read_body = self._substatus_from_headers(response)
-        if read_body:
-            try:
-                substatus = iis_substatus({}, await response.aread())
-            except httpx.HTTPError:
-                return
-        self._explain_403(plan, request, substatus)
 
     async def aclose(self) -> None:
         for transport in self._take_transports():
