@@ -46,16 +46,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._registry import (
-    ENTRY_POINT_GROUP,
+from ._registry import ENTRY_POINT_GROUP
+from ._registry._base import (
+    ENTRY_REVISIONS,
     EncryptedRegistry,
     EntryRef,
     LegacyEntries,
     Registry,
     RegistryStore,
+    Rekey,
     SealedEntry,
+    rekeyed_error,
 )
-from ._registry._base import ENTRY_REVISIONS, Rekey, rekeyed_error
 
 if TYPE_CHECKING:
     from .testing.contract import OpenRegistry, RegistryContract
