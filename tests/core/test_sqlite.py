@@ -65,6 +65,33 @@ def test_schema_is_versioned_and_wal(tmp_path: Path, key: MasterKey) -> None:
     assert db.execute("SELECT value FROM meta WHERE name = 'key_id'").fetchone() == (key.key_id,)
 
 
+def test_opening_a_current_registry_takes_no_write_lock(
+    tmp_path: Path, key: MasterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader process must start while a writer holds its transaction: opening a
+    # registry whose schema is current writes nothing, so it never waits for the lock.
+    path = tmp_path / "registry.db"
+    fill(path, key, 1)
+    monkeypatch.setattr("securesession._registry.sqlite._BUSY_TIMEOUT_S", 0.05)
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        with open_registry(f"sqlite://{path}", key) as registry:
+            assert registry.count() == 1
+        writer.execute("ROLLBACK")
+    # A new file, or one whose schema is older, is still created or migrated under
+    # the write lock: with the lock held elsewhere the open fails, naming the cause.
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("UPDATE schema_version SET version = version - 1")
+        writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(RegistryError, match="locked"):
+            open_registry(f"sqlite://{path}", key)
+        writer.execute("ROLLBACK")
+    with open_registry(f"sqlite://{path}", key) as registry:
+        assert registry.count() == 1
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
 def test_newer_schema_is_refused_and_untouched(tmp_path: Path, key: MasterKey) -> None:
     path = tmp_path / "registry.db"
     fill(path, key, 1)

@@ -184,6 +184,9 @@ class SQLiteStore(base.BatchesOfOne):
             return
         connection = self._connection()
         try:
+            if self._schema_version(connection) == SCHEMA_VERSION:
+                # The common open: no write lock taken, no DDL parsed.
+                return
             connection.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -219,6 +222,15 @@ class SQLiteStore(base.BatchesOfOne):
         except SchemaVersionError:
             self.close()
             raise
+
+    @staticmethod
+    def _schema_version(connection: sqlite3.Connection) -> object:
+        """The stored schema version, read without a transaction; ``None`` if there is
+        no schema yet (a new file), which :meth:`_migrate` then creates."""
+        try:
+            return connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        except sqlite3.OperationalError:
+            return None
 
     def _check_schema(self) -> None:
         """What :meth:`_migrate` is for a read-only store: the schema must be current
