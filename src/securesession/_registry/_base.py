@@ -94,8 +94,7 @@ def check_legacy_entries(policy: object) -> LegacyEntries:
     raise ValueError(f"legacy_entries must be 'refuse' or 'accept', not {policy!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class EntryRef:
+class EntryRef(NamedTuple):
     """What a cheap lookup returns: which entry, and which revision of it."""
 
     key: str
@@ -116,7 +115,8 @@ class SealedEntry:
 # The records a store and its registry pass each other below (writes, changes, audit
 # rows, batches and what they did) are NamedTuples, not dataclasses: every process
 # defines them at import, and a NamedTuple costs a sixth of a frozen dataclass to
-# define (docs/performance.md). EntryRef and SealedEntry, public, stay dataclasses.
+# define (docs/performance.md). EntryRef above, every lookup's answer, is one too;
+# SealedEntry, public since 0.1.0, stays a dataclass.
 class SealedWrite(NamedTuple):
     """One entry to store, sealed: what a batch hands the store for a put."""
 
