@@ -16,9 +16,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from cachetools import TTLCache
+if TYPE_CHECKING:
+    from cachetools import TTLCache
 
 __all__ = ["EntryCache", "RecentLookups"]
 
@@ -178,6 +179,10 @@ class RecentLookups(Generic[R]):
     def __init__(
         self, *, ttl: float, maxsize: int, timer: Callable[[], float] = time.monotonic
     ) -> None:
+        # Imported here: only a session with stale_on_error keeps one, and a one-call
+        # script does not pay for the import.
+        from cachetools import TTLCache
+
         self._results: TTLCache[str, tuple[R]] = TTLCache(maxsize, ttl, timer)
         self._lock = threading.Lock()
 

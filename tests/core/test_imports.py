@@ -176,12 +176,16 @@ def test_a_one_call_mutual_tls_script_loads_no_write_audit_or_certificate_code(
             "report('one call')\n"
             f"registry.put(ServiceEntry(url={server.url + '/other'!r}))\n"
             "report('write')\n"
+            "SecureSession(registry, stale_on_error=1.0).close()\n"
+            "report('stale_on_error')\n"
         )
         loaded = _loaded(code)
         assert [r.client_cert_subject_cn for r in server.requests] == ["one-call-client"]
-    assert _present(loaded["one call"], (*_WRITERS_ONLY, *_CERTIFICATES)) == []
-    # Loaded where it is needed: the write's audit record names the OS user.
+    assert _present(loaded["one call"], (*_WRITERS_ONLY, *_CERTIFICATES, "cachetools")) == []
+    # Loaded where it is needed: the write's audit record names the OS user, and only
+    # a session that serves stale entries remembers its lookups (in a cachetools TTLCache).
     assert _present(loaded["write"], _WRITERS_ONLY) == ["securesession._audit", "getpass"]
+    assert "cachetools" not in loaded["write"] and "cachetools" in loaded["stale_on_error"]
 
 
 def test_open_registry_imports_only_the_backend_of_its_scheme() -> None:
