@@ -606,8 +606,8 @@ class EncryptedRegistry:
     ) -> tuple[list[ServiceEntry], list[str]]:
         """The one write path: every put, remove and batch comes through here."""
         store = self._writable_store()
-        if not _OPERATION.fullmatch(operation):
-            raise ValueError(f"operation must match {_OPERATION.pattern}, not {operation!r}")
+        if not isinstance(operation, str) or not re.fullmatch(_OPERATION, operation):
+            raise ValueError(f"operation must match {_OPERATION}, not {operation!r}")
         if state is not None:
             _check_state_name(state[0])
             if not isinstance(state[1], str) and not callable(state[1]):
@@ -1016,7 +1016,8 @@ class EncryptedRegistry:
 
 
 #: What an operation name may be: it names audit records, so no free text.
-_OPERATION: Final = re.compile(r"[a-z][a-z0-9-]{0,31}")
+# A pattern, not a compiled one: only writes need it (re caches it then).
+_OPERATION: Final = r"[a-z][a-z0-9-]{0,31}"
 _MAX_STATE_NAME: Final = 200
 
 

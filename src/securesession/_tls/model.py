@@ -59,7 +59,8 @@ _LEGACY: Final = frozenset({"1.0", "1.1"})
 #: A certificate this close to its end gets a warning: a client certificate when its
 #: context is built, any certificate in ``securesession check``'s hints.
 EXPIRY_WARNING_DAYS: Final = 30
-_PIN: Final = re.compile(r"sha256/([A-Za-z0-9+/]{43}=)")
+# A pattern, not a compiled one: only a profile with pins needs it (re caches it then).
+_PIN: Final = r"sha256/[A-Za-z0-9+/]{43}="
 _PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----\r?\n?", re.DOTALL)
 _KEY_LABELS: Final = frozenset(
     {b"PRIVATE KEY", b"ENCRYPTED PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
@@ -621,7 +622,7 @@ class TLSProfile:
             pins = (pins,)
         pin_tuple = tuple(pins)
         for pin in pin_tuple:
-            if not isinstance(pin, str) or not _PIN.fullmatch(pin):
+            if not isinstance(pin, str) or not re.fullmatch(_PIN, pin):
                 raise TLSConfigError(
                     f"pin {pin!r} is not of the form sha256/<base64 of the SHA-256 digest of the "
                     "server's SubjectPublicKeyInfo> (44 base64 characters)"
