@@ -24,6 +24,13 @@ registered under ``ENTRY_POINT_GROUP`` (``securesession.registries``) so that
   :class:`EntryRef` are what it returns; a write under a key the store has since been
   rotated away from raises :func:`rekeyed_error`; :class:`Rekey` is what a key
   rotation hands :meth:`RegistryStore.rewrite_all`.
+* :meth:`RegistryStore.apply`'s records: the :class:`Batch` it is given (its
+  :class:`SealedWrite` writes, its :data:`StateText` state, its :class:`Journal`), the
+  :class:`Applied` it returns, the :class:`Change` and :class:`AuditRow` a journal
+  sees; :func:`check_expected` raises the :class:`~securesession.ConflictError` of a
+  batch's ``expect``; :class:`BatchesOfOne` gives a store ``write`` and ``delete`` as
+  batches of one through its ``apply``. :data:`AuditStart` and :data:`Restate` are the
+  callbacks :meth:`RegistryStore.start_audit` and a :class:`Rekey` carry.
 * :data:`ENTRY_REVISIONS`: the member by which a state (``Registry.apply(state=...)``)
   declares the entry revisions it records, so that a key rotation, which gives every
   entry a new revision, remaps them in its transaction (a sync's state does).
@@ -49,13 +56,24 @@ from typing import TYPE_CHECKING, Any
 from ._registry import ENTRY_POINT_GROUP
 from ._registry._base import (
     ENTRY_REVISIONS,
+    Applied,
+    AuditRow,
+    AuditStart,
+    Batch,
+    BatchesOfOne,
+    Change,
     EncryptedRegistry,
     EntryRef,
+    Journal,
     LegacyEntries,
     Registry,
     RegistryStore,
     Rekey,
+    Restate,
     SealedEntry,
+    SealedWrite,
+    StateText,
+    check_expected,
     rekeyed_error,
 )
 
@@ -65,15 +83,26 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ENTRY_REVISIONS",
+    "Applied",
+    "AuditRow",
+    "AuditStart",
+    "Batch",
+    "BatchesOfOne",
+    "Change",
     "EncryptedRegistry",
     "EntryRef",
+    "Journal",
     "LegacyEntries",
     "OpenRegistry",
     "Registry",
     "RegistryContract",
     "RegistryStore",
     "Rekey",
+    "Restate",
     "SealedEntry",
+    "SealedWrite",
+    "StateText",
+    "check_expected",
     "rekeyed_error",
 ]
 

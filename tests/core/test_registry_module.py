@@ -4,8 +4,12 @@ import: the registry, its codec and its stores never load an HTTP client or ``ss
 from __future__ import annotations
 
 import ast
+import builtins
+import collections.abc
+import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,21 @@ from securesession.testing import CertificateAuthority, StubRegistry, contract
 
 REGISTRY_PACKAGE = Path(_registry.__file__).parent
 FORBIDDEN = {"requests", "urllib3", "httpx", "ssl"}
+
+
+def test_every_seam_type_a_store_method_names_is_importable_from_the_module() -> None:
+    # A backend author type-checks a store against RegistryStore: each type its methods
+    # name (and that the seam module defines) must be importable from the public module.
+    named = set()
+    for attribute in vars(_base.RegistryStore).values():
+        for annotation in getattr(attribute, "__annotations__", {}).values():
+            named |= set(re.findall(r"[A-Za-z_]\w*", str(annotation)))
+    seam = {name for name in named if name in vars(_base) and not hasattr(builtins, name)}
+    seam -= set(dir(typing)) | set(dir(collections.abc))
+    assert {"Batch", "Applied", "Rekey", "SealedEntry", "EntryRef", "AuditStart"} <= seam
+    assert seam <= set(securesession.registry.__all__)
+    for name in seam:
+        assert getattr(securesession.registry, name) is getattr(_base, name)
 
 
 def test_the_backend_authors_names() -> None:
@@ -34,6 +53,17 @@ def test_the_backend_authors_names() -> None:
         "Rekey",
         "SealedEntry",
         "rekeyed_error",
+        "Applied",
+        "AuditRow",
+        "AuditStart",
+        "Batch",
+        "BatchesOfOne",
+        "Change",
+        "Journal",
+        "Restate",
+        "SealedWrite",
+        "StateText",
+        "check_expected",
     }
     assert set(registry.__all__) <= set(dir(registry))
     for name in ("EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"):
@@ -119,6 +149,7 @@ def test_a_registry_round_trip_loads_no_http_client_and_no_ssl(tmp_path: Path) -
     bundle.write_bytes(ca.issue_client("import-client").pkcs12(b"pfx-SECRET"))
     code = f"""
 import sys
+import typing
 from securesession import ClientCertificate, MasterKey, ServiceEntry, TLSProfile, open_registry
 cert = ClientCertificate.from_pkcs12({str(bundle)!r}, "pfx-SECRET")
 entry = ServiceEntry("https://svc.example/", tls=TLSProfile(client_cert=cert))
