@@ -50,32 +50,8 @@ from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, is_legacy, reseal, s
 if TYPE_CHECKING:
     from .._audit import AuditLog, AuditRecord, AuditReport
 
-__all__ = [
-    "ENTRY_REVISIONS",
-    "Applied",
-    "AuditRow",
-    "AuditStart",
-    "Batch",
-    "BatchesOfOne",
-    "Change",
-    "EncryptedRegistry",
-    "EntryRef",
-    "Journal",
-    "LegacyEntries",
-    "Registry",
-    "RegistryStore",
-    "Rekey",
-    "Restate",
-    "SealedEntry",
-    "SealedWrite",
-    "check_expected",
-    "check_legacy_entries",
-    "dumps",
-    "loads",
-    "now",
-    "rekeyed_error",
-    "restated",
-]
+# No __all__: the backend authors' names are listed once, in securesession.registry;
+# the rest are the stores' shared helpers, imported by name.
 
 logger = logging.getLogger("securesession")
 
