@@ -17,7 +17,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,7 @@ class Store:
         if self.kind == "memory":
             rows = self._memory._rows
             if key in rows:
-                rows[key] = replace(rows[key], settings=settings, secrets=secrets)
+                rows[key] = rows[key]._replace(settings=settings, secrets=secrets)
             else:
                 rows[key] = SealedEntry(key, 10_000 + len(rows), 0.0, settings, secrets)
             return

@@ -24,7 +24,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import (
     TYPE_CHECKING,
@@ -70,6 +69,10 @@ def check_legacy_entries(policy: object) -> LegacyEntries:
     raise ValueError(f"legacy_entries must be 'refuse' or 'accept', not {policy!r}")
 
 
+# The records a store and its registry pass each other (lookups, rows, writes, changes,
+# audit rows, batches and what they did) are NamedTuples, not dataclasses: every
+# process defines them at import, and a NamedTuple costs a sixth of a frozen dataclass
+# to define (docs/performance.md).
 class EntryRef(NamedTuple):
     """What a cheap lookup returns: which entry, and which revision of it."""
 
@@ -77,9 +80,9 @@ class EntryRef(NamedTuple):
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
-class SealedEntry:
-    """An entry as stored: public settings, and ciphertext tokens for every secret."""
+class SealedEntry(NamedTuple):
+    """An entry as stored: public settings, and ciphertext tokens for every secret.
+    (A copy with other values: ``row._replace(settings=...)``.)"""
 
     key: str
     revision: int
@@ -88,11 +91,6 @@ class SealedEntry:
     secrets: dict[str, str]
 
 
-# The records a store and its registry pass each other below (writes, changes, audit
-# rows, batches and what they did) are NamedTuples, not dataclasses: every process
-# defines them at import, and a NamedTuple costs a sixth of a frozen dataclass to
-# define (docs/performance.md). EntryRef above, every lookup's answer, is one too;
-# SealedEntry, public since 0.1.0, stays a dataclass.
 class SealedWrite(NamedTuple):
     """One entry to store, sealed: what a batch hands the store for a put."""
 
@@ -402,8 +400,10 @@ class RegistryStore(Protocol):
         """Release the store's connections. It may be called more than once."""
 
 
-class _Applies(Protocol):
-    def apply(self, batch: Batch) -> Applied: ...
+if TYPE_CHECKING:  # a protocol only type checkers use: no class to build at import
+
+    class _Applies(Protocol):
+        def apply(self, batch: Batch) -> Applied: ...
 
 
 class BatchesOfOne:
