@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import (
+    TYPE_CHECKING,
     Any,
     Final,
     Generic,
@@ -70,19 +71,21 @@ __all__ = [
 logger = logging.getLogger("securesession")
 
 
-class Plan(Protocol):
-    """What every front-end's plan offers the shared code: its entry."""
+if TYPE_CHECKING:  # a protocol only type checkers use: no class to build at import
 
-    @property
-    def entry(self) -> ServiceEntry: ...
+    class Plan(Protocol):
+        """What every front-end's plan offers the shared code: its entry."""
 
-    @property
-    def key(self) -> str: ...
+        @property
+        def entry(self) -> ServiceEntry: ...
+
+        @property
+        def key(self) -> str: ...
 
 
 #: What a front-end caches per entry revision: requests' :class:`InjectionPlan`, or
-#: another HTTP client's own plan type.
-P = TypeVar("P", bound=Plan)
+#: another HTTP client's own plan type (anything with ``entry`` and ``key``: ``Plan``).
+P = TypeVar("P", bound="Plan")
 
 
 @runtime_checkable

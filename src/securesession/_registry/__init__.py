@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .._crypto import KeyRing, MasterKey
 from .._exceptions import ConfigurationError
@@ -35,10 +35,12 @@ ENTRY_POINT_GROUP: Final = "securesession.registries"
 RegistryFactory = Callable[[str, MasterKey | KeyRing], Registry]
 
 
-class _BuiltinFactory(Protocol):
-    def __call__(
-        self, url: str, key: MasterKey | KeyRing, *, read_only: bool = False
-    ) -> Registry: ...
+if TYPE_CHECKING:  # a protocol only type checkers use: no class to build at import
+
+    class _BuiltinFactory(Protocol):
+        def __call__(
+            self, url: str, key: MasterKey | KeyRing, *, read_only: bool = False
+        ) -> Registry: ...
 
 
 # Each backend's module is imported on use: a process opens one registry, and needs

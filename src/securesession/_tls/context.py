@@ -151,10 +151,12 @@ class _IsolatedSSLContext(_StandardSSLContext):
 # -- context -------------------------------------------------------------------------
 
 
-class _PeerSocket(Protocol):
-    def getpeercert(self, binary_form: bool = ...) -> object: ...
+if TYPE_CHECKING:  # a protocol only type checkers use: no class to build at import
 
-    def version(self) -> str | None: ...
+    class _PeerSocket(Protocol):
+        def getpeercert(self, binary_form: bool = ...) -> object: ...
+
+        def version(self) -> str | None: ...
 
 
 class ProfileContext(_IsolatedSSLContext):
