@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -134,7 +134,17 @@ class GuardOptions(TypedDict, total=False):
     stale_on_error: float
 
 
-_GUARD_OPTIONS: Final = GuardOptions.__optional_keys__
+#: The names of :class:`GuardOptions`' keys.
+GUARD_OPTIONS: Final = GuardOptions.__optional_keys__
+
+
+def refuse_unknown_keywords(where: object, options: Iterable[str], known: Container[str]) -> None:
+    """The ``TypeError`` Python raises for a keyword a callable does not take, naming
+    *where* (the front-end the caller called: its class), not the internal object the
+    keywords are passed on to."""
+    for name in options:
+        if name not in known:
+            raise TypeError(f"{type(where).__name__}() got an unexpected keyword argument {name!r}")
 
 
 def split_guard_options(options: Mapping[str, Any]) -> tuple[GuardOptions, dict[str, Any]]:
@@ -143,7 +153,7 @@ def split_guard_options(options: Mapping[str, Any]) -> tuple[GuardOptions, dict[
     guard: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     for name, value in options.items():
-        (guard if name in _GUARD_OPTIONS else rest)[name] = value
+        (guard if name in GUARD_OPTIONS else rest)[name] = value
     return cast(GuardOptions, guard), rest
 
 

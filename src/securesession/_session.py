@@ -17,7 +17,16 @@ from ._adapter import SecureAdapter
 from ._compat import Unpack
 from ._entry import ServiceEntry
 from ._exceptions import TLSConfigError
-from ._guard import EntrySource, GuardControls, GuardOptions, WireGuard, adopt, is_downgraded
+from ._guard import (
+    GUARD_OPTIONS,
+    EntrySource,
+    GuardControls,
+    GuardOptions,
+    WireGuard,
+    adopt,
+    is_downgraded,
+    refuse_unknown_keywords,
+)
 from ._inject import InjectionPlan
 
 __all__ = ["SecureSession"]
@@ -73,6 +82,7 @@ class SecureSession(GuardControls[WireGuard], requests.Session):
         adapter: SecureAdapter | None = None,
         **options: Unpack[GuardOptions],
     ) -> None:
+        refuse_unknown_keywords(self, options, GUARD_OPTIONS)
         self._guard = WireGuard(registry, **options)
         self.adapter = adapter or SecureAdapter()
         self.adapter._bind(self._guard)

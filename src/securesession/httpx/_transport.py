@@ -48,7 +48,14 @@ import httpx
 from .._compat import Unpack
 from .._entry import ServiceEntry
 from .._exceptions import ConfigurationError, TLSConfigError
-from .._guard import EntrySource, GuardControls, GuardOptions, split_guard_options
+from .._guard import (
+    GUARD_OPTIONS,
+    EntrySource,
+    GuardControls,
+    GuardOptions,
+    refuse_unknown_keywords,
+    split_guard_options,
+)
 from .._registry import EntryRef
 from .._tls import (
     ProfileContext,
@@ -154,9 +161,10 @@ class _Options:
 _OPTION_NAMES: Final = frozenset(_Options.__dataclass_fields__)
 
 
-def _split_options(options: Mapping[str, Any]) -> tuple[GuardOptions, _Options]:
+def _split_options(where: object, options: Mapping[str, Any]) -> tuple[GuardOptions, _Options]:
     """A transport's keyword arguments: the guard's, and how its inner transports are
-    built (a keyword that is neither raises ``TypeError``, naming it)."""
+    built (a keyword that is neither raises ``TypeError``, naming it and *where*)."""
+    refuse_unknown_keywords(where, options, GUARD_OPTIONS | _OPTION_NAMES)
     guard_options, transport_options = split_guard_options(options)
     return guard_options, _Options(**transport_options)
 
@@ -416,7 +424,7 @@ class SecureTransport(_Route, httpx.BaseTransport):
         transport: httpx.BaseTransport | None = None,
         **options: Unpack[TransportOptions],
     ) -> None:
-        guard_options, transport_options = _split_options(options)
+        guard_options, transport_options = _split_options(self, options)
         self._setup(HttpxGuard(registry, **guard_options), transport, transport_options)
 
     @classmethod
@@ -525,7 +533,7 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         offload_lookups: bool = False,
         **options: Unpack[TransportOptions],
     ) -> None:
-        guard_options, transport_options = _split_options(options)
+        guard_options, transport_options = _split_options(self, options)
         self._setup(HttpxGuard(registry, **guard_options), transport, transport_options)
         self._setup_async(offload_lookups, flights={})
 
