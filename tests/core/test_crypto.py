@@ -219,3 +219,13 @@ def test_key_source_protocol() -> None:
     source: KeySource = Fixed()
     assert isinstance(source, KeySource) and source.master_key() is key
     assert not isinstance(key, KeySource)  # a key is not a source of one
+
+
+def test_aes_gcm_is_cryptographys_public_class() -> None:
+    # _crypto takes the class from the Rust binding (a cheaper import): it must be the
+    # very class cryptography's public module exports, not a lookalike or an older one.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from securesession import _crypto
+
+    assert _crypto.AESGCM is AESGCM
