@@ -86,26 +86,6 @@ _MAC_CONTEXT: Final = b"securesession audit record v2\x00"
 _ROW_CONTEXT: Final = b"securesession audit row v2\x00"
 _ENTRIES_CONTEXT: Final = b"securesession audit entries v2\x00"
 _GENESIS_PREV: Final = "0" * 64
-_FIELDS: Final = frozenset(
-    {
-        "v",
-        "seq",
-        "time",
-        "op",
-        "change",
-        "entry",
-        "rev",
-        "since",
-        "fields",
-        "actor",
-        "was",
-        "row",
-        "entries",
-        "chain",
-        "prev",
-        "kid",
-    }
-)
 
 
 class MacKey(Protocol):
@@ -356,30 +336,13 @@ def parse(seq: int, text: str) -> AuditRecord:
         raise AuditError(f"{where} is not an audit record (edited in the store?)")
     if doc["v"] != RECORD_VERSION:
         raise AuditError(f"{where} has record version {doc['v']!r}, not {RECORD_VERSION}")
-    if set(doc) != _FIELDS | {"mac"}:
+    if set(doc) != _FIELDS:
         raise AuditError(f"{where} is not an audit record (edited in the store?)")
     try:
-        record = AuditRecord(
-            seq=_int(doc["seq"]),
-            time=float(doc["time"]),
-            operation=_str(doc["op"]),
-            change=_str(doc["change"]),
-            entry=_str(doc["entry"]),
-            revision=_optional_int(doc["rev"]),
-            since=_optional_int(doc["since"]),
-            fields=tuple(_str(name) for name in doc["fields"]),
-            actor=_str(doc["actor"]),
-            was=_optional_str(doc["was"]),
-            row=_optional_str(doc["row"]),
-            entries=_optional_digests(doc["entries"]),
-            chain=_str(doc["chain"]),
-            prev=_str(doc["prev"]),
-            key_id=_str(doc["kid"]),
-            mac=_str(doc["mac"]),
-            text=text,
-        )
+        values = {member.attribute: member.parse(doc[member.name]) for member in _MEMBERS}
     except (TypeError, ValueError):
         raise AuditError(f"{where} has a member of the wrong type (edited in the store?)") from None
+    record = AuditRecord(**values, text=text)
     if record.seq != seq:
         raise AuditError(f"{where} says it is record {record.seq} (moved in the store?)")
     if _canonical(doc) != text:
@@ -407,12 +370,50 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(_str(name) for name in value)
+
+
 def _optional_digests(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise TypeError("not an object")
     return {_str(key): _str(digest) for key, digest in value.items()}
+
+
+class _Member(NamedTuple):
+    """A member of a stored record: its JSON name, the :class:`AuditRecord` attribute
+    :func:`parse` sets from it, and the converter that checks and converts its value
+    (raising :class:`TypeError` or :class:`ValueError` on one of the wrong type)."""
+
+    name: str
+    attribute: str
+    parse: Callable[[Any], Any]
+
+
+#: Every member of a record but ``v`` (which :func:`parse` checks first, and which
+#: :class:`AuditRecord` does not keep).
+_MEMBERS: Final = (
+    _Member("seq", "seq", _int),
+    _Member("time", "time", float),
+    _Member("op", "operation", _str),
+    _Member("change", "change", _str),
+    _Member("entry", "entry", _str),
+    _Member("rev", "revision", _optional_int),
+    _Member("since", "since", _optional_int),
+    _Member("fields", "fields", _strings),
+    _Member("actor", "actor", _str),
+    _Member("was", "was", _optional_str),
+    _Member("row", "row", _optional_str),
+    _Member("entries", "entries", _optional_digests),
+    _Member("chain", "chain", _str),
+    _Member("prev", "prev", _str),
+    _Member("kid", "key_id", _str),
+    _Member("mac", "mac", _str),
+)
+#: The members of a stored record: exactly these, no more and no fewer.
+_FIELDS: Final = frozenset({"v", *(member.name for member in _MEMBERS)})
 
 
 def records(log: AuditLog) -> Iterator[AuditRecord]:
