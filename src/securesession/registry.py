@@ -40,7 +40,8 @@ registered under ``ENTRY_POINT_GROUP`` (``securesession.registries``) so that
   what :class:`EncryptedRegistry` and :func:`~securesession.open_registry` do with
   entries written by securesession 0.1.0.
 * :class:`Registry`: the interface sessions and tools use, for a backend that is not
-  an :class:`EncryptedRegistry` at all.
+  an :class:`EncryptedRegistry` at all; :class:`ApplyOptions`, the keywords of its
+  ``apply``.
 * :class:`RegistryContract` (also importable from :mod:`securesession.testing.contract`,
   imported on first use: it needs pytest) and :data:`OpenRegistry`, the type of its
   ``open_registry`` fixture.
@@ -51,7 +52,8 @@ See docs/concepts.md, "Writing a backend".
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._registry import ENTRY_POINT_GROUP
 from ._registry._base import (
@@ -84,6 +86,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ENTRY_REVISIONS",
     "Applied",
+    "ApplyOptions",
     "AuditRow",
     "AuditStart",
     "Batch",
@@ -105,6 +108,38 @@ __all__ = [
     "check_expected",
     "rekeyed_error",
 ]
+
+
+# Defined here, not beside Registry in _registry._base: a TypedDict costs about what a
+# NamedTuple does to define, and a process that only opens a registry and looks
+# entries up never imports this module (docs/performance.md).
+class ApplyOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`Registry.apply`, with the same meaning and
+    defaults for every registry (:class:`EncryptedRegistry` is where the defaults are,
+    and where the values are checked).
+
+    ``operation``  the change's name in the audit log: ``put``, ``remove``, ``import``,
+                   ``sync``, ... (a lower-case letter, then up to 31 lower-case
+                   letters, digits and ``-``; default ``"put"``)
+    ``expect``     entry URL to the revision the caller last saw (``None``: the entry
+                   must be absent); if any stored revision differs, the batch raises
+                   :class:`~securesession.ConflictError` naming the URLs and changes
+                   nothing (default: no check)
+    ``state``      ``(name, text)``, stored under *name* in the same transaction
+                   (non-secret bookkeeping, such as what a sync last copied;
+                   :meth:`Registry.state` reads it back). *text* may be a function of
+                   the revisions the writes get (entry URL to revision), called inside
+                   the transaction once they are made (:data:`StateText`; default: no
+                   state)
+
+    A ``TypedDict``: type checkers check these keywords in ``registry.apply(...)``,
+    and code that forwards them can annotate its own ``**kwargs`` with it.
+    """
+
+    operation: str
+    expect: Mapping[str, int | None] | None
+    state: tuple[str, StateText] | None
+
 
 # Test-suite names, imported on first use: production code that implements a store
 # must not need pytest.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import builtins
 import collections.abc
+import inspect
 import re
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def test_the_backend_authors_names() -> None:
         "SealedEntry",
         "rekeyed_error",
         "Applied",
+        "ApplyOptions",
         "AuditRow",
         "AuditStart",
         "Batch",
@@ -95,6 +97,22 @@ def test_the_contract_suite_is_imported_only_on_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_apply_options_are_the_keywords_encrypted_registry_apply_defaults() -> None:
+    """One keyword set: Registry.apply takes ApplyOptions, and EncryptedRegistry.apply
+    (the implementation with the defaults) takes exactly those, each with a default."""
+    options = securesession.registry.ApplyOptions
+    implementation = inspect.signature(securesession.registry.EncryptedRegistry.apply)
+    keywords = {
+        name: parameter.default
+        for name, parameter in implementation.parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert keywords == {"operation": "put", "expect": None, "state": None}
+    assert set(keywords) == options.__optional_keys__ and not options.__required_keys__
+    protocol = inspect.signature(securesession.registry.Registry.apply).parameters
+    assert str(protocol["options"]) == "**options: 'Unpack[ApplyOptions]'"
 
 
 def test_every_backend_and_the_stub_are_registries() -> None:

@@ -48,6 +48,8 @@ from ._codec import ENTRY_TAG_FIELD, changed_secret_fields, is_legacy, reseal, s
 # or read: a process that only looks entries up never needs it.
 if TYPE_CHECKING:
     from .._audit import AuditLog, AuditRecord, AuditReport
+    from .._compat import Unpack
+    from ..registry import ApplyOptions
 
 # No __all__: the backend authors' names are listed once, in securesession.registry;
 # the rest are the stores' shared helpers, imported by name.
@@ -250,25 +252,18 @@ class Registry(Protocol):
         self,
         puts: Sequence[ServiceEntry] = (),
         removes: Sequence[str] = (),
-        *,
-        operation: str = "put",
-        expect: Mapping[str, int | None] | None = None,
-        state: tuple[str, StateText] | None = None,
+        **options: Unpack[ApplyOptions],
     ) -> list[ServiceEntry]:
         """Write *puts* and remove the entries whose prefix is exactly each of
         *removes*, all in one transaction of the store: on any failure (I/O, disk full,
-        a killed process, a lost connection, a conflict) nothing changes.
+        a killed process, a lost connection, a conflict) nothing changes. A URL may
+        appear once in *puts* and *removes* together. Returns the written entries with
+        their new revisions, in order.
 
-        *expect* maps entry URLs to the revision the caller last saw (``None``: the
-        entry must be absent); if any stored revision differs, raise
-        :class:`~securesession.ConflictError` naming the URLs, and change nothing.
-        *state* is ``(name, text)``, stored in the same transaction under *name*
-        (non-secret bookkeeping, such as what a sync last copied; *text* may be a
-        function of the revisions the writes get, entry URL to revision, called inside
-        the transaction once they are made); :meth:`state` reads
-        it back. *operation* names the change in the audit log (``put``, ``remove``,
-        ``import``, ``sync``, ...). A URL may appear once in *puts* and *removes*
-        together. Returns the written entries with their new revisions, in order."""
+        The keyword arguments are :class:`~securesession.registry.ApplyOptions`:
+        *operation* (the audit log's name for the change), *expect* (the revisions the
+        caller last saw, else :class:`~securesession.ConflictError`) and *state* (a
+        text stored with the batch, read back by :meth:`state`)."""
 
     def state(self, name: str) -> str | None:
         """The text last stored under *name* by :meth:`apply`, if any."""
@@ -569,6 +564,9 @@ class EncryptedRegistry:
         expect: Mapping[str, int | None] | None = None,
         state: tuple[str, StateText] | None = None,
     ) -> list[ServiceEntry]:
+        """:meth:`Registry.apply`; the keyword arguments are
+        :class:`~securesession.registry.ApplyOptions`' (this is where their defaults
+        are, and where they are checked)."""
         written, _ = self._apply(puts, removes, operation, expect, state)
         return written
 
