@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,9 +71,53 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
 )
 
 
+#: Every query that reads whole rows reads them as PostgresStore._sealed takes them;
+#: COLLATE "C": code-point order, the order Python's sorted() gives.
+_ROWS: Final = "SELECT key, revision, updated_at, settings, secrets FROM {schema}.entries"
+_IN_KEY_ORDER: Final = ' ORDER BY key COLLATE "C"'
+
+#: Every statement of :class:`Queries` (but ``version_table``), by its name there;
+#: :meth:`Queries.build` puts the schema's name for ``{schema}``.
+_STATEMENTS: Final[Mapping[str, str]] = {
+    "read_version": "SELECT max(version) FROM {schema}.schema_version",
+    "key_id": "SELECT key_id FROM {schema}.state WHERE id = 1",
+    "set_key_id": "UPDATE {schema}.state SET key_id = %s WHERE id = 1 AND key_id IS NULL",
+    "lock_state": "SELECT revision FROM {schema}.state WHERE id = 1 FOR UPDATE",
+    "set_revision": "UPDATE {schema}.state SET revision = %s WHERE id = 1",
+    "rotate_state": "UPDATE {schema}.state SET revision = %s, key_id = %s WHERE id = 1",
+    "read": _ROWS + " WHERE key = %s",
+    "upsert": (
+        "INSERT INTO {schema}.entries (key, revision, updated_at, settings, secrets)"
+        " VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (key) DO UPDATE SET revision = EXCLUDED.revision,"
+        " updated_at = EXCLUDED.updated_at, settings = EXCLUDED.settings,"
+        " secrets = EXCLUDED.secrets"
+    ),
+    "delete": "DELETE FROM {schema}.entries WHERE key = %s",
+    "scan": _ROWS + _IN_KEY_ORDER,
+    "scan_for_update": _ROWS + _IN_KEY_ORDER + " FOR UPDATE",
+    "reseal": "UPDATE {schema}.entries SET secrets = %s, revision = %s WHERE key = %s",
+    "index": "SELECT key, revision FROM {schema}.entries",
+    "state_revision": "SELECT revision FROM {schema}.state WHERE id = 1",
+    "revision_of": "SELECT revision FROM {schema}.entries WHERE key = %s",
+    "read_state": "SELECT value FROM {schema}.states WHERE name = %s",
+    "all_states": "SELECT name, value FROM {schema}.states",
+    "write_state": (
+        "INSERT INTO {schema}.states (name, value) VALUES (%s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+    ),
+    "last_audit": "SELECT seq, record FROM {schema}.audit ORDER BY seq DESC LIMIT 1",
+    "append_audit": "INSERT INTO {schema}.audit (seq, record) VALUES (%s, %s)",
+    "audit_all": "SELECT seq, record FROM {schema}.audit ORDER BY seq",
+    "audit_state": "SELECT revision, audit_from FROM {schema}.state WHERE id = 1",
+    "audit_start_pending": "SELECT audit_from IS NOT NULL FROM {schema}.state WHERE id = 1",
+    "audit_started": "UPDATE {schema}.state SET audit_from = NULL WHERE id = 1",
+}
+
+
 @dataclass(frozen=True)
 class Queries:
-    """Every statement, with the schema name bound once."""
+    """Every statement, with the schema name bound once (their text: :data:`_STATEMENTS`)."""
 
     version_table: str
     read_version: sql.Composed
@@ -102,48 +147,10 @@ class Queries:
 
     @classmethod
     def build(cls, schema: str) -> Queries:
-        def q(text: str) -> sql.Composed:
-            return sql.SQL(text).format(schema=sql.Identifier(schema))
-
-        # Every query that reads whole rows reads them as PostgresStore._sealed takes them;
-        # COLLATE "C": code-point order, the order Python's sorted() gives.
-        rows = "SELECT key, revision, updated_at, settings, secrets FROM {schema}.entries"
-        in_key_order = ' ORDER BY key COLLATE "C"'
+        identifier = sql.Identifier(schema)
         return cls(
             version_table=f"{schema}.schema_version",
-            read_version=q("SELECT max(version) FROM {schema}.schema_version"),
-            key_id=q("SELECT key_id FROM {schema}.state WHERE id = 1"),
-            set_key_id=q("UPDATE {schema}.state SET key_id = %s WHERE id = 1 AND key_id IS NULL"),
-            lock_state=q("SELECT revision FROM {schema}.state WHERE id = 1 FOR UPDATE"),
-            set_revision=q("UPDATE {schema}.state SET revision = %s WHERE id = 1"),
-            rotate_state=q("UPDATE {schema}.state SET revision = %s, key_id = %s WHERE id = 1"),
-            read=q(rows + " WHERE key = %s"),
-            upsert=q(
-                "INSERT INTO {schema}.entries (key, revision, updated_at, settings, secrets)"
-                " VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET revision = EXCLUDED.revision,"
-                " updated_at = EXCLUDED.updated_at, settings = EXCLUDED.settings,"
-                " secrets = EXCLUDED.secrets"
-            ),
-            delete=q("DELETE FROM {schema}.entries WHERE key = %s"),
-            scan=q(rows + in_key_order),
-            scan_for_update=q(rows + in_key_order + " FOR UPDATE"),
-            reseal=q("UPDATE {schema}.entries SET secrets = %s, revision = %s WHERE key = %s"),
-            index=q("SELECT key, revision FROM {schema}.entries"),
-            state_revision=q("SELECT revision FROM {schema}.state WHERE id = 1"),
-            revision_of=q("SELECT revision FROM {schema}.entries WHERE key = %s"),
-            read_state=q("SELECT value FROM {schema}.states WHERE name = %s"),
-            all_states=q("SELECT name, value FROM {schema}.states"),
-            write_state=q(
-                "INSERT INTO {schema}.states (name, value) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
-            ),
-            last_audit=q("SELECT seq, record FROM {schema}.audit ORDER BY seq DESC LIMIT 1"),
-            append_audit=q("INSERT INTO {schema}.audit (seq, record) VALUES (%s, %s)"),
-            audit_all=q("SELECT seq, record FROM {schema}.audit ORDER BY seq"),
-            audit_state=q("SELECT revision, audit_from FROM {schema}.state WHERE id = 1"),
-            audit_start_pending=q("SELECT audit_from IS NOT NULL FROM {schema}.state WHERE id = 1"),
-            audit_started=q("UPDATE {schema}.state SET audit_from = NULL WHERE id = 1"),
+            **{name: sql.SQL(text).format(schema=identifier) for name, text in _STATEMENTS.items()},
         )
 
 
