@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, get_args
+from typing import Any, NamedTuple, NoReturn, get_args
 
 from securesession import (
     AuthMode,
@@ -29,8 +29,10 @@ PROG = "securesession"
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _lazy(module: str, name: str) -> Handler:
-    """A handler imported when its command runs: ``list`` need not load requests."""
+def _lazy(target: str) -> Handler:
+    """The handler *target* (``module:function``), imported when its command runs:
+    ``list`` need not load requests."""
+    module, name = target.split(":")
 
     def handler(args: argparse.Namespace) -> int:
         command: Handler = getattr(importlib.import_module(module, __package__), name)
@@ -115,26 +117,146 @@ def _common_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> 
     )
 
 
-def _add_parser(
-    subparsers: Any, name: str, handler: Handler, help_text: str, description: str | None = None
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        name,
-        help=help_text,
-        description=description or help_text,
-        allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+# -- the options, declared as data -------------------------------------------------------
+
+#: A parser, an argument group or a mutually exclusive group: what options are added to.
+_Container = argparse._ActionsContainer
+#: Adds some options to a container (an argument, a group of them, a secret's sources).
+_Spec = Callable[[_Container], object]
+
+
+def _arg(*flags: str, **kwargs: Any) -> _Spec:
+    """One ``add_argument(*flags, **kwargs)``, to be made on the container given later."""
+    return lambda container: container.add_argument(*flags, **kwargs)
+
+
+def _flag(*flags: str, help: str) -> _Spec:
+    """An option that takes no value: true when given, else false."""
+    return _arg(*flags, action="store_true", help=help)
+
+
+def _declare(container: _Container, specs: Sequence[_Spec]) -> None:
+    for spec in specs:
+        spec(container)
+
+
+def _group(title: str, *specs: _Spec) -> _Spec:
+    """An argument group (a heading of ``--help``) holding *specs*."""
+    return lambda container: _declare(container.add_argument_group(title), specs)
+
+
+def _one_of(*specs: _Spec, required: bool = False) -> _Spec:
+    """Options of which at most one (with *required*: exactly one) may be given."""
+    return lambda container: _declare(
+        container.add_mutually_exclusive_group(required=required), specs
     )
-    _common_options(parser, in_subcommand=True)
-    parser.set_defaults(handler=handler)
-    return parser
 
 
-def _add_command(subparsers: Any) -> None:
-    parser = _add_parser(
-        subparsers,
+def _secret(flag: str, what: str, *, prompt_flag: bool = True) -> _Spec:
+    """The ways a secret comes in: ``FLAG-stdin``, ``FLAG-env NAME`` (, ``FLAG-prompt``)."""
+    return lambda container: add_secret_source(container, flag, what, prompt_flag=prompt_flag)
+
+
+def _tls_options(container: _Container) -> None:
+    """``add``'s TLS options (declared in cli/_tlsopts.py, with the code that reads them)."""
+    from ._tlsopts import add_tls_options
+
+    add_tls_options(container)
+
+
+_JSON = _flag("--json", help="machine-readable output")
+_URL = _arg("url", type=_url, metavar="URL")
+_ENTRY_URL = _arg("url", type=_url, metavar="URL", help="the entry's URL prefix")
+_UNDER = _arg(
+    "--under",
+    action="append",
+    metavar="URL",
+    type=_url,
+    help="only entries at or below URL (repeatable)",
+)
+_PASSPHRASE = _secret("--passphrase", "transfer passphrase", prompt_flag=False)
+
+
+def _credential(role: str, mode: str, user_header: str, password_header: str) -> _Spec:
+    """``add``'s options of the gateway or the request credential."""
+    return _group(
+        f"{role} credential",
+        _arg(f"--{role}-user", metavar="NAME", help=f"{role} user name"),
+        _secret(f"--{role}-password", f"{role} password or token"),
+        _arg(
+            f"--{role}-auth",
+            choices=get_args(AuthMode),
+            default=mode,
+            help=f"how the {role} credential is injected (default: {mode})",
+        ),
+        _arg(
+            f"--{role}-user-header",
+            metavar="NAME",
+            default=user_header,
+            help=f"user header in 'headers' mode (default: {user_header})",
+        ),
+        _arg(
+            f"--{role}-password-header",
+            metavar="NAME",
+            default=password_header,
+            help=f"password header in 'headers' mode (default: {password_header})",
+        ),
+    )
+
+
+def _registry_key(role: str) -> _Spec:
+    """``diff``'s and ``sync``'s key of the SRC or DST registry."""
+    name = role.upper()
+    return _group(
+        f"{name} key (one of)",
+        _one_of(
+            _arg(f"--{role}-key-file", metavar="PATH", help=f"{name}'s master key file"),
+            _arg(
+                f"--{role}-key-env",
+                metavar="NAME",
+                help=f"environment variable NAME holds {name}'s key (base64url)",
+            ),
+            required=True,
+        ),
+    )
+
+
+#: What ``diff SRC DST`` and ``sync SRC DST`` both take: two registries, each with its key.
+_TWO_REGISTRIES = (
+    _arg("src", metavar="SRC", help="the source registry URL"),
+    _arg("dst", metavar="DST", help="the destination registry URL"),
+    _registry_key("src"),
+    _registry_key("dst"),
+    _arg(
+        "--map",
+        action="append",
+        metavar="SRC_PREFIX=DST_PREFIX",
+        help="compare SRC URLs under SRC_PREFIX as DST_PREFIX (repeatable; the scheme "
+        "must stay the same)",
+    ),
+    _JSON,
+)
+
+
+class _Command(NamedTuple):
+    """A subcommand: its name, its handler (``module:function``, imported when the
+    command runs), its line in the main ``--help``, its own ``--help`` text (default:
+    that line) and its options."""
+
+    name: str
+    handler: str
+    help: str
+    description: str | None = None
+    arguments: tuple[_Spec, ...] = ()
+    #: The exit code of a failure (``diff``: 2, since its 1 means "they differ").
+    failure_exit: int = EXIT_FAILED
+
+
+_COMMANDS = (
+    _Command("init", "._commands:cmd_init", "create the key file and the registry"),
+    _Command(
         "add",
-        _lazy("._commands", "cmd_add"),
+        "._commands:cmd_add",
         "add or replace an entry (secrets from a prompt, stdin or the environment)",
         "Add an entry for URL and every URL below it (path-segment boundary).\n\n"
         "Secrets never come from the command line. Each secret is prompted for without\n"
@@ -143,54 +265,292 @@ def _add_command(subparsers: Any) -> None:
         "--...-stdin flags read one line each, in this order: gateway password, request\n"
         "password, --secret-header-stdin values (in the order given), client certificate\n"
         "passphrase.",
-    )
-    parser.add_argument("url", type=_url, metavar="URL", help="the service URL prefix")
-    parser.add_argument("--replace", action="store_true", help="replace an existing entry")
-    parser.add_argument("--description", metavar="TEXT", help="a note shown by list/show")
-    for role, mode, user_header, password_header in (
-        ("gateway", "headers", "X-Gateway-User", "X-Gateway-Password"),
-        ("request", "basic", "X-Request-User", "X-Request-Password"),
-    ):
-        group = parser.add_argument_group(f"{role} credential")
-        group.add_argument(f"--{role}-user", metavar="NAME", help=f"{role} user name")
-        add_secret_source(group, f"--{role}-password", f"{role} password or token")
-        group.add_argument(
-            f"--{role}-auth",
-            choices=get_args(AuthMode),
-            default=mode,
-            help=f"how the {role} credential is injected (default: {mode})",
-        )
-        group.add_argument(
-            f"--{role}-user-header",
-            metavar="NAME",
-            default=user_header,
-            help=f"user header in 'headers' mode (default: {user_header})",
-        )
-        group.add_argument(
-            f"--{role}-password-header",
-            metavar="NAME",
-            default=password_header,
-            help=f"password header in 'headers' mode (default: {password_header})",
-        )
-    group = parser.add_argument_group("secret headers (an API key, say)")
-    group.add_argument(
-        "--secret-header", action="append", metavar="NAME", help="prompt for NAME's value"
-    )
-    group.add_argument(
-        "--secret-header-stdin",
-        action="append",
-        metavar="NAME",
-        help="read NAME's value from a line of stdin",
-    )
-    group.add_argument(
-        "--secret-header-env",
-        action="append",
-        metavar="NAME=ENVVAR",
-        help="read NAME's value from environment variable ENVVAR",
-    )
-    from ._tlsopts import add_tls_options
+        arguments=(
+            _arg("url", type=_url, metavar="URL", help="the service URL prefix"),
+            _flag("--replace", help="replace an existing entry"),
+            _arg("--description", metavar="TEXT", help="a note shown by list/show"),
+            _credential("gateway", "headers", "X-Gateway-User", "X-Gateway-Password"),
+            _credential("request", "basic", "X-Request-User", "X-Request-Password"),
+            _group(
+                "secret headers (an API key, say)",
+                _arg(
+                    "--secret-header",
+                    action="append",
+                    metavar="NAME",
+                    help="prompt for NAME's value",
+                ),
+                _arg(
+                    "--secret-header-stdin",
+                    action="append",
+                    metavar="NAME",
+                    help="read NAME's value from a line of stdin",
+                ),
+                _arg(
+                    "--secret-header-env",
+                    action="append",
+                    metavar="NAME=ENVVAR",
+                    help="read NAME's value from environment variable ENVVAR",
+                ),
+            ),
+            _tls_options,
+        ),
+    ),
+    _Command(
+        "list", "._commands:cmd_list", "list entries (never secrets)", arguments=(_UNDER, _JSON)
+    ),
+    _Command(
+        "show",
+        "._commands:cmd_show",
+        "show one entry",
+        arguments=(
+            _ENTRY_URL,
+            _JSON,
+            _flag(
+                "--reveal",
+                help="also print the secrets (asks first; only when stdout is a terminal)",
+            ),
+            _flag("--yes", help="with --reveal: do not ask"),
+        ),
+    ),
+    _Command("remove", "._commands:cmd_remove", "remove one entry", arguments=(_ENTRY_URL,)),
+    _Command(
+        "match",
+        "._commands:cmd_match",
+        "explain which entry a URL would use, and why",
+        arguments=(_URL, _JSON),
+    ),
+    _Command(
+        "rotate-key",
+        "._rotate:cmd_rotate_key",
+        "new master key; re-encrypt everything in one transaction (or in stages)",
+        "Generate a new master key and re-encrypt every secret under it in one\n"
+        "transaction. The new key replaces the key file atomically; the old key file\n"
+        "is kept beside it as <name>.<UTC time>.bak (mode 0600).\n\n"
+        "Across a fleet, rotate in stages, so that no host fails: --stage adds a new\n"
+        "key to the key file (decrypt-only); copy the key file to every host and\n"
+        "restart them; --commit re-encrypts every entry under it in one transaction\n"
+        "and makes it the active key; --retire KEY_ID drops the old key once no entry\n"
+        "uses it.",
+        arguments=(
+            _one_of(
+                _flag(
+                    "--stage",
+                    help="add a new key to the key file as staged (decrypt-only); print its key id",
+                ),
+                _flag(
+                    "--commit",
+                    help="re-encrypt every entry under the staged key in one transaction; it "
+                    "becomes the active key, the old one decrypt-only",
+                ),
+                _arg(
+                    "--retire",
+                    metavar="KEY_ID",
+                    help="drop key KEY_ID from the key file (refused while an entry uses it, "
+                    "or while it is the active key)",
+                ),
+                _flag(
+                    "--reset-stage",
+                    help="record in the registry that no key is staged, whatever it recorded "
+                    "(also when that record is unreadable); no key file changes",
+                ),
+            ),
+            _arg(
+                "--new-key-file",
+                metavar="PATH",
+                help="plain rotation: write the new key to PATH instead of replacing the key "
+                "file (required when the key comes from $SECURESESSION_MASTER_KEY)",
+            ),
+        ),
+    ),
+    _Command(
+        "upgrade",
+        "._upgrade:cmd_upgrade",
+        "authenticate the entries written by securesession 0.1.0, under the same key",
+        "Entries written by securesession 0.1.0 do not authenticate their settings\n"
+        "(injection modes, header names, TLS profile), so registries refuse them.\n"
+        "Re-seal them in the current, authenticated format under the key the registry\n"
+        "already uses, in one transaction, and list them; no key changes. The upgrade\n"
+        "vouches for their settings as stored: check each (show URL) first.",
+        arguments=(_flag("--dry-run", help="list the legacy entries; change nothing"),),
+    ),
+    _Command(
+        "export",
+        "._bundle:cmd_export",
+        "write entries to an encrypted bundle",
+        "Write entries to FILE, encrypted and authenticated under a transfer passphrase\n"
+        "(prompted twice, or --passphrase-stdin / --passphrase-env NAME) or, with\n"
+        "--to-key-file, under the target environment's master key.",
+        arguments=(
+            _arg("file", metavar="FILE"),
+            _UNDER,
+            _PASSPHRASE,
+            _arg(
+                "--to-key-file",
+                metavar="PATH",
+                help="encrypt under this key file instead of a passphrase",
+            ),
+            _flag("--force", help="overwrite FILE"),
+        ),
+    ),
+    _Command(
+        "import",
+        "._bundle:cmd_import",
+        "import entries from a bundle",
+        "Import the entries of a bundle written by 'export'. The whole bundle is\n"
+        "authenticated and checked before anything is written: a corrupt or tampered\n"
+        "bundle imports nothing.",
+        arguments=(
+            _arg("file", metavar="FILE"),
+            _PASSPHRASE,
+            _arg(
+                "--bundle-key-file",
+                metavar="PATH",
+                help="key of a key-protected bundle (default: this registry's key)",
+            ),
+            _arg(
+                "--on-conflict",
+                choices=("fail", "skip", "replace"),
+                default="fail",
+                help="an entry that exists with other settings or secrets: fail (default, "
+                "import nothing), skip it, or replace it",
+            ),
+            _flag("--dry-run", help="report only; write nothing"),
+        ),
+    ),
+    _Command(
+        "diff",
+        "._sync:cmd_diff",
+        "compare two registries (secrets as same/differs, never shown)",
+        "List the entries only in SRC, only in DST, and changed: for a changed entry its\n"
+        "settings diff, and each secret field as 'same' or 'differs' (values are compared\n"
+        "in memory and never shown). Exit code 0 when the registries are the same, 1 when\n"
+        "they differ, 2 on error.",
+        arguments=_TWO_REGISTRIES,
+        # diff(1)'s convention: 1 means "they differ", so a failure must be 2.
+        failure_exit=EXIT_USAGE,
+    ),
+    _Command(
+        "sync",
+        "._sync:cmd_sync",
+        "make DST hold what SRC holds: a plan, or --apply it in one transaction",
+        "Print the plan that makes DST hold SRC's entries; --apply carries it out in one\n"
+        "transaction on DST, re-encrypting the secrets under DST's key. An entry changed\n"
+        "in DST since the last sync (or never written by one) is a conflict, left alone\n"
+        "unless --force. Exit code 1 on conflicts (nothing written).",
+        arguments=(
+            *_TWO_REGISTRIES,
+            _arg(
+                "--only",
+                action="append",
+                metavar="PREFIX",
+                type=_url,
+                help="only SRC entries at or below PREFIX, and DST entries at or below its "
+                "mapped prefix (repeatable)",
+            ),
+            _flag("--delete", help="remove DST entries that are absent from SRC"),
+            _flag("--force", help="overwrite or remove conflicting DST entries"),
+            _flag("--apply", help="carry the plan out (default: print it)"),
+        ),
+    ),
+    _Command(
+        "request",
+        "._request:cmd_request",
+        "send a request through SecureSession (a tiny curl)",
+        "Send METHOD URL with the matching entry's credentials. The status line and\n"
+        "echoed headers go to stderr (injected values redacted), the body to stdout.\n"
+        "Exit code 1 when the status is 400 or above.",
+        arguments=(
+            _arg("method", metavar="METHOD"),
+            _URL,
+            _arg("-H", "--header", action="append", metavar="'NAME: VALUE'"),
+            _arg("--data", metavar="DATA", help="request body; @FILE or @- for stdin"),
+            _arg(
+                "--json",
+                dest="json_body",
+                metavar="JSON",
+                help="JSON request body (sets Content-Type); @FILE or @-",
+            ),
+            _arg("-o", "--output", metavar="FILE", help="write the body to FILE"),
+            _arg(
+                "--timeout",
+                type=_positive,
+                default=30.0,
+                metavar="SECONDS",
+                help="connect and read timeout (default: 30)",
+            ),
+            _arg("--cacert", metavar="FILE", help="trust this CA bundle"),
+            _flag("--strict", help="refuse a URL that has no registry entry"),
+            _flag("--no-redirects", help="do not follow redirects"),
+            _flag("-i", "--include", help="echo the response headers"),
+            _flag("-v", "--verbose", help="echo request and response headers of every hop"),
+        ),
+    ),
+    _Command(
+        "check",
+        "._check:cmd_check",
+        "do the TLS handshake for URL's entry and explain the outcome",
+        "Do the TLS handshake the matching entry's profile prescribes (client certificate,\n"
+        "versions, CA bundle, pins, CRL) without sending a request, and print the\n"
+        "protocol, cipher, server certificate and its pin, the client certificate used,\n"
+        "or what failed and how to fix it. Exit code 1 when the handshake fails.",
+        arguments=(
+            _URL,
+            _JSON,
+            _arg(
+                "--timeout", type=_positive, default=10.0, metavar="SECONDS", help="(default: 10)"
+            ),
+            _arg(
+                "--cacert",
+                metavar="FILE",
+                help="CA bundle for a URL with no entry (default: certifi)",
+            ),
+        ),
+    ),
+    _Command(
+        "log",
+        "._log:cmd_log",
+        "show the audit log of the registry's changes, or verify it",
+        "Show the audit log: one record per change (time, operation, entry, revision,\n"
+        "names of the changed fields, actor), never a value. --verify checks that no\n"
+        "record was removed, edited, reordered or copied from another registry, and that\n"
+        "every change of the registry has its record. Exit code 1 when it fails.",
+        arguments=(
+            _arg(
+                "--since",
+                metavar="TIME",
+                help="records from TIME on: ISO 8601, or an age (90m, 12h, 7d)",
+            ),
+            _arg("--entry", metavar="URL", type=_url, help="records of this entry only"),
+            _JSON,
+            _flag("--verify", help="check the whole log; exit 1 if it is not intact"),
+            _arg(
+                "--expect-head",
+                metavar="SEQ:SHA256",
+                help="with --verify: also fail unless record SEQ has this digest (a head "
+                "printed by an earlier verify and kept elsewhere)",
+            ),
+        ),
+    ),
+    _Command(
+        "demo",
+        "._demo:cmd_demo",
+        "a self-contained tour: throwaway registry, local mutual-TLS gateway, one call",
+        arguments=(_flag("--keep", help="keep the throwaway directory and print its path"),),
+    ),
+)
 
-    add_tls_options(parser)
+
+def _add_parser(subparsers: Any, command: _Command) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        command.name,
+        help=command.help,
+        description=command.description or command.help,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser, in_subcommand=True)
+    parser.set_defaults(handler=_lazy(command.handler), failure_exit=command.failure_exit)
+    _declare(parser, command.arguments)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,326 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common_options(parser, in_subcommand=False)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
-    init = _add_parser(
-        subparsers, "init", _lazy("._commands", "cmd_init"), "create the key file and the registry"
-    )
-    del init
-
-    _add_command(subparsers)
-
-    listing = _add_parser(
-        subparsers, "list", _lazy("._commands", "cmd_list"), "list entries (never secrets)"
-    )
-    listing.add_argument(
-        "--under",
-        action="append",
-        metavar="URL",
-        type=_url,
-        help="only entries at or below URL (repeatable)",
-    )
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-
-    show = _add_parser(subparsers, "show", _lazy("._commands", "cmd_show"), "show one entry")
-    show.add_argument("url", type=_url, metavar="URL", help="the entry's URL prefix")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.add_argument(
-        "--reveal",
-        action="store_true",
-        help="also print the secrets (asks first; only when stdout is a terminal)",
-    )
-    show.add_argument("--yes", action="store_true", help="with --reveal: do not ask")
-
-    remove = _add_parser(
-        subparsers, "remove", _lazy("._commands", "cmd_remove"), "remove one entry"
-    )
-    remove.add_argument("url", type=_url, metavar="URL", help="the entry's URL prefix")
-
-    match = _add_parser(
-        subparsers,
-        "match",
-        _lazy("._commands", "cmd_match"),
-        "explain which entry a URL would use, and why",
-    )
-    match.add_argument("url", type=_url, metavar="URL")
-    match.add_argument("--json", action="store_true", help="machine-readable output")
-
-    rotate = _add_parser(
-        subparsers,
-        "rotate-key",
-        _lazy("._rotate", "cmd_rotate_key"),
-        "new master key; re-encrypt everything in one transaction (or in stages)",
-        "Generate a new master key and re-encrypt every secret under it in one\n"
-        "transaction. The new key replaces the key file atomically; the old key file\n"
-        "is kept beside it as <name>.<UTC time>.bak (mode 0600).\n\n"
-        "Across a fleet, rotate in stages, so that no host fails: --stage adds a new\n"
-        "key to the key file (decrypt-only); copy the key file to every host and\n"
-        "restart them; --commit re-encrypts every entry under it in one transaction\n"
-        "and makes it the active key; --retire KEY_ID drops the old key once no entry\n"
-        "uses it.",
-    )
-    step = rotate.add_mutually_exclusive_group()
-    step.add_argument(
-        "--stage",
-        action="store_true",
-        help="add a new key to the key file as staged (decrypt-only); print its key id",
-    )
-    step.add_argument(
-        "--commit",
-        action="store_true",
-        help="re-encrypt every entry under the staged key in one transaction; it becomes "
-        "the active key, the old one decrypt-only",
-    )
-    step.add_argument(
-        "--retire",
-        metavar="KEY_ID",
-        help="drop key KEY_ID from the key file (refused while an entry uses it, or while "
-        "it is the active key)",
-    )
-    step.add_argument(
-        "--reset-stage",
-        action="store_true",
-        help="record in the registry that no key is staged, whatever it recorded (also when "
-        "that record is unreadable); no key file changes",
-    )
-    rotate.add_argument(
-        "--new-key-file",
-        metavar="PATH",
-        help="plain rotation: write the new key to PATH instead of replacing the key file "
-        "(required when the key comes from $SECURESESSION_MASTER_KEY)",
-    )
-
-    upgrade = _add_parser(
-        subparsers,
-        "upgrade",
-        _lazy("._upgrade", "cmd_upgrade"),
-        "authenticate the entries written by securesession 0.1.0, under the same key",
-        "Entries written by securesession 0.1.0 do not authenticate their settings\n"
-        "(injection modes, header names, TLS profile), so registries refuse them.\n"
-        "Re-seal them in the current, authenticated format under the key the registry\n"
-        "already uses, in one transaction, and list them; no key changes. The upgrade\n"
-        "vouches for their settings as stored: check each (show URL) first.",
-    )
-    upgrade.add_argument(
-        "--dry-run", action="store_true", help="list the legacy entries; change nothing"
-    )
-
-    export = _add_parser(
-        subparsers,
-        "export",
-        _lazy("._bundle", "cmd_export"),
-        "write entries to an encrypted bundle",
-        "Write entries to FILE, encrypted and authenticated under a transfer passphrase\n"
-        "(prompted twice, or --passphrase-stdin / --passphrase-env NAME) or, with\n"
-        "--to-key-file, under the target environment's master key.",
-    )
-    export.add_argument("file", metavar="FILE")
-    export.add_argument(
-        "--under",
-        action="append",
-        metavar="URL",
-        type=_url,
-        help="only entries at or below URL (repeatable)",
-    )
-    add_secret_source(export, "--passphrase", "transfer passphrase", prompt_flag=False)
-    export.add_argument(
-        "--to-key-file", metavar="PATH", help="encrypt under this key file instead of a passphrase"
-    )
-    export.add_argument("--force", action="store_true", help="overwrite FILE")
-
-    importing = _add_parser(
-        subparsers,
-        "import",
-        _lazy("._bundle", "cmd_import"),
-        "import entries from a bundle",
-        "Import the entries of a bundle written by 'export'. The whole bundle is\n"
-        "authenticated and checked before anything is written: a corrupt or tampered\n"
-        "bundle imports nothing.",
-    )
-    importing.add_argument("file", metavar="FILE")
-    add_secret_source(importing, "--passphrase", "transfer passphrase", prompt_flag=False)
-    importing.add_argument(
-        "--bundle-key-file",
-        metavar="PATH",
-        help="key of a key-protected bundle (default: this registry's key)",
-    )
-    importing.add_argument(
-        "--on-conflict",
-        choices=("fail", "skip", "replace"),
-        default="fail",
-        help="an entry that exists with other settings or secrets: fail (default, import "
-        "nothing), skip it, or replace it",
-    )
-    importing.add_argument("--dry-run", action="store_true", help="report only; write nothing")
-
-    add_diff_commands(subparsers)
-
-    request = _add_parser(
-        subparsers,
-        "request",
-        _lazy("._request", "cmd_request"),
-        "send a request through SecureSession (a tiny curl)",
-        "Send METHOD URL with the matching entry's credentials. The status line and\n"
-        "echoed headers go to stderr (injected values redacted), the body to stdout.\n"
-        "Exit code 1 when the status is 400 or above.",
-    )
-    request.add_argument("method", metavar="METHOD")
-    request.add_argument("url", type=_url, metavar="URL")
-    request.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'")
-    request.add_argument("--data", metavar="DATA", help="request body; @FILE or @- for stdin")
-    request.add_argument(
-        "--json",
-        dest="json_body",
-        metavar="JSON",
-        help="JSON request body (sets Content-Type); @FILE or @-",
-    )
-    request.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
-    request.add_argument(
-        "--timeout",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="connect and read timeout (default: 30)",
-    )
-    request.add_argument("--cacert", metavar="FILE", help="trust this CA bundle")
-    request.add_argument(
-        "--strict", action="store_true", help="refuse a URL that has no registry entry"
-    )
-    request.add_argument("--no-redirects", action="store_true", help="do not follow redirects")
-    request.add_argument("-i", "--include", action="store_true", help="echo the response headers")
-    request.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="echo request and response headers of every hop",
-    )
-
-    add_check_command(subparsers)
-    add_log_command(subparsers)
-
-    demo = _add_parser(
-        subparsers,
-        "demo",
-        _lazy("._demo", "cmd_demo"),
-        "a self-contained tour: throwaway registry, local mutual-TLS gateway, one call",
-    )
-    demo.add_argument(
-        "--keep", action="store_true", help="keep the throwaway directory and print its path"
-    )
+    for command in _COMMANDS:
+        _add_parser(subparsers, command)
     return parser
-
-
-def add_check_command(subparsers: Any) -> None:
-    """``check URL``: the TLS handshake of the matching entry, diagnosed."""
-    check = _add_parser(
-        subparsers,
-        "check",
-        _lazy("._check", "cmd_check"),
-        "do the TLS handshake for URL's entry and explain the outcome",
-        "Do the TLS handshake the matching entry's profile prescribes (client certificate,\n"
-        "versions, CA bundle, pins, CRL) without sending a request, and print the\n"
-        "protocol, cipher, server certificate and its pin, the client certificate used,\n"
-        "or what failed and how to fix it. Exit code 1 when the handshake fails.",
-    )
-    check.add_argument("url", type=_url, metavar="URL")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.add_argument(
-        "--timeout", type=_positive, default=10.0, metavar="SECONDS", help="(default: 10)"
-    )
-    check.add_argument(
-        "--cacert", metavar="FILE", help="CA bundle for a URL with no entry (default: certifi)"
-    )
-
-
-def add_diff_commands(subparsers: Any) -> None:
-    """``diff SRC DST`` and ``sync SRC DST``: two registries, each with its own key."""
-    diff = _add_parser(
-        subparsers,
-        "diff",
-        _lazy("._sync", "cmd_diff"),
-        "compare two registries (secrets as same/differs, never shown)",
-        "List the entries only in SRC, only in DST, and changed: for a changed entry its\n"
-        "settings diff, and each secret field as 'same' or 'differs' (values are compared\n"
-        "in memory and never shown). Exit code 0 when the registries are the same, 1 when\n"
-        "they differ, 2 on error.",
-    )
-    # diff(1)'s convention: 1 means "they differ", so a failure must be 2.
-    diff.set_defaults(failure_exit=EXIT_USAGE)
-    sync = _add_parser(
-        subparsers,
-        "sync",
-        _lazy("._sync", "cmd_sync"),
-        "make DST hold what SRC holds: a plan, or --apply it in one transaction",
-        "Print the plan that makes DST hold SRC's entries; --apply carries it out in one\n"
-        "transaction on DST, re-encrypting the secrets under DST's key. An entry changed\n"
-        "in DST since the last sync (or never written by one) is a conflict, left alone\n"
-        "unless --force. Exit code 1 on conflicts (nothing written).",
-    )
-    for parser in (diff, sync):
-        parser.add_argument("src", metavar="SRC", help="the source registry URL")
-        parser.add_argument("dst", metavar="DST", help="the destination registry URL")
-        for role in ("src", "dst"):
-            keys = parser.add_argument_group(f"{role.upper()} key (one of)")
-            source = keys.add_mutually_exclusive_group(required=True)
-            source.add_argument(
-                f"--{role}-key-file", metavar="PATH", help=f"{role.upper()}'s master key file"
-            )
-            source.add_argument(
-                f"--{role}-key-env",
-                metavar="NAME",
-                help=f"environment variable NAME holds {role.upper()}'s key (base64url)",
-            )
-        parser.add_argument(
-            "--map",
-            action="append",
-            metavar="SRC_PREFIX=DST_PREFIX",
-            help="compare SRC URLs under SRC_PREFIX as DST_PREFIX (repeatable; the scheme "
-            "must stay the same)",
-        )
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-    sync.add_argument(
-        "--only",
-        action="append",
-        metavar="PREFIX",
-        type=_url,
-        help="only SRC entries at or below PREFIX, and DST entries at or below its mapped "
-        "prefix (repeatable)",
-    )
-    sync.add_argument(
-        "--delete", action="store_true", help="remove DST entries that are absent from SRC"
-    )
-    sync.add_argument(
-        "--force", action="store_true", help="overwrite or remove conflicting DST entries"
-    )
-    sync.add_argument("--apply", action="store_true", help="carry the plan out (default: print it)")
-
-
-def add_log_command(subparsers: Any) -> None:
-    """``log``: the audit log; ``log --verify``: check it."""
-    log = _add_parser(
-        subparsers,
-        "log",
-        _lazy("._log", "cmd_log"),
-        "show the audit log of the registry's changes, or verify it",
-        "Show the audit log: one record per change (time, operation, entry, revision,\n"
-        "names of the changed fields, actor), never a value. --verify checks that no\n"
-        "record was removed, edited, reordered or copied from another registry, and that\n"
-        "every change of the registry has its record. Exit code 1 when it fails.",
-    )
-    log.add_argument(
-        "--since", metavar="TIME", help="records from TIME on: ISO 8601, or an age (90m, 12h, 7d)"
-    )
-    log.add_argument("--entry", metavar="URL", type=_url, help="records of this entry only")
-    log.add_argument("--json", action="store_true", help="machine-readable output")
-    log.add_argument(
-        "--verify", action="store_true", help="check the whole log; exit 1 if it is not intact"
-    )
-    log.add_argument(
-        "--expect-head",
-        metavar="SEQ:SHA256",
-        help="with --verify: also fail unless record SEQ has this digest (a head printed by "
-        "an earlier verify and kept elsewhere)",
-    )
 
 
 def known_options(parser: argparse.ArgumentParser) -> set[str]:

@@ -40,8 +40,8 @@ __all__ = [
 _VERSIONS = get_args(TLSVersionName)
 
 
-def add_tls_options(parser: argparse.ArgumentParser) -> None:
-    """Register ``add``'s TLS options on *parser*."""
+def add_tls_options(parser: argparse._ActionsContainer) -> None:
+    """Register ``add``'s TLS options on *parser* (a parser, or a group of one)."""
     group = parser.add_argument_group(
         "TLS (https:// entries)",
         "The client certificate's passphrase is read like the other secrets: a prompt, "
