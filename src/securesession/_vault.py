@@ -28,7 +28,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 from ._cache import EntryCache
 from ._crypto import MasterKey
@@ -57,14 +58,6 @@ _KEY_LEN: Final = 32
 # Transit answers. Never expires: a slot's key cannot change, so every slot stays at
 # revision 0. The size is far more wrapped texts than one process ever unwraps.
 _unwrapped: EntryCache[MasterKey] = EntryCache(ttl=math.inf, maxsize=1024)
-
-
-def _engine(url: str | VaultConnection) -> str:
-    return url.url if isinstance(url, VaultConnection) else engine_url(url)
-
-
-def _slot(engine: str, mount: str, key_name: str, text: str) -> str:
-    return "\0".join((engine, mount, key_name, text))
 
 
 def clear_key_cache() -> None:
@@ -111,33 +104,125 @@ def _write_wrapped(path: Path, text: str, *, overwrite: bool) -> None:
     )
 
 
-def _transit(
-    url: str | VaultConnection,
-    options: Mapping[str, Any],
-    operation: str,
-    *,
-    mount: str,
-    key_name: str,
-    data: dict[str, str],
-    action: str,
-) -> Any:
-    """Run one Transit *operation* (encrypt, decrypt, rewrap) with key *key_name*; its
-    response's ``data``. A connection built here from an address (with *options*, the
-    deprecated loose settings) is closed after it."""
-    connection = url if isinstance(url, VaultConnection) else VaultConnection(url, **options)
-    try:
-        response = connection.call(
-            lambda client: getattr(client.secrets.transit, f"{operation}_data")(
-                name=key_name, mount_point=mount, **data
-            ),
-            action=f"{action} with Transit key {key_name!r}",
-            path=f"{mount}/{operation}/{key_name}",
-            capability="update",
+class _Transit(NamedTuple):
+    """Transit key *key_name* at *mount* of the engine *url* names: what every operation
+    below shares, the one way they open the connection and ask Transit.
+
+    *url* is a :class:`VaultConnection`, or the engine's address: then a connection, with
+    the credentials from the environment or *options* (the deprecated loose settings),
+    is made for each request and closed after it.
+    """
+
+    url: str | VaultConnection
+    key_name: str
+    mount: str
+    options: Mapping[str, Any]
+
+    @classmethod
+    def at(
+        cls,
+        url: str | VaultConnection,
+        key_name: str,
+        mount: str,
+        options: Mapping[str, Any] = MappingProxyType({}),
+    ) -> _Transit:
+        """The key, once the loose *options* are checked (warned about beside an
+        address, refused beside a connection)."""
+        check_loose_options(url, options)
+        return cls(url, key_name, mount.strip("/"), options)
+
+    @property
+    def engine(self) -> str:
+        """The engine's address, ``scheme://host:port``."""
+        return self.url.url if isinstance(self.url, VaultConnection) else engine_url(self.url)
+
+    def slot(self, text: str) -> str:
+        """The cache slot of the key that wrapped text *text* unwraps to."""
+        return "\0".join((self.engine, self.mount, self.key_name, text))
+
+    def call(self, operation: str, data: dict[str, str], *, action: str) -> Any:
+        """Run one Transit *operation* (encrypt, decrypt, rewrap) with this key on *data*;
+        its response's ``data``."""
+        url, mount, key_name = self.url, self.mount, self.key_name
+        connection = (
+            url if isinstance(url, VaultConnection) else VaultConnection(url, **self.options)
         )
-    finally:
-        if connection is not url:
-            connection.close()
-    return response["data"]
+        try:
+            response = connection.call(
+                lambda client: getattr(client.secrets.transit, f"{operation}_data")(
+                    name=key_name, mount_point=mount, **data
+                ),
+                action=f"{action} with Transit key {key_name!r}",
+                path=f"{mount}/{operation}/{key_name}",
+                capability="update",
+            )
+        finally:
+            if connection is not url:
+                connection.close()
+        return response["data"]
+
+    def unwrap(self, wrapped_key: str | os.PathLike[str]) -> MasterKey:
+        """:func:`unwrap_key`: the cached key of the wrapped text, else Transit's."""
+        text, _ = _read_wrapped(wrapped_key)
+
+        def unwrap() -> MasterKey:
+            data = self.call("decrypt", {"ciphertext": text}, action="unwrap the master key")
+            try:
+                raw = base64.b64decode(data["plaintext"], validate=True)
+            except (KeyError, TypeError, binascii.Error):
+                raise MasterKeyError(
+                    f"Transit key {self.key_name!r} returned no usable plaintext for the "
+                    "wrapped key"
+                ) from None
+            if len(raw) != _KEY_LEN:
+                raise MasterKeyError(
+                    f"the wrapped key decrypts to {len(raw)} bytes, not a {_KEY_LEN}-byte "
+                    "master key: was it made by wrap_new_key?"
+                )
+            key = MasterKey(raw)
+            logger.info(
+                "unwrapped master key id %s with Transit key %r version %d at %s",
+                key.key_id,
+                self.key_name,
+                transit_key_version(text),
+                self.engine,
+            )
+            return key
+
+        return _unwrapped.get_or_load(self.slot(text), 0, unwrap)
+
+    def wrap_new(
+        self, path: str | os.PathLike[str] | None, *, overwrite: bool
+    ) -> tuple[str, MasterKey]:
+        """:func:`wrap_new_key`: a new key, wrapped (and written to *path*, if given)."""
+        key = MasterKey.generate()
+        raw = base64.urlsafe_b64decode(key.to_base64() + "=")
+        plaintext = base64.b64encode(raw).decode("ascii")
+        data = self.call("encrypt", {"plaintext": plaintext}, action="wrap a new master key")
+        text = str(data["ciphertext"])
+        transit_key_version(text)
+        if path is not None:
+            _write_wrapped(Path(path), text, overwrite=overwrite)
+        _unwrapped.get_or_load(self.slot(text), 0, lambda: key)
+        logger.info("wrapped new master key id %s with Transit key %r", key.key_id, self.key_name)
+        return text, key
+
+    def rewrap(self, wrapped_key: str | os.PathLike[str]) -> str:
+        """:func:`rewrap_key`: the wrapped text under the newest key version (the file
+        replaced, if it came from one)."""
+        text, file = _read_wrapped(wrapped_key)
+        data = self.call("rewrap", {"ciphertext": text}, action="rewrap the master key")
+        new_text = str(data["ciphertext"])
+        old_version, new_version = transit_key_version(text), transit_key_version(new_text)
+        if file is not None and new_text != text:
+            _write_wrapped(file, new_text, overwrite=True)
+        logger.info(
+            "rewrapped master key from Transit key %r version %d to %d",
+            self.key_name,
+            old_version,
+            new_version,
+        )
+        return new_text
 
 
 def unwrap_key(
@@ -159,43 +244,7 @@ def unwrap_key(
     *connection_options* (``token=``, ``approle=``, ...) beside an address are
     deprecated: set them on the :class:`VaultConnection`.
     """
-    check_loose_options(url, connection_options)
-    text, _ = _read_wrapped(wrapped_key)
-    mount = mount.strip("/")
-    engine = _engine(url)
-
-    def unwrap() -> MasterKey:
-        data = _transit(
-            url,
-            connection_options,
-            "decrypt",
-            mount=mount,
-            key_name=key_name,
-            data={"ciphertext": text},
-            action="unwrap the master key",
-        )
-        try:
-            raw = base64.b64decode(data["plaintext"], validate=True)
-        except (KeyError, TypeError, binascii.Error):
-            raise MasterKeyError(
-                f"Transit key {key_name!r} returned no usable plaintext for the wrapped key"
-            ) from None
-        if len(raw) != _KEY_LEN:
-            raise MasterKeyError(
-                f"the wrapped key decrypts to {len(raw)} bytes, not a {_KEY_LEN}-byte master "
-                "key: was it made by wrap_new_key?"
-            )
-        key = MasterKey(raw)
-        logger.info(
-            "unwrapped master key id %s with Transit key %r version %d at %s",
-            key.key_id,
-            key_name,
-            transit_key_version(text),
-            engine,
-        )
-        return key
-
-    return _unwrapped.get_or_load(_slot(engine, mount, key_name, text), 0, unwrap)
+    return _Transit.at(url, key_name, mount, connection_options).unwrap(wrapped_key)
 
 
 @dataclass(frozen=True)
@@ -216,7 +265,7 @@ class TransitKey:
 
     def master_key(self) -> MasterKey:
         """The unwrapped key; Transit is asked once per process and wrapped text."""
-        return unwrap_key(self.url, self.key_name, self.wrapped_key, mount=self.mount)
+        return _Transit.at(self.url, self.key_name, self.mount).unwrap(self.wrapped_key)
 
 
 def wrap_new_key(
@@ -236,26 +285,8 @@ def wrap_new_key(
     ``<mount>/encrypt/<key_name>``; the key must exist in Transit. *url* and the
     deprecated *connection_options* are as for :func:`unwrap_key`.
     """
-    check_loose_options(url, connection_options)
-    mount = mount.strip("/")
-    key = MasterKey.generate()
-    raw = base64.urlsafe_b64decode(key.to_base64() + "=")
-    data = _transit(
-        url,
-        connection_options,
-        "encrypt",
-        mount=mount,
-        key_name=key_name,
-        data={"plaintext": base64.b64encode(raw).decode("ascii")},
-        action="wrap a new master key",
-    )
-    text = str(data["ciphertext"])
-    transit_key_version(text)
-    if path is not None:
-        _write_wrapped(Path(path), text, overwrite=overwrite)
-    _unwrapped.get_or_load(_slot(_engine(url), mount, key_name, text), 0, lambda: key)
-    logger.info("wrapped new master key id %s with Transit key %r", key.key_id, key_name)
-    return text, key
+    transit = _Transit.at(url, key_name, mount, connection_options)
+    return transit.wrap_new(path, overwrite=overwrite)
 
 
 def rewrap_key(
@@ -276,26 +307,4 @@ def rewrap_key(
     versions can be retired with ``min_decryption_version``. *url* and the
     deprecated *connection_options* are as for :func:`unwrap_key`.
     """
-    check_loose_options(url, connection_options)
-    text, file = _read_wrapped(wrapped_key)
-    mount = mount.strip("/")
-    data = _transit(
-        url,
-        connection_options,
-        "rewrap",
-        mount=mount,
-        key_name=key_name,
-        data={"ciphertext": text},
-        action="rewrap the master key",
-    )
-    new_text = str(data["ciphertext"])
-    old_version, new_version = transit_key_version(text), transit_key_version(new_text)
-    if file is not None and new_text != text:
-        _write_wrapped(file, new_text, overwrite=True)
-    logger.info(
-        "rewrapped master key from Transit key %r version %d to %d",
-        key_name,
-        old_version,
-        new_version,
-    )
-    return new_text
+    return _Transit.at(url, key_name, mount, connection_options).rewrap(wrapped_key)
