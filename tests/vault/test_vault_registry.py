@@ -162,7 +162,7 @@ def test_updated_at_is_the_kv_version_time(bao: Bao, prefix: str, opened: Any) -
     assert got is not None and got.updated_at == stored.updated_at
     store = _store(registry)
     index = store._current()
-    rel = store._doc_rel(index.generation, stored.url)
+    rel = store._place.doc(index.generation, stored.url)
     metadata = bao.root().secrets.kv.v2.read_secret_metadata(path=rel, mount_point=KV_MOUNT)
     version = metadata["data"]["versions"][str(index.rows[stored.url].version)]
     assert stored.updated_at == pytest.approx(_parse_time(version["created_time"]), abs=1e-6)
@@ -206,7 +206,7 @@ def test_lookups_are_local_until_the_refresh_interval(opened: Any) -> None:
     writer = opened(key)
     reader = opened(key, refresh=60)
     store = _store(reader)
-    connection = store._connection
+    connection = store._place.connection
     stored = writer.put(_entry("/svc/"))
 
     sent = connection.request_count
@@ -355,7 +355,7 @@ def test_approle_from_environment(bao: Bao, prefix: str, monkeypatch: pytest.Mon
     monkeypatch.setenv("BAO_SECRET_ID", bao.approle.secret_id.reveal())
     key = MasterKey.generate()
     registry = open_registry(bao.registry_url(prefix), key)
-    assert "AppRole" in repr(_store(registry)._connection)  # type: ignore[arg-type]
+    assert "AppRole" in repr(_store(registry)._place.connection)  # type: ignore[arg-type]
     registry.put(_entry("/svc/"))
     assert registry.get(BASE + "/svc/") is not None
     registry.close()
@@ -391,7 +391,7 @@ def test_tokens_are_renewed_and_replaced(bao: Bao, prefix: str) -> None:
 def test_revoked_approle_token_logs_in_again(bao: Bao, opened: Any) -> None:
     registry = opened(MasterKey.generate())
     registry.put(_entry("/svc/"))
-    connection = _store(registry)._connection
+    connection = _store(registry)._place.connection
     root = bao.root()
     root.auth.token.revoke(connection._client.token)
     logins = bao.audited("auth/approle/login")

@@ -278,6 +278,110 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, ceiling))  # noqa: S311 (jitter, not cryptography)
 
 
+# -- where the documents are -------------------------------------------------------------
+
+
+class _Place(NamedTuple):
+    """Where a registry's documents are: under *prefix* in the KV v2 engine mounted at
+    *mount*, reached through *connection* (the layout of the module docstring).
+
+    Paths are relative to the mount, as KV requests take them; each request method
+    names its policy path and the capability a policy must grant on it, and *action*
+    completes the error's "cannot ...".
+    """
+
+    connection: VaultConnection
+    mount: str
+    prefix: str
+
+    @property
+    def index_doc(self) -> str:
+        """The index document."""
+        return f"{self.prefix}/index"
+
+    def generation(self, generation: str) -> str:
+        """The directory of one generation of entry documents."""
+        return f"{self.prefix}/{generation}"
+
+    def doc(self, generation: str, key: str) -> str:
+        """The document of entry *key* in *generation*."""
+        encoded = base64.urlsafe_b64encode(key.encode()).decode("ascii").rstrip("=")
+        return f"{self.prefix}/{generation}/{encoded}"
+
+    def data(self, rel: str) -> str:
+        """The policy path of the document at *rel* (reads and writes)."""
+        return f"{self.mount}/data/{rel}"
+
+    def metadata(self, rel: str) -> str:
+        """The policy path of the metadata at *rel* (versions, listings, deletion)."""
+        return f"{self.mount}/metadata/{rel}"
+
+    def read(self, rel: str, *, action: str, version: int | None = None) -> Any:
+        """The document at *rel* (its newest version, or *version*); ``None`` if none."""
+        return self.connection.call_or_none(
+            lambda client: client.secrets.kv.v2.read_secret_version(
+                path=rel, version=version, mount_point=self.mount, raise_on_deleted_version=True
+            ),
+            action=action,
+            path=self.data(rel),
+            capability="read",
+        )
+
+    def write(self, rel: str, doc: dict[str, Any], *, cas: int, action: str) -> Any:
+        """Write *doc* at *rel* if its current version is *cas* (0: none yet); a
+        :class:`VaultError` with reason ``conflict`` if not."""
+        return self.connection.call(
+            lambda client: client.secrets.kv.v2.create_or_update_secret(
+                path=rel, secret=doc, cas=cas, mount_point=self.mount
+            ),
+            action=action,
+            path=self.data(rel),
+            capability="create" if cas == 0 else "update",
+        )
+
+    def read_metadata(self, rel: str, *, action: str) -> Any:
+        """The KV metadata of the document at *rel* (its versions), ``None`` if none."""
+        return self.connection.call_or_none(
+            lambda client: client.secrets.kv.v2.read_secret_metadata(
+                path=rel, mount_point=self.mount
+            ),
+            action=action,
+            path=self.metadata(rel),
+            capability="read",
+        )
+
+    def names(self, rel: str, *, action: str) -> Any:
+        """The names under *rel* (a directory's end in ``/``), ``None`` if nothing is."""
+        return self.connection.call_or_none(
+            lambda client: client.secrets.kv.v2.list_secrets(path=rel, mount_point=self.mount),
+            action=action,
+            path=self.metadata(rel),
+            capability="list",
+        )
+
+    def delete(self, rel: str, *, action: str) -> None:
+        """Delete the document at *rel*: every version, and its metadata."""
+        self.connection.call(
+            lambda client: client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=rel, mount_point=self.mount
+            ),
+            action=action,
+            path=self.metadata(rel),
+            capability="delete",
+        )
+
+    def destroy(self, rel: str, versions: list[int], *, action: str) -> None:
+        """Destroy *versions* of the document at *rel* (their data, for good)."""
+        self.connection.call(
+            lambda client: client.secrets.kv.v2.destroy_secret_versions(
+                path=rel, versions=versions, mount_point=self.mount
+            ),
+            action=action,
+            path=f"{self.mount}/destroy/{rel}",
+            capability="update",
+        )
+
+
 # -- the store ---------------------------------------------------------------------------
 
 
@@ -294,9 +398,7 @@ class VaultStore(base.BatchesOfOne):
         refresh: float = DEFAULT_REFRESH,
         owns_connection: bool = True,
     ) -> None:
-        self._connection = connection
-        self._mount = mount
-        self._prefix = prefix
+        self._place = _Place(connection, mount, prefix)
         self._name = name
         self._refresh = refresh
         self._owns_connection = owns_connection
@@ -315,40 +417,17 @@ class VaultStore(base.BatchesOfOne):
     def __repr__(self) -> str:
         return f"<VaultStore {self._name}>"
 
-    # -- paths ---------------------------------------------------------------------
-
-    @property
-    def _index_rel(self) -> str:
-        return f"{self._prefix}/index"
-
-    def _doc_rel(self, generation: str, key: str) -> str:
-        encoded = base64.urlsafe_b64encode(key.encode()).decode("ascii").rstrip("=")
-        return f"{self._prefix}/{generation}/{encoded}"
-
-    def _data(self, rel: str) -> str:
-        return f"{self._mount}/data/{rel}"
-
-    def _metadata(self, rel: str) -> str:
-        return f"{self._mount}/metadata/{rel}"
-
     # -- KV primitives -------------------------------------------------------------------
 
-    def _kv(self) -> VaultConnection:
+    def _kv(self) -> _Place:
         if self._closed:
             raise RegistryError(f"registry {self._name} is closed")
-        return self._connection
+        return self._place
 
     def _fetch_index(self) -> _Index | None:
         """The newest index from the engine (``None`` for a new registry)."""
-        rel = self._index_rel
-        response = self._kv().call_or_none(
-            lambda client: client.secrets.kv.v2.read_secret_version(
-                path=rel, mount_point=self._mount, raise_on_deleted_version=True
-            ),
-            action=f"read the index of registry {self._name}",
-            path=self._data(rel),
-            capability="read",
-        )
+        kv = self._kv()
+        response = kv.read(kv.index_doc, action=f"read the index of registry {self._name}")
         if response is None:
             return None
         data = response["data"]
@@ -358,9 +437,10 @@ class VaultStore(base.BatchesOfOne):
 
     def _require(self, index: _Index | None) -> _Index:
         if index is None:
+            path = self._place.data(self._place.index_doc)
             raise RegistryCorruptError(
-                f"registry {self._name}: its index document {self._data(self._index_rel)!r} "
-                "is missing (deleted outside securesession?)"
+                f"registry {self._name}: its index document {path!r} is missing (deleted "
+                "outside securesession?)"
             )
         return index
 
@@ -376,15 +456,13 @@ class VaultStore(base.BatchesOfOne):
 
     def _write_index(self, index: _Index, cas: int) -> _Index | None:
         """Replace the index if it is still at KV version *cas*; ``None`` if it moved."""
-        rel = self._index_rel
+        kv = self._kv()
         try:
-            response = self._kv().call(
-                lambda client: client.secrets.kv.v2.create_or_update_secret(
-                    path=rel, secret=index.to_doc(), cas=cas, mount_point=self._mount
-                ),
+            response = kv.write(
+                kv.index_doc,
+                index.to_doc(),
+                cas=cas,
                 action=f"update the index of registry {self._name}",
-                path=self._data(rel),
-                capability="create" if cas == 0 else "update",
             )
         except VaultError as exc:
             if exc.reason == "conflict":
@@ -401,21 +479,12 @@ class VaultStore(base.BatchesOfOne):
         working; a mismatch (a version left by an interrupted writer) only means
         we write on top of the newest, because the index decides what is current.
         """
-        rel = self._doc_rel(generation, key)
+        rel = self._place.doc(generation, key)
         cas = expected
         for _ in range(_MAX_ATTEMPTS):
-
-            def put(client: Any, cas: int = cas) -> Any:
-                return client.secrets.kv.v2.create_or_update_secret(
-                    path=rel, secret=doc, cas=cas, mount_point=self._mount
-                )
-
             try:
-                response = self._kv().call(
-                    put,
-                    action=f"write entry {key} of registry {self._name}",
-                    path=self._data(rel),
-                    capability="create" if cas == 0 else "update",
+                response = self._kv().write(
+                    rel, doc, cas=cas, action=f"write entry {key} of registry {self._name}"
                 )
             except VaultError as exc:
                 if exc.reason != "conflict":
@@ -427,7 +496,7 @@ class VaultStore(base.BatchesOfOne):
         raise VaultError(
             f"cannot write entry {key} of registry {self._name}: its document kept changing",
             reason="conflict",
-            path=self._data(rel),
+            path=self._place.data(rel),
         )
 
     def _current_version(self, rel: str) -> int:
@@ -436,13 +505,8 @@ class VaultStore(base.BatchesOfOne):
 
     def _read_metadata(self, rel: str) -> Any:
         """The KV metadata of the document at *rel* (its versions), ``None`` if none."""
-        return self._kv().call_or_none(
-            lambda client: client.secrets.kv.v2.read_secret_metadata(
-                path=rel, mount_point=self._mount
-            ),
-            action=f"read document metadata of registry {self._name}",
-            path=self._metadata(rel),
-            capability="read",
+        return self._kv().read_metadata(
+            rel, action=f"read document metadata of registry {self._name}"
         )
 
     def _read_doc(self, index: _Index, key: str) -> base.SealedEntry | None:
@@ -451,17 +515,10 @@ class VaultStore(base.BatchesOfOne):
         row = index.rows.get(key)
         if row is None:
             return None
-        rel = self._doc_rel(index.generation, key)
-        response = self._kv().call_or_none(
-            lambda client: client.secrets.kv.v2.read_secret_version(
-                path=rel,
-                version=row.version,
-                mount_point=self._mount,
-                raise_on_deleted_version=True,
-            ),
+        response = self._kv().read(
+            self._place.doc(index.generation, key),
+            version=row.version,
             action=f"read entry {key} of registry {self._name}",
-            path=self._data(rel),
-            capability="read",
         )
         if response is None:
             return None
@@ -518,7 +575,7 @@ class VaultStore(base.BatchesOfOne):
     def _poll(self, index: _Index | None) -> _Index:
         if index is not None:
             # The metadata is small and fixed-size; the index grows with the registry.
-            version = self._current_version(self._index_rel)
+            version = self._current_version(self._place.index_doc)
             if version == index.kv_version:
                 return self._install(index)
         return self._install(self._require(self._fetch_index()))
@@ -658,7 +715,7 @@ class VaultStore(base.BatchesOfOne):
     def _destroy(self, generation: str, key: str, upto: int) -> None:
         """Destroy the removed entry's document versions (best effort: the index no
         longer names them). Newer versions, from a concurrent re-add, are kept."""
-        rel = self._doc_rel(generation, key)
+        rel = self._place.doc(generation, key)
         try:
             metadata = self._read_metadata(rel)
             if metadata is None:
@@ -669,13 +726,10 @@ class VaultStore(base.BatchesOfOne):
                 if int(number) <= upto and not info.get("destroyed")
             ]
             if versions:
-                self._kv().call(
-                    lambda client: client.secrets.kv.v2.destroy_secret_versions(
-                        path=rel, versions=versions, mount_point=self._mount
-                    ),
+                self._kv().destroy(
+                    rel,
+                    versions,
                     action=f"destroy old versions of entry {key} of registry {self._name}",
-                    path=f"{self._mount}/destroy/{rel}",
-                    capability="update",
                 )
         except VaultError as exc:
             logger.warning(
@@ -774,26 +828,13 @@ class VaultStore(base.BatchesOfOne):
 
     def _purge(self, generation: str) -> None:
         """Delete every document (all versions and metadata) of a generation."""
-        rel = f"{self._prefix}/{generation}"
-        listing = self._kv().call_or_none(
-            lambda client: client.secrets.kv.v2.list_secrets(path=rel, mount_point=self._mount),
-            action=f"list generation {generation} of registry {self._name}",
-            path=self._metadata(rel),
-            capability="list",
+        rel = self._place.generation(generation)
+        listing = self._kv().names(
+            rel, action=f"list generation {generation} of registry {self._name}"
         )
         for name in [] if listing is None else listing["data"]["keys"]:
-            doc_rel = f"{rel}/{name}"
-
-            def delete(client: Any, doc_rel: str = doc_rel) -> Any:
-                return client.secrets.kv.v2.delete_metadata_and_all_versions(
-                    path=doc_rel, mount_point=self._mount
-                )
-
-            self._kv().call(
-                delete,
-                action=f"delete an old document of registry {self._name}",
-                path=self._metadata(doc_rel),
-                capability="delete",
+            self._kv().delete(
+                f"{rel}/{name}", action=f"delete an old document of registry {self._name}"
             )
 
     def _purge_old_generations(self, *, keep: str, upto: int) -> None:
@@ -801,14 +842,7 @@ class VaultStore(base.BatchesOfOne):
         *keep*. A rotation racing this one wrote a generation numbered *upto* too, and
         its check-and-set is bound to fail; later ones are numbered higher and kept."""
         try:
-            listing = self._kv().call_or_none(
-                lambda client: client.secrets.kv.v2.list_secrets(
-                    path=self._prefix, mount_point=self._mount
-                ),
-                action=f"list registry {self._name}",
-                path=self._metadata(self._prefix),
-                capability="list",
-            )
+            listing = self._kv().names(self._place.prefix, action=f"list registry {self._name}")
         except VaultError as exc:
             logger.warning("registry %s: cannot list old generations: %s", self._name, exc)
             return
@@ -822,7 +856,7 @@ class VaultStore(base.BatchesOfOne):
             f"cannot {action} in registry {self._name}: its index kept changing under "
             f"concurrent writers ({_MAX_ATTEMPTS} check-and-set attempts)",
             reason="conflict",
-            path=self._data(self._index_rel),
+            path=self._place.data(self._place.index_doc),
         )
 
     def close(self) -> None:
@@ -830,7 +864,7 @@ class VaultStore(base.BatchesOfOne):
             return
         self._closed = True
         if self._owns_connection:
-            self._connection.close()
+            self._place.connection.close()
 
 
 def open_vault_registry(
