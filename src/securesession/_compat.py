@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 if sys.version_info >= (3, 11):
-    from typing import Unpack
+    from typing import Unpack, dataclass_transform
 else:
-    from typing_extensions import Unpack
+    from typing_extensions import Unpack, dataclass_transform
 
-__all__ = ["Unpack"]
+__all__ = ["Unpack", "dataclass_transform"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, Literal, get_args, overload
+from typing import Final, Literal, get_args
 
 from ._exceptions import InvalidEntryError, InvalidURLError
+from ._record import Record
 from ._secret import Credential, Secret
 from ._tls.model import TLSProfile
 from ._urls import MAX_DEPTH, canonicalize
@@ -39,39 +39,7 @@ _NOT_WIRE_SAFE: Final = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
 _NOT_XML_TEXT: Final = "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
 
 
-class _SecretHeaders:
-    """The ``secret_headers`` field: the constructor takes ``str`` or :class:`Secret`
-    values (as the docs write them), the attribute always holds a read-only mapping of
-    :class:`Secret` ones. A descriptor rather than a conversion in ``__post_init__``, so
-    type checkers see both sides (a dataclass field's ``__init__`` parameter is typed by
-    its descriptor's ``__set__``)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._attribute = f"_{name}"
-
-    @overload
-    def __get__(self, instance: None, owner: type) -> _SecretHeaders: ...
-
-    @overload
-    def __get__(self, instance: object, owner: type) -> Mapping[str, Secret]: ...
-
-    def __get__(
-        self, instance: object | None, owner: type
-    ) -> _SecretHeaders | Mapping[str, Secret]:
-        if instance is None:
-            return self  # the field's default, read by dataclasses: no headers
-        headers: Mapping[str, Secret] = instance.__dict__[self._attribute]
-        return headers
-
-    def __set__(self, instance: object, value: Mapping[str, Secret | str] | _SecretHeaders) -> None:
-        given = {} if isinstance(value, _SecretHeaders) else value
-        instance.__dict__[self._attribute] = MappingProxyType(
-            {name: Secret(secret) for name, secret in given.items()}
-        )
-
-
-@dataclass(frozen=True, repr=False)  # its own __repr__ below (not built, then dropped)
-class ServiceEntry:
+class ServiceEntry(Record, uncompared=frozenset({"revision", "updated_at"})):
     """The credentials and TLS profile of every URL under *url*.
 
     *url* is canonicalised on construction (``https://Gw.Example.com/pay/`` becomes
@@ -105,30 +73,57 @@ class ServiceEntry:
     """
 
     url: str
-    gateway: Credential | None = None
-    request: Credential | None = None
-    gateway_auth: AuthMode = "headers"
-    request_auth: AuthMode = "basic"
-    gateway_headers: tuple[str, str] = ("X-Gateway-User", "X-Gateway-Password")
-    request_headers: tuple[str, str] = ("X-Request-User", "X-Request-Password")
-    secret_headers: _SecretHeaders = _SecretHeaders()
-    description: str = ""
-    tls: TLSProfile | None = None
-    revision: int = field(default=0, compare=False)
-    updated_at: float | None = field(default=None, compare=False)
+    gateway: Credential | None
+    request: Credential | None
+    gateway_auth: AuthMode
+    request_auth: AuthMode
+    gateway_headers: tuple[str, str]
+    request_headers: tuple[str, str]
+    secret_headers: Mapping[str, Secret]
+    description: str
+    tls: TLSProfile | None
+    revision: int
+    updated_at: float | None
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        url: str,
+        gateway: Credential | None = None,
+        request: Credential | None = None,
+        gateway_auth: AuthMode = "headers",
+        request_auth: AuthMode = "basic",
+        gateway_headers: tuple[str, str] = ("X-Gateway-User", "X-Gateway-Password"),
+        request_headers: tuple[str, str] = ("X-Request-User", "X-Request-Password"),
+        secret_headers: Mapping[str, Secret | str] = MappingProxyType({}),
+        description: str = "",
+        tls: TLSProfile | None = None,
+        revision: int = 0,
+        updated_at: float | None = None,
+    ) -> None:
         try:
-            canonical = canonicalize(self.url)
+            canonical = canonicalize(url)
         except InvalidURLError as exc:
             raise InvalidEntryError(f"invalid entry URL: {exc}") from None
         if len(canonical.segments) > MAX_DEPTH:
             raise InvalidEntryError(
                 f"entry URL {canonical.key!r} is deeper than {MAX_DEPTH} path segments"
             )
-        object.__setattr__(self, "url", canonical.key)
-        object.__setattr__(self, "gateway_headers", tuple(self.gateway_headers))
-        object.__setattr__(self, "request_headers", tuple(self.request_headers))
+        vars(self).update(
+            url=canonical.key,
+            gateway=gateway,
+            request=request,
+            gateway_auth=gateway_auth,
+            request_auth=request_auth,
+            gateway_headers=tuple(gateway_headers),
+            request_headers=tuple(request_headers),
+            secret_headers=MappingProxyType(
+                {name: Secret(secret) for name, secret in secret_headers.items()}
+            ),
+            description=description,
+            tls=tls,
+            revision=revision,
+            updated_at=updated_at,
+        )
         self._validate()
 
     def _validate(self) -> None:

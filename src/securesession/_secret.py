@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass, field
 from typing import Final
+
+from ._record import Record
 
 __all__ = ["Credential", "Secret"]
 
@@ -62,8 +63,7 @@ class Secret:
         raise TypeError("Secret cannot be pickled")
 
 
-@dataclass(frozen=True, init=False, repr=False)  # its own __init__ and __repr__
-class Credential:
+class Credential(Record):
     """A user name and password (or token) pair.
 
     The user name is shown in ``repr`` (it helps diagnose which account was used);
@@ -72,7 +72,7 @@ class Credential:
     """
 
     username: str
-    password: Secret = field()
+    password: Secret
 
     def __init__(self, username: str, password: str | Secret) -> None:
         if not isinstance(username, str):

@@ -28,8 +28,9 @@ _TLS_MACHINERY = (
 )
 #: Loaded when a certificate, CA bundle or CRL is read, not before.
 _CERTIFICATES = ("cryptography.x509", "cryptography.hazmat.primitives.serialization.pkcs12")
-#: AES-GCM is taken from cryptography's binding, without the ciphers package around it.
-_CIPHERS = ("cryptography.hazmat.primitives.ciphers",)
+#: AES-GCM is taken from cryptography's binding, without the ciphers package around it;
+#: the public records become dataclasses only when something asks (securesession._record).
+_NOT_AT_IMPORT = ("cryptography.hazmat.primitives.ciphers", "dataclasses", "inspect")
 
 
 def _loaded(code: str, stdin: str = "") -> dict[str, list[str]]:
@@ -183,7 +184,7 @@ def test_a_one_call_mutual_tls_script_loads_no_write_audit_or_certificate_code(
         )
         loaded = _loaded(code)
         assert [r.client_cert_subject_cn for r in server.requests] == ["one-call-client"]
-    unneeded = (*_WRITERS_ONLY, *_CERTIFICATES, *_CIPHERS, "cachetools")
+    unneeded = (*_WRITERS_ONLY, *_CERTIFICATES, *_NOT_AT_IMPORT, "cachetools")
     assert _present(loaded["one call"], unneeded) == []
     # Loaded where it is needed: the write's audit record names the OS user, and only
     # a session that serves stale entries remembers its lookups (in a cachetools TTLCache).

@@ -17,12 +17,23 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast, get_args
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    Literal,
+    NamedTuple,
+    TypeVar,
+    cast,
+    get_args,
+    overload,
+)
 
 from .._exceptions import TLSConfigError
+from .._record import Record
 from .._secret import Secret
 
 if TYPE_CHECKING:
@@ -53,6 +64,8 @@ CRLScope = Literal["leaf", "chain"]
 #: A file path, or the file's content as bytes (a ``str`` starting with ``-----BEGIN``
 #: is taken as PEM content too).
 Source = str | os.PathLike[str] | bytes
+
+_T = TypeVar("_T")
 
 _ORDER: Final[tuple[TLSVersionName, ...]] = get_args(TLSVersionName)
 _LEGACY: Final = frozenset({"1.0", "1.1"})
@@ -182,13 +195,32 @@ class _LeafFacts(NamedTuple):
         )
 
 
+class _Fact(Generic[_T]):
+    """A public fact of a :class:`ClientCertificate`'s leaf: the :class:`_LeafFacts`
+    field of the same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, cert: None, owner: type) -> _Fact[_T]: ...
+
+    @overload
+    def __get__(self, cert: ClientCertificate, owner: type) -> _T: ...
+
+    def __get__(self, cert: ClientCertificate | None, owner: type) -> _Fact[_T] | _T:
+        if cert is None:
+            return self
+        value: _T = getattr(cert._leaf_facts(), self._name)
+        return value
+
+
 _RECORD_NAMES: Final = frozenset(
     {"subject", "issuer", "serial", "not_before", "not_after", "sha256"}
 )
 
 
-@dataclass(frozen=True, repr=False, init=False)  # its own __init__ and __repr__
-class ClientCertificate:
+class ClientCertificate(Record):
     """A client certificate (with its chain) and its private key, for mutual TLS.
 
     Build one with :meth:`from_pkcs12` (a ``.pfx``/``.p12`` bundle) or
@@ -209,15 +241,15 @@ class ClientCertificate:
     format: CertificateFormat
     data: bytes
     password: Secret | None
-    # The leaf's facts (_LeafFacts, same names). A certificate loaded from an entry
-    # stored before they were (0.1) has none set until one is first read: then
-    # __getattr__ reads the bundle once.
-    subject: str = field(compare=False)
-    issuer: str = field(compare=False)
-    serial: int = field(compare=False)
-    not_before: datetime = field(compare=False)
-    not_after: datetime = field(compare=False)
-    fingerprint: str = field(compare=False)
+    # The leaf's facts, read from the bundle once by the constructor; an entry stored
+    # with them sets them, and one stored before they were (0.1) reads the bundle when
+    # one is first asked for.
+    subject = _Fact[str]()
+    issuer = _Fact[str]()
+    serial = _Fact[int]()
+    not_before = _Fact[datetime]()
+    not_after = _Fact[datetime]()
+    fingerprint = _Fact[str]()
 
     def __init__(
         self, format: CertificateFormat, data: bytes, password: str | Secret | None = None
@@ -240,8 +272,14 @@ class ClientCertificate:
         object.__setattr__(self, "password", None if password is None else Secret(password))
 
     def _set_facts(self, facts: _LeafFacts) -> None:
-        for name, value in zip(facts._fields, facts, strict=True):
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_facts", facts)
+
+    def _leaf_facts(self) -> _LeafFacts:
+        facts: _LeafFacts | None = self.__dict__.get("_facts")
+        if facts is None:
+            facts = _LeafFacts.of(self._load()[1])
+            self._set_facts(facts)
+        return facts
 
     @classmethod
     def _stored(
@@ -263,16 +301,7 @@ class ClientCertificate:
 
     def _stored_facts(self) -> dict[str, str]:
         """The leaf's public facts, as a registry stores them with the entry."""
-        return _LeafFacts(*(getattr(self, name) for name in _LeafFacts._fields)).as_record()
-
-    if not TYPE_CHECKING:  # typed as the fields above
-
-        def __getattr__(self, name: str) -> object:
-            # Reached only for a fact not set yet (see the fields above).
-            if name not in _LeafFacts._fields:
-                raise AttributeError(name)
-            self._set_facts(_LeafFacts.of(self._load()[1]))
-            return getattr(self, name)
+        return self._leaf_facts().as_record()
 
     @classmethod
     def from_pkcs12(cls, source: Source, password: str | Secret | None = None) -> ClientCertificate:
@@ -513,8 +542,7 @@ def _pem_crls(data: bytes) -> bytes:
     return b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in crls)
 
 
-@dataclass(frozen=True, repr=False, init=False)  # its own __init__ and __repr__
-class TLSProfile:
+class TLSProfile(Record):
     """How one service is spoken to over TLS: client certificate, versions, trust.
 
     ``client_cert``      a :class:`ClientCertificate` to present (mutual TLS), or None

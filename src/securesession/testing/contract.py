@@ -785,7 +785,9 @@ class RegistryContract:
         registry.put(entry)
         sealed = store.read(entry.url)
         assert sealed is not None
-        registry.put(dataclasses.replace(entry, secret_headers={"X-Api-Key": "api-SECRET-2"}))
+        registry.put(
+            dataclasses.replace(entry, secret_headers={"X-Api-Key": Secret("api-SECRET-2")})
+        )
         registry.apply(state=("sync:x", "state-SECRET"))
         new_key = MasterKey.generate()
         registry.rotate(new_key)
