@@ -442,6 +442,62 @@ def make_pki(directory: Path, clients: int = 1) -> PKI:
     )
 
 
+@dataclass
+class MutualTLSPair:
+    """An SQLite registry's entry for a lean server that demands a client certificate
+    (gateway headers, Basic and a TLS profile with the certificate) and a plain Session
+    given the same headers, ``auth=``, ``cert=`` and ``verify=`` by hand."""
+
+    base_url: str
+    registry: Any
+    plain: Any
+
+
+#: The credentials of the benchmarks' entries (user, password).
+BENCH_USER = ("bench-user", "bench-SECRET-password")
+BENCH_GATEWAY = ("bench-gw", "bench-gw-SECRET")
+
+
+@contextmanager
+def mutual_tls_pair(fillers: int = 0) -> Iterator[MutualTLSPair]:
+    """A :class:`MutualTLSPair` over loopback, its registry holding *fillers* filler
+    entries too; the server, registry and Session are closed on exit."""
+    import tempfile
+
+    from requests import Session
+
+    from securesession import Credential, MasterKey, ServiceEntry, open_registry
+
+    key = MasterKey.generate()
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        pki = make_pki(directory, clients=1)
+        with lean_server(
+            require_headers=["Authorization", "X-Gateway-Password"], tls=pki.server_files
+        ) as server:
+            template = ServiceEntry(
+                url=server.https + "/api",
+                gateway=Credential(*BENCH_GATEWAY),
+                request=Credential(*BENCH_USER),
+                tls=pki.profile(0),
+            )
+            registry = open_registry(f"sqlite://{directory}/registry.db", key)
+            fill_registry(registry, key, fillers, template)
+            registry.put(template)
+            plain = Session()
+            plain.cert = tuple(str(path) for path in pki.client_files[0])  # type: ignore[assignment]
+            plain.verify = str(pki.ca_file)
+            plain.auth = BENCH_USER
+            plain.headers.update(
+                {"X-Gateway-User": BENCH_GATEWAY[0], "X-Gateway-Password": BENCH_GATEWAY[1]}
+            )
+            try:
+                yield MutualTLSPair(server.https, registry, plain)
+            finally:
+                plain.close()
+                registry.close()
+
+
 def server_stats(session: Any, base_url: str, **kwargs: Any) -> dict[str, Any]:
     """The lean server's counters, fetched over *session* (a pooled connection)."""
     response = session.get(base_url + "/__stats", **kwargs)

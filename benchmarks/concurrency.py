@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/concurrency.py`
 from benchmarks import _common as common
 
 THREADS = 16
-USER, PASSWORD = "bench-user", "bench-SECRET-password"
+USER, PASSWORD = common.BENCH_USER
 PATH = "/api/v1/orders/42"
 TARGET_RATIO = 0.95
 #: The architecture issue's target for SQLite over mutual TLS, at 1 and at 16 threads.
@@ -124,103 +124,89 @@ class Crew:
             thread.join()
 
 
+def measure(
+    report: common.Report,
+    crew: Crew,
+    sides: dict[str, Any],
+    url: str,
+    per_thread: int,
+    rounds: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Every side's median throughput and client CPU per request, its rounds
+    alternating with the others' after one warm-up (every thread's connection and
+    SQLite handle)."""
+    for session in sides.values():
+        crew.run(session, url, 5)
+
+    def side(session: Any) -> Callable[[], common.Block]:
+        def run() -> int:
+            _seconds, failed = crew.run(session, url, per_thread)
+            report.check(failed == 0, f"{failed} concurrent requests were not answered 200")
+            return THREADS * per_thread
+
+        return lambda: common.timed_block(run)
+
+    samples = common.alternate({name: side(session) for name, session in sides.items()}, rounds)
+    rate = {name: common.median([b.rate for b in blocks]) for name, blocks in samples.items()}
+    cpu = {name: common.median([b.cpu_us for b in blocks]) for name, blocks in samples.items()}
+    return rate, cpu
+
+
 def mutual_tls(report: common.Report, crew: Crew, per_thread: int, rounds: int) -> None:
-    """The same threads over loopback mutual TLS: an SQLite entry with gateway headers,
-    Basic and a TLS profile (client certificate, CA) against a plain Session given the
-    same headers, ``auth=``, ``cert=`` and ``verify=`` by hand (the architecture issue's
-    target for the SQLite warm path: at least 0.97 at 16 threads)."""
+    """The same threads over loopback mutual TLS (:func:`common.mutual_tls_pair`, 1,000
+    filler entries): the architecture issue's target for the SQLite warm path, at least
+    0.97 of the hand-configured Session at 16 threads."""
     missing = common.tls_missing()
     if missing is not None:
         report.note(f"{THREADS} threads over mutual TLS not measured: TLS profiles {missing}")
         return
-    from requests import Session
     from requests.adapters import HTTPAdapter
 
-    from securesession import Credential, MasterKey, SecureSession, ServiceEntry, open_registry
+    from securesession import SecureSession
     from securesession._adapter import DEFAULT_POOL_CONNECTIONS, DEFAULT_POOL_MAXSIZE
 
-    key = MasterKey.generate()
-    with tempfile.TemporaryDirectory() as name:
-        directory = Path(name)
-        pki = common.make_pki(directory, clients=1)
-        with common.lean_server(
-            require_headers=["Authorization", "X-Gateway-Password"], tls=pki.server_files
-        ) as server:
-            registry = open_registry(f"sqlite://{directory}/registry.db", key)
-            gateway = {"X-Gateway-User": "bench-gw", "X-Gateway-Password": "bench-gw-SECRET"}
-            template = ServiceEntry(
-                url=server.https + "/api",
-                gateway=Credential(*gateway.values()),
-                request=Credential(USER, PASSWORD),
-                tls=pki.profile(0),
+    with common.mutual_tls_pair(fillers=1000) as pair:
+        pool = HTTPAdapter(
+            pool_connections=DEFAULT_POOL_CONNECTIONS, pool_maxsize=DEFAULT_POOL_MAXSIZE
+        )
+        pair.plain.mount("https://", pool)
+        secure = SecureSession(pair.registry)
+        rate, cpu = measure(
+            report,
+            crew,
+            {"ours": secure, "plain": pair.plain},
+            pair.base_url + PATH,
+            per_thread,
+            rounds,
+        )
+        report.add(
+            common.Row(
+                "6 concurrency",
+                f"throughput, SQLite registry, mutual TLS, {THREADS} threads x {per_thread} "
+                f"req, {rounds} rounds/side",
+                common.fmt_rate(rate["ours"]),
+                common.fmt_rate(rate["plain"]),
+                rate["ours"] / rate["plain"],
+                f"≥ {TLS_TARGET_RATIO}",
+                rate["ours"] / rate["plain"] >= TLS_TARGET_RATIO,
             )
-            common.fill_registry(registry, key, 1000, template)
-            registry.put(template)
-            secure = SecureSession(registry)
-            plain = Session()
-            plain.mount(
-                "https://",
-                HTTPAdapter(
-                    pool_connections=DEFAULT_POOL_CONNECTIONS, pool_maxsize=DEFAULT_POOL_MAXSIZE
-                ),
+        )
+        report.add(
+            common.Row(
+                "6 concurrency",
+                "client CPU per request, SQLite registry, mutual TLS",
+                common.fmt_us(cpu["ours"]),
+                common.fmt_us(cpu["plain"]),
+                cpu["plain"] / cpu["ours"],
+                "info: steadier under load",
             )
-            plain.cert = tuple(str(path) for path in pki.client_files[0])  # type: ignore[assignment]
-            plain.verify = str(pki.ca_file)
-            plain.auth = (USER, PASSWORD)
-            plain.headers.update(gateway)
-            url = server.https + PATH
-            sides = {"SQLite registry, mutual TLS": secure, "plain, mutual TLS": plain}
-            for session in sides.values():
-                crew.run(session, url, 5)  # warm: every thread's connection and SQLite handle
-
-            def side(session: Any) -> Callable[[], common.Block]:
-                def run() -> int:
-                    _seconds, failed = crew.run(session, url, per_thread)
-                    report.check(failed == 0, f"{failed} mutual-TLS requests were not answered 200")
-                    return THREADS * per_thread
-
-                return lambda: common.timed_block(run)
-
-            samples = common.alternate({name: side(s) for name, s in sides.items()}, rounds)
-            rate = {
-                name: common.median([b.rate for b in blocks]) for name, blocks in samples.items()
-            }
-            cpu = {
-                name: common.median([b.cpu_us for b in blocks]) for name, blocks in samples.items()
-            }
-            secure_side, plain_side = sides
-            ratio = rate[secure_side] / rate[plain_side]
-            report.add(
-                common.Row(
-                    "6 concurrency",
-                    f"throughput, SQLite registry, mutual TLS, {THREADS} threads x {per_thread} "
-                    f"req, {rounds} rounds/side",
-                    common.fmt_rate(rate[secure_side]),
-                    common.fmt_rate(rate[plain_side]),
-                    ratio,
-                    f"≥ {TLS_TARGET_RATIO}",
-                    ratio >= TLS_TARGET_RATIO,
-                )
-            )
-            report.add(
-                common.Row(
-                    "6 concurrency",
-                    "client CPU per request, SQLite registry, mutual TLS",
-                    common.fmt_us(cpu[secure_side]),
-                    common.fmt_us(cpu[plain_side]),
-                    cpu[plain_side] / cpu[secure_side],
-                    "info: steadier under load",
-                )
-            )
-            stats = common.server_stats(plain, server.https)
-            negotiated = {tuple(pair) for pair in stats["tls"]}
-            report.check(
-                len(negotiated) == 1,
-                f"the two sides negotiated different TLS parameters: {sorted(negotiated)}",
-            )
-            secure.close()
-            plain.close()
-            registry.close()
+        )
+        negotiated = {tuple(p) for p in common.server_stats(pair.plain, pair.base_url)["tls"]}
+        report.check(
+            len(negotiated) == 1,
+            f"the two sides negotiated different TLS parameters: {sorted(negotiated)}",
+        )
+        secure.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,20 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_registry.put(template)
         in_memory = SecureSession(memory_registry)
         sides = {"SQLite registry": secure, "memory registry": in_memory, "plain": plain}
-        for session in sides.values():
-            crew.run(session, url, 5)  # warm: every thread's connection and SQLite handle
-
-        def side(session: Any) -> Callable[[], common.Block]:
-            def run() -> int:
-                _seconds, failed = crew.run(session, url, per_thread)
-                report.check(failed == 0, f"{failed} concurrent requests were not answered 200")
-                return THREADS * per_thread
-
-            return lambda: common.timed_block(run)
-
-        samples = common.alternate({name: side(session) for name, session in sides.items()}, rounds)
-        rate = {name: common.median([b.rate for b in blocks]) for name, blocks in samples.items()}
-        cpu = {name: common.median([b.cpu_us for b in blocks]) for name, blocks in samples.items()}
+        rate, cpu = measure(report, crew, sides, url, per_thread, rounds)
         for name in ("SQLite registry", "memory registry"):
             ratio = rate[name] / rate["plain"]
             report.add(

@@ -34,8 +34,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/overhead.py`
 
 from benchmarks import _common as common
 
-USER, PASSWORD = "bench-user", "bench-SECRET-password"
-GATEWAY_USER, GATEWAY_PASSWORD = "bench-gw", "bench-gw-SECRET"
+USER, PASSWORD = common.BENCH_USER
 PATH = "/api/v1/orders/42"  # below the entry's /api prefix: a lookup probes 5 keys
 TARGET_RATIO = 0.95
 
@@ -187,66 +186,40 @@ def https_client_cert(report: common.Report, quick: bool, profile: bool) -> None
         )
         report.note(f"HTTPS + client certificate not measured: TLS profiles {missing}")
         return
-    from requests import Session
+    from securesession import SecureSession
 
-    from securesession import Credential, MasterKey, SecureSession, ServiceEntry, open_registry
-
-    key = MasterKey.generate()
-    with tempfile.TemporaryDirectory() as name:
-        directory = Path(name)
-        pki = common.make_pki(directory, clients=1)
-        with common.lean_server(
-            require_headers=["Authorization", "X-Gateway-Password"], tls=pki.server_files
-        ) as server:
-            registry = open_registry(f"sqlite://{directory}/registry.db", key)
-            registry.put(
-                ServiceEntry(
-                    url=server.https + "/api",
-                    gateway=Credential(GATEWAY_USER, GATEWAY_PASSWORD),
-                    request=Credential(USER, PASSWORD),
-                    tls=pki.profile(0),
-                )
-            )
-            secure = SecureSession(registry)
-            plain = Session()
-            plain.cert = tuple(str(path) for path in pki.client_files[0])  # type: ignore[assignment]
-            plain.verify = str(pki.ca_file)
-            plain.auth = (USER, PASSWORD)
-            plain.headers.update(
-                {"X-Gateway-User": GATEWAY_USER, "X-Gateway-Password": GATEWAY_PASSWORD}
-            )
-            url = server.https + PATH
-            medians = compare(
-                report,
-                "HTTPS + client cert, SQLite registry",
-                {"securesession": secure, "plain": plain},
-                url,
-                quick,
-            )
-            del medians
-            stats = common.server_stats(plain, server.https)
-            negotiated = {tuple(pair) for pair in stats["tls"]}
-            report.check(
-                len(negotiated) == 1,
-                f"the two sides negotiated different TLS parameters: {sorted(negotiated)}",
-            )
-            report.check(
-                stats["handshakes"] == 2,
-                f"expected one handshake per side (2), the server counted {stats['handshakes']}",
-            )
-            report.note(
-                "HTTPS: both sides negotiated "
-                + ", ".join(f"{version} {cipher}" for version, cipher in sorted(negotiated))
-                + f"; {stats['handshakes']} handshakes for {stats['requests']} requests"
-            )
-            if profile:
-                print("\n### Where the time goes: HTTPS + client certificate")
-                print(common.breakdown({"securesession": secure, "plain": plain}, url, sequential))
-                print("\n### cProfile, securesession side, HTTPS + client certificate")
-                print(common.profile(lambda: secure.get(url), 3000, "securesession|requests"))
-            secure.close()
-            plain.close()
-            registry.close()
+    with common.mutual_tls_pair() as pair:
+        secure, plain = SecureSession(pair.registry), pair.plain
+        url = pair.base_url + PATH
+        medians = compare(
+            report,
+            "HTTPS + client cert, SQLite registry",
+            {"securesession": secure, "plain": plain},
+            url,
+            quick,
+        )
+        del medians
+        stats = common.server_stats(plain, pair.base_url)
+        negotiated = {tuple(pair) for pair in stats["tls"]}
+        report.check(
+            len(negotiated) == 1,
+            f"the two sides negotiated different TLS parameters: {sorted(negotiated)}",
+        )
+        report.check(
+            stats["handshakes"] == 2,
+            f"expected one handshake per side (2), the server counted {stats['handshakes']}",
+        )
+        report.note(
+            "HTTPS: both sides negotiated "
+            + ", ".join(f"{version} {cipher}" for version, cipher in sorted(negotiated))
+            + f"; {stats['handshakes']} handshakes for {stats['requests']} requests"
+        )
+        if profile:
+            print("\n### Where the time goes: HTTPS + client certificate")
+            print(common.breakdown({"securesession": secure, "plain": plain}, url, sequential))
+            print("\n### cProfile, securesession side, HTTPS + client certificate")
+            print(common.profile(lambda: secure.get(url), 3000, "securesession|requests"))
+        secure.close()
 
 
 def main(argv: list[str] | None = None) -> int:
