@@ -245,11 +245,17 @@ class ClientCertificate(Record):
     # with them sets them, and one stored before they were (0.1) reads the bundle when
     # one is first asked for.
     subject = _Fact[str]()
+    """The leaf certificate's subject, as RFC 4514 writes it (``CN=...,O=...``)."""
     issuer = _Fact[str]()
+    """The leaf certificate's issuer, as RFC 4514 writes it."""
     serial = _Fact[int]()
+    """The leaf certificate's serial number."""
     not_before = _Fact[datetime]()
+    """The start of the leaf certificate's validity (UTC, aware)."""
     not_after = _Fact[datetime]()
+    """The end of the leaf certificate's validity (UTC, aware)."""
     fingerprint = _Fact[str]()
+    """The SHA-256 fingerprint of the leaf certificate (DER), in hex."""
 
     def __init__(
         self, format: CertificateFormat, data: bytes, password: str | Secret | None = None
