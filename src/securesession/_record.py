@@ -8,15 +8,16 @@ They were frozen dataclasses in 0.1 and still are to :mod:`dataclasses`
 instructions, more than a quarter of what a one-call script adds to plain requests.
 So each record writes its own constructor, and a class becomes a dataclass the first
 time anything asks for its ``__dataclass_fields__``, which is how :mod:`dataclasses`
-recognises one: its fields are recorded and its assignments guarded by dataclasses'
-frozen ``__setattr__``; none of its own methods is replaced.
+recognises one: its fields are recorded (their names; the defaults stay the
+constructor's) and its assignments guarded by dataclasses' frozen ``__setattr__``; none
+of its own methods is replaced.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from ._compat import dataclass_transform
 
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Record"]
 
-_converting = threading.Lock()
+_R = TypeVar("_R", bound="Record")
+
+# Reentrant: converting a subclass first has dataclasses read its base record's fields.
+_converting = threading.RLock()
 
 
 class _DataclassFields:
@@ -61,9 +65,12 @@ class Record:
 
     def __init_subclass__(cls, *, uncompared: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        annotated = tuple(cls.__annotations__)  # every record declares its own
-        cls.__match_args__ = annotated  # type: ignore[misc]  # mypy: read-only outside a class body
-        cls._compared = tuple(name for name in annotated if name not in uncompared)
+        # A subclass of a record adds its own annotations to its base's, as dataclasses does.
+        inherited: tuple[str, ...] = getattr(cls, "__match_args__", ())
+        own = tuple(name for name in cls.__annotations__ if name not in inherited)
+        compared = (*getattr(cls, "_compared", ()), *(n for n in own if n not in uncompared))
+        cls.__match_args__ = (*inherited, *own)  # type: ignore[misc]  # mypy: read-only here
+        cls._compared = compared
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._compared)
@@ -72,6 +79,13 @@ class Record:
         if other.__class__ is not self.__class__:
             return NotImplemented
         return self._values() == other._values()
+
+    def __replace__(self: _R, **changes: Any) -> _R:
+        """``copy.replace`` (Python 3.13): ``dataclasses.replace``, as for 0.1's records."""
+        import dataclasses
+
+        replaced: _R = dataclasses.replace(cast(Any, self), **changes)
+        return replaced
 
     def __setattr__(self, name: str, value: object) -> None:
         raise _frozen(f"cannot assign to field {name!r}")

@@ -131,6 +131,15 @@ class _Transit(NamedTuple):
         check_loose_options(url, options)
         return cls(url, key_name, mount.strip("/"), options)
 
+    def __repr__(self) -> str:
+        # The loose options may hold a token: their names only (a traceback that shows
+        # locals shows this record as every method's self).
+        loose = f", options={sorted(self.options)}" if self.options else ""
+        return f"_Transit({self.engine!r}, {self.key_name!r}, mount={self.mount!r}{loose})"
+
+    def __reduce__(self) -> str:
+        raise TypeError("_Transit cannot be pickled (its options may hold credentials)")
+
     @property
     def engine(self) -> str:
         """The engine's address, ``scheme://host:port``."""

@@ -157,3 +157,47 @@ def test_threads_that_ask_at_once_make_the_class_a_dataclass_once() -> None:
         sys.setswitchinterval(interval)
     assert names == [["left", "right"]] * 8
     assert dataclasses.replace(Pair(1, 2), right=3) == Pair(1, 3)
+
+
+def test_a_subclass_compares_its_base_fields_and_becomes_a_dataclass_with_them() -> None:
+    class Base(Record):
+        x: int
+
+        def __init__(self, x: int, label: str = "") -> None:
+            object.__setattr__(self, "x", x)
+            object.__setattr__(self, "label", label)
+
+        def __hash__(self) -> int:
+            return hash(self.x)
+
+    class Labelled(Base, uncompared=frozenset({"label"})):
+        label: str
+
+    assert Labelled(1, "") != Labelled(2, "")  # x is compared, inherited from Base
+    assert Labelled(1, "a") == Labelled(1, "b")
+    assert Labelled.__match_args__ == ("x", "label")
+    # Asked first, the subclass converts its base too (a plain lock would deadlock here).
+    done = threading.Event()
+    names: list[str] = []
+
+    def ask() -> None:
+        names.extend(field.name for field in dataclasses.fields(Labelled))
+        done.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    assert done.wait(10), "dataclasses.fields on a subclass did not return"
+    assert names == ["x", "label"]
+    assert dataclasses.is_dataclass(Base)
+
+
+def test_copy_replace_works_before_dataclasses_is_asked(certificate: ClientCertificate) -> None:
+    # Python 3.13's copy.replace calls __replace__, which dataclasses adds only when a
+    # class is converted: the records define it themselves.
+    entry = _entry(certificate)
+    assert entry.__replace__(description="moved").description == "moved"
+    assert entry.gateway is not None
+    assert entry.gateway.__replace__(username="other").username == "other"
+    if sys.version_info >= (3, 13):
+        import copy
+
+        assert copy.replace(entry, description="moved").description == "moved"  # type: ignore[attr-defined]

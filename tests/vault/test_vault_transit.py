@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from securesession._keysource import KeySource
 from securesession._vault import (
     TransitKey,
     VaultConnection,
+    _Transit,
     clear_key_cache,
     rewrap_key,
     transit_key_version,
@@ -346,3 +348,18 @@ def test_concurrent_unwraps_of_one_text_ask_transit_once(
     assert held.calls == 1 and bao.audited(DECRYPT) == before + 1
     assert len(results + more) == 4 and all(got is results[0] for got in results + more)
     assert results[0] == key
+
+
+def test_a_transit_key_with_loose_options_shows_and_pickles_no_credential() -> None:
+    # The record is every Transit method's self: a traceback showing locals prints it.
+    with pytest.warns(DeprecationWarning, match="token="):
+        transit = _Transit.at(
+            "https://vault.example:8200", TRANSIT_KEY, "transit/", {"token": "s.LOOSE-SECRET"}
+        )
+    assert "LOOSE-SECRET" not in repr(transit)
+    assert repr(transit) == (
+        f"_Transit('https://vault.example:8200', {TRANSIT_KEY!r}, mount='transit', "
+        "options=['token'])"
+    )
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(transit)
