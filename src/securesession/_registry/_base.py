@@ -319,6 +319,15 @@ class RegistryStore(Protocol):
     """Storage for sealed entries: what a backend author implements.
 
     Every method is atomic on its own; :meth:`rewrite_all` is one transaction.
+
+    A store may also offer ``lookup_stamp() -> object | None``, for the front-ends'
+    warm path: a token read *before* a :meth:`find`, which stays the very same object
+    (``is``) for as long as every :meth:`find` would answer as it did, and is another
+    object from the moment a change could make any answer differ (its own writes,
+    and another process's within the store's staleness bound); ``None`` when it cannot
+    tell. A front-end that saw the same stamp before two lookups of one URL may skip
+    the second. A store without the method is looked up on every request. The
+    contract suite checks the method where a store has it.
     """
 
     def stored_key_id(self) -> str | None:
@@ -478,6 +487,7 @@ class EncryptedRegistry:
                 f"but {_holding(ring)}: wrong master key"
             )
         self._store = store
+        self._stamp_of: Callable[[], object | None] | None = getattr(store, "lookup_stamp", None)
         self._name = name
         self._closed = False
         # The store's active key id as last seen, and the ring that writes under it
@@ -630,6 +640,14 @@ class EncryptedRegistry:
 
     def lookup(self, url: str) -> EntryRef | None:
         return self._open_store().find(canonicalize(url).prefix_keys)
+
+    def lookup_stamp(self) -> object | None:
+        """The store's ``lookup_stamp()`` (see :class:`RegistryStore`): what tells a
+        front-end that a lookup would answer as the last one did; ``None`` when the
+        store cannot tell or the registry is closed (then the lookup runs, and says
+        so)."""
+        stamp_of = self._stamp_of
+        return None if stamp_of is None or self._closed else stamp_of()
 
     def load(self, ref: EntryRef) -> ServiceEntry | None:
         store = self._open_store()

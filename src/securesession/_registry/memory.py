@@ -47,6 +47,10 @@ class MemoryStore(base.BatchesOfOne):
                 return base.EntryRef(key, row.revision)
         return None
 
+    def lookup_stamp(self) -> object:
+        # Every change swaps in a new table, so the table itself is the stamp.
+        return self._rows
+
     def read(self, key: str) -> base.SealedEntry | None:
         return self._rows.get(key)
 

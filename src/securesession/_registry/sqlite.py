@@ -287,13 +287,11 @@ class SQLiteStore(base.BatchesOfOne):
 
     def find(self, keys: Sequence[str]) -> base.EntryRef | None:
         connection = self._connection()
-        if self._clock() >= self._recheck_due:
-            self._recheck(force=False)
         local = self._local
         memo: dict[tuple[str, ...], base.EntryRef | None] = local.memo
         # Read before the query below: a result memoised under this generation is
         # dropped by the next lookup if the generation moves meanwhile.
-        generation = self._generation
+        generation = self._current_generation()
         if generation != local.generation or len(memo) >= _MEMO_SIZE:
             memo.clear()
             local.generation = generation
@@ -304,6 +302,19 @@ class SQLiteStore(base.BatchesOfOne):
             pass
         memo[probe] = found = self._query_longest(connection, probe)
         return found
+
+    def lookup_stamp(self) -> object | None:
+        """The generation (see the class docstring), re-checked first when due, so a
+        front-end that skips lookups while it holds keeps the same staleness bound;
+        ``None`` once the store is closed."""
+        return None if self._closed else self._current_generation()
+
+    def _current_generation(self) -> int:
+        """The generation, after the re-check for other connections' commits if one
+        is due."""
+        if self._clock() >= self._recheck_due:
+            self._recheck(force=False)
+        return self._generation
 
     def recheck(self) -> None:
         """Ask SQLite now whether another connection has committed: every lookup that

@@ -595,6 +595,36 @@ class RegistryContract:
         with pytest.raises(RegistryError, match="closed"):
             use(registry, ref)
 
+    @pytest.mark.parametrize(
+        "change",
+        [
+            pytest.param(lambda r: r.put(_entry("/svc/a/")), id="put-more-specific"),
+            pytest.param(lambda r: r.put(_entry("/svc/", "b")), id="put-same"),
+            pytest.param(lambda r: r.remove(_entry("/svc/").url), id="remove"),
+            pytest.param(lambda r: r.rotate(MasterKey.generate()), id="rotate"),
+        ],
+    )
+    def test_a_lookup_stamp_holds_until_a_change(
+        self, registry: Registry, change: Callable[[Registry], object]
+    ) -> None:
+        """A store's optional ``lookup_stamp()``: the same object while lookups would
+        answer the same, another one after any change (read before each lookup)."""
+        store = _store_of(registry)
+        stamp_of = getattr(store, "lookup_stamp", None)
+        if stamp_of is None:
+            pytest.skip(f"{type(store).__name__} has no lookup_stamp: looked up every time")
+        registry.put(_entry("/svc/"))
+        url = _entry("/svc/a/b").url
+        before = stamp_of()
+        assert before is not None
+        first = registry.lookup(url)
+        assert stamp_of() is before and registry.lookup(url) == first
+        change(registry)
+        assert stamp_of() is not before
+        registry.close()
+        assert isinstance(registry, EncryptedRegistry)
+        assert registry.lookup_stamp() is None  # closed: the lookup runs, and refuses
+
     def test_an_entry_with_a_tls_profile_round_trips(
         self, reopen: OpenRegistry, registry: Registry, key: MasterKey
     ) -> None:
