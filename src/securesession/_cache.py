@@ -73,6 +73,9 @@ class EntryCache(Generic[V]):
         self.loads = 0
         """How many times a loader ran (a decryption each): the cache-miss count."""
         self.hits = 0
+        self.changes = 0
+        """Moves whenever a value is stored, dropped or invalidated: a reader that saw
+        the same count before and after knows every cached value is as it was."""
 
     def get(self, key: str, revision: int) -> V | None:
         """The cached value of *key* at *revision* while its TTL runs, else ``None``;
@@ -83,6 +86,12 @@ class EntryCache(Generic[V]):
             self.hits += 1
             return slot.value
         return None
+
+    def expires_at(self, key: str, revision: int, value: V) -> float | None:
+        """When *value*, cached for *key* at *revision*, stops being served (on the
+        timer); ``None`` if that is not what the cache holds there."""
+        slot = self._cached.get((key, revision))
+        return None if slot is None or slot.value is not value else slot.expires_at
 
     def get_or_load(self, key: str, revision: int, load: Callable[[], V]) -> V:
         """The cached value of *key* at *revision*, calling *load* once on a miss."""
@@ -115,6 +124,7 @@ class EntryCache(Generic[V]):
 
     def _store(self, key: str, revision: int, value: V) -> None:
         """Keep *value* (lock held): drop the key's older revision, then make room."""
+        self.changes += 1
         cached = self._cached
         older = self._revision.get(key)
         if older is not None and older != revision:
@@ -152,12 +162,14 @@ class EntryCache(Generic[V]):
     def invalidate(self, key: str) -> None:
         """Forget every cached revision of *key*."""
         with self._lock:
+            self.changes += 1
             revision = self._revision.pop(key, None)
             if revision is not None:
                 self._cached.pop((key, revision), None)
 
     def clear(self) -> None:
         with self._lock:
+            self.changes += 1
             self._cached.clear()
             self._revision.clear()
 

@@ -64,6 +64,7 @@ __all__ = [
     "GuardOptions",
     "GuardedRequest",
     "InvalidRequestURLError",
+    "Snapshot",
     "WireGuard",
     "adopt",
 ]
@@ -92,7 +93,11 @@ P = TypeVar("P", bound="Plan")
 class EntrySource(Protocol):
     """What a session needs of a registry: which entry a URL matches (cheap, on every
     request) and that entry decrypted (on a cache miss). Every :class:`Registry` is
-    one; a test double needs only these two methods."""
+    one; a test double needs only these two methods.
+
+    A source may also offer ``lookup_stamp()`` (as ``EncryptedRegistry`` does, from
+    its store: see ``RegistryStore``), which lets a front-end skip the lookup of a URL
+    it has just served while the stamp holds."""
 
     def lookup(self, url: str) -> EntryRef | None:
         """Which entry *url* matches, without decrypting anything."""
@@ -194,6 +199,15 @@ class InvalidRequestURLError(InvalidURLError, requests.exceptions.InvalidURL):
     code written for requests catches it as it would catch requests' own."""
 
 
+class Snapshot(NamedTuple):
+    """What one request's lookup and cache read depended on, read before them
+    (:meth:`EntryGuard.snapshot`): the registry's lookup stamp and the cache's change
+    count."""
+
+    registry: object
+    cache: int
+
+
 class EntryGuard(Generic[P]):
     """Registry lookups, the decrypted-entry cache and the stale-on-error rule, for any
     HTTP front-end: its subclass's ``_build_plan`` turns a decrypted entry into that
@@ -237,6 +251,11 @@ class EntryGuard(Generic[P]):
             else None
         )
         self._serving_stale = False
+        self._timer = timer
+        # A guard that may serve stale entries records every lookup: it never skips one.
+        self._lookup_stamp: Callable[[], object | None] | None = (
+            getattr(registry, "lookup_stamp", None) if self._lookups is None else None
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} registry={self.registry!r} strict={self.strict}>"
@@ -260,6 +279,42 @@ class EntryGuard(Generic[P]):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("cache hit: entry %s (revision %d)", found.key, found.revision)
         return plan
+
+    # -- the warm path: an answer reused while nothing it depends on changed -------------
+
+    def snapshot(self) -> Snapshot | None:
+        """What a lookup and cache read starting now depend on; ``None`` when the
+        registry cannot tell (no ``lookup_stamp``, or it answered ``None``) or this
+        guard serves stale entries: then no answer may be reused."""
+        stamp_of = self._lookup_stamp
+        if stamp_of is None:
+            return None
+        stamp = stamp_of()
+        return None if stamp is None else Snapshot(stamp, self.cache.changes)
+
+    def reusable_until(self, plan: P) -> float | None:
+        """Until when (on the timer) *plan*, just served from the cache, may be served
+        again without a lookup while :meth:`still_holds`; ``None``: not at all (the
+        cache no longer holds it)."""
+        return self.cache.expires_at(plan.key, plan.entry.revision, plan)
+
+    def still_holds(self, before: Snapshot, until: float, plan: P) -> bool:
+        """Whether *plan*, found after *before* and reusable until *until*, is still
+        what its URL gets: the registry's stamp is the same object, the cache
+        unchanged and the TTL running. Counts (and logs) a cache hit when it holds,
+        as :meth:`plan_for` does."""
+        stamp_of = self._lookup_stamp
+        if (
+            stamp_of is None
+            or stamp_of() is not before.registry
+            or self.cache.changes != before.cache
+            or self._timer() >= until
+        ):
+            return False
+        self.cache.hits += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("cache hit: entry %s (revision %d)", plan.key, plan.entry.revision)
+        return True
 
     # -- the same path in steps, for front-ends that must not block ------------------------
 

@@ -37,9 +37,10 @@ import logging
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NamedTuple, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -53,6 +54,7 @@ from .._guard import (
     EntrySource,
     GuardControls,
     GuardOptions,
+    Snapshot,
     refuse_unknown_keywords,
     split_guard_options,
 )
@@ -67,7 +69,7 @@ from .._tls import (
     iis_substatus,
 )
 from .._urls import redacted_url as where
-from ._core import REDIRECTS, Chain, HttpxGuard
+from ._core import EXTENSION, REDIRECTS, Chain, HttpxGuard
 from ._network import CheckingAsyncBackend, CheckingBackend
 from ._options import TransportOptions
 from ._plan import HttpxPlan
@@ -94,6 +96,40 @@ class _Slot:
     revision: int
     context: ProfileContext
     transport: Any  # httpx.HTTPTransport or httpx.AsyncHTTPTransport
+
+
+#: Where a request goes: a transport, and the profile context it applies (if any).
+_RouteTo = tuple[Any, ProfileContext | None]
+
+
+class _Warm(NamedTuple):
+    """A URL's answer kept for the warm path (:meth:`_Route._warm_route`): the plan it
+    was served with and its route, reusable until *until* while the guard's
+    :meth:`~securesession._guard.EntryGuard.still_holds` says *snapshot* holds. The
+    plan (decrypted values) is held weakly: only the cache keeps it alive, so its TTL
+    still bounds how long the values stay in memory."""
+
+    snapshot: Snapshot
+    until: float
+    plan: weakref.ref[HttpxPlan]
+    route: _RouteTo
+
+
+#: URLs whose answers a route keeps for the warm path (all forgotten when it fills).
+_WARM_URLS: Final = 1024
+
+# The warm path's key is the parsed URL httpx keeps (a tuple: scheme, user
+# information, host, port, path, query, fragment) without its query and fragment,
+# which no lookup reads; it is what str(request.url) is made of. Checked once, here.
+_probe = httpx.URL("https://u@h:1/p?q#f")._uri_reference
+if not (
+    isinstance(_probe, tuple) and _probe[:5] == ("https", "u", "h", 1, "/p")
+):  # pragma: no cover
+    raise ImportError(
+        f"securesession.httpx does not support httpx {httpx.__version__}: its URL "
+        "layout changed; install a version the 'httpx' extra names"
+    )
+del _probe
 
 
 _DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -209,10 +245,11 @@ class _Route(GuardControls[HttpxGuard]):
             if transport is None
             else transport
         )
-        self._inner_route: tuple[Any, ProfileContext | None] = (self._inner, None)
+        self._inner_route: _RouteTo = (self._inner, None)
         self._options = options
         self._slots = {}
         self._slots_lock = threading.Lock()
+        self._warm: dict[tuple[Any, ...], _Warm] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} registry={self._guard.registry!r}>"
@@ -252,12 +289,14 @@ class _Route(GuardControls[HttpxGuard]):
             transport = self._options.profile_transport(context, asynchronous=self._asynchronous)
             old = self._slots.get(entry.url)
             slot = self._slots[entry.url] = _Slot(entry.tls, entry.revision, context, transport)
+            if old is not None:
+                self._warm.clear()  # no kept answer may name the transport closed below
         if old is not None:
             logger.info("entry %s: TLS profile changed; closing the old connections", entry.url)
             return slot, old.transport
         return slot, None
 
-    def _ready_route(self, plan: HttpxPlan | None) -> tuple[Any, ProfileContext | None] | None:
+    def _ready_route(self, plan: HttpxPlan | None) -> _RouteTo | None:
         """The transport (and profile context) *plan*'s request goes through, or
         ``None`` when the entry's profile slot must be built first (blocking)."""
         if plan is None or plan.entry.tls is None or self._mocked:
@@ -270,6 +309,43 @@ class _Route(GuardControls[HttpxGuard]):
         context = slot.context
         context.refuse_if_expired()
         return slot.transport, context
+
+    # -- the warm path ------------------------------------------------------------------------
+
+    def _warm_route(self, request: httpx.Request) -> tuple[HttpxPlan, _RouteTo] | None:
+        """The plan and route *request* gets, without a lookup or a cache read, when
+        its URL was served here before and nothing that answer depends on changed
+        since; ``None``: the full path. Only a request of no redirect chain qualifies
+        (a hop's rule depends on the hops before it)."""
+        warm = self._warm.get(request.url._uri_reference[:5])
+        if warm is None or EXTENSION in request.extensions:
+            return None
+        plan = warm.plan()
+        if plan is None or not self._guard.still_holds(warm.snapshot, warm.until, plan):
+            return None
+        context = warm.route[1]
+        if context is not None:
+            context.refuse_if_expired()
+        return plan, warm.route
+
+    def _keep_warm(
+        self,
+        request: httpx.Request,
+        before: Snapshot | None,
+        plan: HttpxPlan | None,
+        route: _RouteTo,
+    ) -> None:
+        """Keep what *request* got (*plan* over *route*, found after *before*) for the
+        next request to its URL, if it may be reused."""
+        if before is None or plan is None:
+            return
+        until = self._guard.reusable_until(plan)
+        if until is None:
+            return
+        warm = self._warm
+        if len(warm) >= _WARM_URLS:
+            warm.clear()
+        warm[request.url._uri_reference[:5]] = _Warm(before, until, weakref.ref(plan), route)
 
     def _refuse_custom(self, plan: HttpxPlan) -> NoReturn:
         raise TLSConfigError(
@@ -284,6 +360,7 @@ class _Route(GuardControls[HttpxGuard]):
         with self._slots_lock:
             slots = list(self._slots.values())
             self._slots.clear()
+            self._warm.clear()
         return [self._inner, *(slot.transport for slot in slots)]
 
     # -- after the response ------------------------------------------------------------------
@@ -318,11 +395,13 @@ class _Route(GuardControls[HttpxGuard]):
         return _READ_403 if length.isdigit() and int(length) <= _MAX_403_BODY else _DONE
 
     def _refreshed(
-        self, request: httpx.Request, url: str, response: httpx.Response, plan: HttpxPlan
+        self, request: httpx.Request, response: httpx.Response, plan: HttpxPlan
     ) -> HttpxPlan | None:
         """:meth:`HttpxGuard.refreshed` for *response* (blocking)."""
         replayable = isinstance(request.stream, httpx.ByteStream)
-        return self._guard.refreshed(plan, url, response.status_code, replayable=replayable)
+        return self._guard.refreshed(
+            plan, str(request.url), response.status_code, replayable=replayable
+        )
 
     # -- failures and 403s ---------------------------------------------------------------------
 
@@ -440,18 +519,27 @@ class SecureTransport(_Route, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         guard = self._guard
-        chain, hop = guard.begin(request)
-        url = str(request.url)
-        plan = guard.plan_for(url)
-        served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
-        refresh = not hop
+        warm = self._warm_route(request)
+        if warm is None:
+            chain, hop = guard.begin(request)
+            url = str(request.url)
+            before = None if chain is not None else guard.snapshot()
+            plan = guard.plan_for(url)
+            served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
+            refresh, route = not hop, None
+        else:
+            plan, route = warm
+            chain, before, served, caller_auth, refresh = None, None, plan, False, True
+            answer = guard.apply(request, plan, caller_auth=False)
         while True:
-            route = self._ready_route(plan)
             if route is None:
-                _, old = self._build_slot(plan)
-                if old is not None:
-                    old.close()
-                continue
+                route = self._ready_route(plan)
+                if route is None:
+                    _, old = self._build_slot(plan)
+                    if old is not None:
+                        old.close()
+                    continue
+                self._keep_warm(request, before, served, route)
             transport, context = route
             try:
                 if answer:
@@ -475,7 +563,7 @@ class SecureTransport(_Route, httpx.BaseTransport):
             if step != _REFRESH:
                 return response
             assert served is not None
-            fresh = self._refreshed(request, url, response, served)
+            fresh = self._refreshed(request, response, served)
             if fresh is None:
                 return response
             response.read()
@@ -483,7 +571,7 @@ class SecureTransport(_Route, httpx.BaseTransport):
             # Once: the retry's own 401 stands.
             plan = served = fresh
             answer = guard.apply(request, fresh, caller_auth=caller_auth)
-            refresh = False
+            refresh, before, route = False, None, None
 
     def _challenge(
         self, auth: httpx.Auth, transport: httpx.BaseTransport, request: httpx.Request
@@ -644,27 +732,36 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         # route are plain calls, the cache read inline): every coroutine frame between
         # httpx and the pool is resumed again at each await of the request's I/O.
         guard = self._guard
-        chain, hop = guard.begin(request)
-        url = str(request.url)
-        if self.offload_lookups:
-            found = await anyio.to_thread.run_sync(guard.match, url)
+        warm = self._warm_route(request)
+        if warm is None:
+            chain, hop = guard.begin(request)
+            url = str(request.url)
+            before = None if chain is not None else guard.snapshot()
+            if self.offload_lookups:
+                found = await anyio.to_thread.run_sync(guard.match, url)
+            else:
+                found = self._match_on_loop(url)
+            if type(found) is EntryRef:
+                plan = guard.cached(found)
+                if plan is None:
+                    plan = await self._load(found, url)
+            else:
+                plan = found  # type: ignore[assignment]
+            served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
+            refresh, route = not hop, None
         else:
-            found = self._match_on_loop(url)
-        if type(found) is EntryRef:
-            plan = guard.cached(found)
-            if plan is None:
-                plan = await self._load(found, url)
-        else:
-            plan = found  # type: ignore[assignment]
-        served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
-        refresh = not hop
+            plan, route = warm
+            chain, before, served, caller_auth, refresh = None, None, plan, False, True
+            answer = guard.apply(request, plan, caller_auth=False)
         while True:
-            route = self._ready_route(plan)
             if route is None:
-                _, old = await self._off_loop(functools.partial(self._build_slot, plan))
-                if old is not None:
-                    await old.aclose()
-                continue
+                route = self._ready_route(plan)
+                if route is None:
+                    _, old = await self._off_loop(functools.partial(self._build_slot, plan))
+                    if old is not None:
+                        await old.aclose()
+                    continue
+                self._keep_warm(request, before, served, route)
             transport, context = route
             try:
                 if answer:
@@ -688,7 +785,7 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             if step != _REFRESH:
                 return response
             assert served is not None
-            refreshed = functools.partial(self._refreshed, request, url, response, served)
+            refreshed = functools.partial(self._refreshed, request, response, served)
             fresh = await self._off_loop(refreshed)
             if fresh is None:
                 return response
@@ -697,7 +794,7 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             # Once: the retry's own 401 stands.
             plan = served = fresh
             answer = guard.apply(request, fresh, caller_auth=caller_auth)
-            refresh = False
+            refresh, before, route = False, None, None
 
     async def _challenge(
         self, auth: httpx.Auth, transport: httpx.AsyncBaseTransport, request: httpx.Request
