@@ -103,7 +103,7 @@ _RouteTo = tuple[Any, ProfileContext | None]
 
 
 class _Warm(NamedTuple):
-    """A URL's answer kept for the warm path (:meth:`_Route._warm_route`): the plan it
+    """A URL's answer kept for the warm path (:meth:`_Route._warm_start`): the plan it
     was served with and its route, reusable until *until* while the guard's
     :meth:`~securesession._guard.EntryGuard.still_holds` says *snapshot* holds. The
     plan (decrypted values) is held weakly: only the cache keeps it alive, so its TTL
@@ -113,6 +113,15 @@ class _Warm(NamedTuple):
     until: float
     plan: weakref.ref[HttpxPlan]
     route: _RouteTo
+
+
+#: Where a request's way through a route starts, warm or cold: the plan it matched,
+#: the plan it is served with (``None`` after an https → http hop), its redirect chain,
+#: whether the caller gave ``auth=``, whether the plan's challenge handler answers,
+#: whether a 401 may reload the entry, and its route (``None``: the entry's profile
+#: slot must be built first). A plain tuple: a NamedTuple's constructor is one more
+#: Python call on the warm path.
+_Start = tuple[HttpxPlan | None, HttpxPlan | None, Chain | None, bool, bool, bool, _RouteTo | None]
 
 
 #: URLs whose answers a route keeps for the warm path (all forgotten when it fills).
@@ -205,6 +214,14 @@ def _split_options(where: object, options: Mapping[str, Any]) -> tuple[GuardOpti
     return guard_options, _Options(**transport_options)
 
 
+def _route_through(slot: _Slot) -> _RouteTo:
+    """The route through a profile's *slot*, once its client certificate is found valid
+    now (:class:`~securesession.ClientCertificateExpiredError`: nothing is sent)."""
+    context = slot.context
+    context.refuse_if_expired()
+    return slot.transport, context
+
+
 def _profile_context(entry: ServiceEntry, *, http2: bool) -> ProfileContext:
     assert entry.tls is not None
     context = build_context(entry.tls, where=entry.url)
@@ -270,10 +287,10 @@ class _Route(GuardControls[HttpxGuard]):
             return slot
         return None
 
-    def _build_slot(self, plan: HttpxPlan | None) -> tuple[_Slot, Any]:
+    def _build_slot(self, plan: HttpxPlan | None) -> tuple[_RouteTo, Any]:
         """Build (or find, if another thread was quicker) the slot of *plan*'s entry,
-        for which :meth:`_ready_route` found none; return it and the transport it
-        replaced, which the caller closes. Blocking (context build)."""
+        for which :meth:`_ready_route` found none; return the route through it and the
+        transport it replaced, which the caller closes. Blocking (context build)."""
         assert plan is not None
         entry = plan.entry
         with self._slots_lock:
@@ -283,7 +300,7 @@ class _Route(GuardControls[HttpxGuard]):
                     assert entry.tls is not None
                     slot = _Slot(entry.tls, entry.revision, slot.context, slot.transport)
                     self._slots[entry.url] = slot
-                return slot, None
+                return _route_through(slot), None
             assert entry.tls is not None
             context = _profile_context(entry, http2=self._options.http2)
             transport = self._options.profile_transport(context, asynchronous=self._asynchronous)
@@ -293,8 +310,8 @@ class _Route(GuardControls[HttpxGuard]):
                 self._warm.clear()  # no kept answer may name the transport closed below
         if old is not None:
             logger.info("entry %s: TLS profile changed; closing the old connections", entry.url)
-            return slot, old.transport
-        return slot, None
+            return _route_through(slot), old.transport
+        return _route_through(slot), None
 
     def _ready_route(self, plan: HttpxPlan | None) -> _RouteTo | None:
         """The transport (and profile context) *plan*'s request goes through, or
@@ -304,41 +321,62 @@ class _Route(GuardControls[HttpxGuard]):
         if self._custom:
             self._refuse_custom(plan)
         slot = self._slot_for(plan.entry)
-        if slot is None:
-            return None
-        context = slot.context
-        context.refuse_if_expired()
-        return slot.transport, context
+        return None if slot is None else _route_through(slot)
 
     # -- the warm path ------------------------------------------------------------------------
 
-    def _warm_route(self, request: httpx.Request) -> tuple[HttpxPlan, _RouteTo] | None:
-        """The plan and route *request* gets, without a lookup or a cache read, when
-        its URL was served here before and nothing that answer depends on changed
-        since; ``None``: the full path. Only a request of no redirect chain qualifies
-        (a hop's rule depends on the hops before it)."""
+    def _warm_start(self, request: httpx.Request) -> _Start | None:
+        """*request*'s start from the answer its URL got here last time, without a
+        lookup or a cache read, when nothing that answer depends on changed since (the
+        rule applied to it, the certificate's validity checked); ``None``: the full
+        path. Only a request of no redirect chain qualifies (a hop's rule depends on the
+        hops before it)."""
         warm = self._warm.get(request.url._uri_reference[:5])
         if warm is None or EXTENSION in request.extensions:
             return None
         plan = warm.plan()
-        if plan is None or not self._guard.still_holds(warm.snapshot, warm.until, plan):
+        guard = self._guard
+        if plan is None or not guard.still_holds(warm.snapshot, warm.until, plan):
             return None
         context = warm.route[1]
         if context is not None:
             context.refuse_if_expired()
-        return plan, warm.route
+        answer = guard.apply(request, plan, caller_auth=False)
+        return plan, plan, None, False, answer, True, warm.route
 
-    def _keep_warm(
+    def _begin(
+        self, request: httpx.Request
+    ) -> tuple[tuple[Chain | None, bool], str, Snapshot | None]:
+        """The full path's first steps: :meth:`HttpxGuard.begin`'s chain and hop, the
+        URL, and what its lookup will depend on (``None`` in a chain: a hop's answer is
+        never kept)."""
+        guard = self._guard
+        begun = guard.begin(request)
+        return begun, str(request.url), None if begun[0] is not None else guard.snapshot()
+
+    def _cold_start(
         self,
         request: httpx.Request,
-        before: Snapshot | None,
+        url: str,
         plan: HttpxPlan | None,
-        route: _RouteTo,
+        begun: tuple[Chain | None, bool],
+        before: Snapshot | None,
+    ) -> _Start:
+        """*request*'s start on the full path: its URL *url* matched *plan* (looked up
+        after *before*; *begun* is :meth:`HttpxGuard.begin`'s). The rule is applied and,
+        when the route is ready, the answer kept for the next request to the URL."""
+        chain, hop = begun
+        served, caller_auth, answer = self._guard.admit(request, url, plan, chain, hop)
+        route = self._ready_route(plan)
+        if route is not None and before is not None and served is not None:
+            self._keep_warm(request, before, served, route)
+        return plan, served, chain, caller_auth, answer, not hop, route
+
+    def _keep_warm(
+        self, request: httpx.Request, before: Snapshot, plan: HttpxPlan, route: _RouteTo
     ) -> None:
         """Keep what *request* got (*plan* over *route*, found after *before*) for the
         next request to its URL, if it may be reused."""
-        if before is None or plan is None:
-            return
         until = self._guard.reusable_until(plan)
         if until is None:
             return
@@ -519,27 +557,16 @@ class SecureTransport(_Route, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         guard = self._guard
-        warm = self._warm_route(request)
-        if warm is None:
-            chain, hop = guard.begin(request)
-            url = str(request.url)
-            before = None if chain is not None else guard.snapshot()
-            plan = guard.plan_for(url)
-            served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
-            refresh, route = not hop, None
-        else:
-            plan, route = warm
-            chain, before, served, caller_auth, refresh = None, None, plan, False, True
-            answer = guard.apply(request, plan, caller_auth=False)
+        start = self._warm_start(request)
+        if start is None:
+            begun, url, before = self._begin(request)
+            start = self._cold_start(request, url, guard.plan_for(url), begun, before)
+        plan, served, chain, caller_auth, answer, refresh, route = start
         while True:
             if route is None:
-                route = self._ready_route(plan)
-                if route is None:
-                    _, old = self._build_slot(plan)
-                    if old is not None:
-                        old.close()
-                    continue
-                self._keep_warm(request, before, served, route)
+                route, old = self._build_slot(plan)
+                if old is not None:
+                    old.close()
             transport, context = route
             try:
                 if answer:
@@ -571,7 +598,7 @@ class SecureTransport(_Route, httpx.BaseTransport):
             # Once: the retry's own 401 stands.
             plan = served = fresh
             answer = guard.apply(request, fresh, caller_auth=caller_auth)
-            refresh, before, route = False, None, None
+            refresh, route = False, self._ready_route(fresh)
 
     def _challenge(
         self, auth: httpx.Auth, transport: httpx.BaseTransport, request: httpx.Request
@@ -732,11 +759,9 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
         # route are plain calls, the cache read inline): every coroutine frame between
         # httpx and the pool is resumed again at each await of the request's I/O.
         guard = self._guard
-        warm = self._warm_route(request)
-        if warm is None:
-            chain, hop = guard.begin(request)
-            url = str(request.url)
-            before = None if chain is not None else guard.snapshot()
+        start = self._warm_start(request)
+        if start is None:
+            begun, url, before = self._begin(request)
             if self.offload_lookups:
                 found = await anyio.to_thread.run_sync(guard.match, url)
             else:
@@ -747,21 +772,16 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
                     plan = await self._load(found, url)
             else:
                 plan = found  # type: ignore[assignment]
-            served, caller_auth, answer = guard.admit(request, url, plan, chain, hop)
-            refresh, route = not hop, None
-        else:
-            plan, route = warm
-            chain, before, served, caller_auth, refresh = None, None, plan, False, True
-            answer = guard.apply(request, plan, caller_auth=False)
+            start = self._cold_start(request, url, plan, begun, before)
+        plan, served, chain, caller_auth, answer, refresh, route = start
         while True:
             if route is None:
-                route = self._ready_route(plan)
-                if route is None:
-                    _, old = await self._off_loop(functools.partial(self._build_slot, plan))
-                    if old is not None:
-                        await old.aclose()
-                    continue
-                self._keep_warm(request, before, served, route)
+                built: tuple[_RouteTo, Any] = await self._off_loop(
+                    functools.partial(self._build_slot, plan)
+                )
+                route, old = built
+                if old is not None:
+                    await old.aclose()
             transport, context = route
             try:
                 if answer:
@@ -794,7 +814,7 @@ class AsyncSecureTransport(_Route, httpx.AsyncBaseTransport):
             # Once: the retry's own 401 stands.
             plan = served = fresh
             answer = guard.apply(request, fresh, caller_auth=caller_auth)
-            refresh, before, route = False, None, None
+            refresh, route = False, self._ready_route(fresh)
 
     async def _challenge(
         self, auth: httpx.Auth, transport: httpx.AsyncBaseTransport, request: httpx.Request
