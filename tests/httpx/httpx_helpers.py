@@ -19,6 +19,7 @@ import ssl
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeAlias, cast
 
 from securesession import ClientCertificate, Credential, ServiceEntry, TLSProfile
@@ -29,8 +30,14 @@ _BASIC = re.compile(r"Basic\s+([A-Za-z0-9+/=]+)")
 _RDNs: TypeAlias = tuple[tuple[tuple[str, str], ...], ...]
 
 
-def client_cert(ca: CertificateAuthority, cn: str) -> ClientCertificate:
-    issued = ca.issue_client(cn)
+def client_cert(
+    ca: CertificateAuthority,
+    cn: str,
+    *,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> ClientCertificate:
+    issued = ca.issue_client(cn, not_before=not_before, not_after=not_after)
     return ClientCertificate.from_pkcs12(issued.pkcs12(b"p12-SECRET"), "p12-SECRET")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from typing import TypeAlias
 
 import anyio
@@ -15,8 +14,6 @@ import pytest
 import respx
 
 from securesession import (
-    ClientCertificate,
-    ClientCertificateExpiredError,
     ClientCertificateRequiredError,
     ConfigurationError,
     Credential,
@@ -256,30 +253,6 @@ def test_protocol_mismatch_names_both_sides(registry: Registry, strict_tls: Stri
             client.get(url)
     assert caught.value.ours == ("1.2",)
     assert caught.value.theirs == ("1.3",)
-
-
-def test_an_expired_client_certificate_sends_nothing(
-    registry: Registry, tls_server: GatewayServer
-) -> None:
-    ca = tls_server.ca
-    assert ca is not None
-    now = datetime.now(timezone.utc)
-    issued = ca.issue_client(
-        "expired", not_before=now - timedelta(days=30), not_after=now + timedelta(seconds=2)
-    )
-    cert = ClientCertificate.from_pkcs12(issued.pkcs12(b"p12-SECRET"), "p12-SECRET")
-    registry.put(
-        ServiceEntry(
-            url=tls_server.url + "/exp", tls=TLSProfile(client_cert=cert, ca_bundle=ca.cert_pem)
-        )
-    )
-    with SecureClient(registry) as client:
-        assert client.get(tls_server.url + "/exp/x").status_code == 200
-        transport = client._transport
-        assert isinstance(transport, SecureTransport)
-        (slot,) = transport._slots.values()
-        with pytest.raises(ClientCertificateExpiredError, match="nothing was sent"):
-            slot.context.refuse_if_expired(now=(now + timedelta(days=1)).timestamp())
 
 
 def test_no_error_is_an_httpx_error_and_all_are_ours() -> None:

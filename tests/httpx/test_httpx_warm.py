@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from securesession import (
-    ClientCertificate,
     ClientCertificateExpiredError,
     Credential,
     MasterKey,
@@ -38,7 +37,7 @@ from securesession.httpx import SecureAsyncClient, SecureClient
 from securesession.httpx._transport import SecureTransport
 from securesession.testing import GatewayServer
 
-from .httpx_helpers import tagged, tags_in
+from .httpx_helpers import client_cert, tagged, tags_in
 
 URL = "https://svc.test/api/v1/orders/42"
 TAGS = ["svc", "new", "deeper", "plain"]
@@ -250,16 +249,15 @@ def test_another_entrys_headers_are_removed_on_the_warm_path(svc: Registry) -> N
         assert looked_up == []  # served from the warm path
 
 
-def test_an_expired_client_certificate_is_refused_on_the_warm_path(
+def test_an_expired_client_certificate_is_refused_warm_and_cold(
     registry: Registry, tls_server: GatewayServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ca = tls_server.ca
     assert ca is not None
     now = datetime.now(timezone.utc)
-    issued = ca.issue_client(
-        "warm", not_before=now - timedelta(days=1), not_after=now + timedelta(days=1)
+    cert = client_cert(
+        ca, "warm", not_before=now - timedelta(days=1), not_after=now + timedelta(days=1)
     )
-    cert = ClientCertificate.from_pkcs12(issued.pkcs12(b"p12-SECRET"), "p12-SECRET")
     registry.put(
         ServiceEntry(
             url=tls_server.url + "/exp",
@@ -276,6 +274,8 @@ def test_an_expired_client_certificate_is_refused_on_the_warm_path(
         monkeypatch.setattr(tls_context, "time", SimpleNamespace(time=lambda: later))
         with pytest.raises(ClientCertificateExpiredError, match="nothing was sent"):
             client.get(url)
+    with SecureClient(registry) as cold, pytest.raises(ClientCertificateExpiredError):
+        cold.get(url)  # the full path refuses it too
     assert len(tls_server.requests) == served
 
 
