@@ -22,6 +22,15 @@ EXPECTED: dict[str, list[str]] = {
         "ok",
     ],
     "testing_with_stub.py": ["unregistered URL: 401", "ok"],
+    "httpx_clients.py": [
+        "sync: GET invoices/2 -> 200",
+        "async: 3 concurrent GETs -> [200]",
+        "zeep AsyncClient: GetBalance(A-1) -> 42.00",
+        "gateway saw client certificate(s) ['billing-service'] on 8 requests",
+        "PinMismatchError: entry https://127.0.0.1:",
+        "requests the gateway received for it: 0",
+        "ok",
+    ],
     "shared_registry_postgres.py": [
         "host B    GET /billing/invoices/1 -> 401 (no entry yet)",
         "host B    sees host A's new entry after ",
