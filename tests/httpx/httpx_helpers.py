@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias, cast
 
-from securesession import ClientCertificate, Credential, ServiceEntry, TLSProfile
+from securesession import (
+    ClientCertificate,
+    Credential,
+    EntryRef,
+    Registry,
+    ServiceEntry,
+    TLSProfile,
+)
 from securesession.testing import CertificateAuthority, RecordedRequest
 
 _BASIC = re.compile(r"Basic\s+([A-Za-z0-9+/=]+)")
@@ -259,3 +266,51 @@ class H2Server:
                     sock.sendall(conn.data_to_send())
                     return
             sock.sendall(conn.data_to_send())
+
+
+@dataclass
+class AsyncRun:
+    """What :func:`run_async_client` saw: the tags each response's request carried, and
+    the threads the registry's lookups and loads ran in (the loop's own among them)."""
+
+    tags: list[set[str]]
+    loop_thread: threading.Thread
+    lookup_threads: list[threading.Thread]
+    load_threads: list[threading.Thread]
+
+
+async def run_async_client(
+    registry: Registry, target: str, tags: list[str], *, offload_lookups: bool = False
+) -> AsyncRun:
+    """Send three GETs for *target* through a ``SecureAsyncClient`` over *registry* (over
+    ``httpx.MockTransport``, which echoes the request's headers), recording the thread
+    of every lookup and load *registry* runs."""
+    import httpx
+
+    from securesession.httpx import SecureAsyncClient
+
+    lookups: list[threading.Thread] = []
+    loads: list[threading.Thread] = []
+    lookup, load = registry.lookup, registry.load
+
+    def recorded_lookup(url: str) -> EntryRef | None:
+        lookups.append(threading.current_thread())
+        return lookup(url)
+
+    def recorded_load(ref: EntryRef) -> ServiceEntry | None:
+        loads.append(threading.current_thread())
+        return load(ref)
+
+    registry.lookup = recorded_lookup  # type: ignore[method-assign]
+    registry.load = recorded_load  # type: ignore[method-assign]
+
+    async def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=dict(request.headers))
+
+    seen = []
+    async with SecureAsyncClient(
+        registry, transport=httpx.MockTransport(echo), offload_lookups=offload_lookups
+    ) as client:
+        for _ in range(3):
+            seen.append(tags_in((await client.get(target)).json(), tags))
+    return AsyncRun(seen, threading.current_thread(), lookups, loads)
