@@ -74,8 +74,9 @@ class EntryCache(Generic[V]):
         """How many times a loader ran (a decryption each): the cache-miss count."""
         self.hits = 0
         self.changes = 0
-        """Moves whenever a value is stored, dropped or invalidated: a reader that saw
-        the same count before and after knows every cached value is as it was."""
+        """Moves whenever a value is stored, dropped or invalidated, once the change is
+        made: a reader that saw the same count before and after its reads (which take
+        no lock) knows every cached value it read is still what the cache holds."""
 
     def get(self, key: str, revision: int) -> V | None:
         """The cached value of *key* at *revision* while its TTL runs, else ``None``;
@@ -124,7 +125,6 @@ class EntryCache(Generic[V]):
 
     def _store(self, key: str, revision: int, value: V) -> None:
         """Keep *value* (lock held): drop the key's older revision, then make room."""
-        self.changes += 1
         cached = self._cached
         older = self._revision.get(key)
         if older is not None and older != revision:
@@ -142,6 +142,7 @@ class EntryCache(Generic[V]):
             self._forget_revision(oldest)
         self._revision[key] = revision
         cached[(key, revision)] = _Slot(value, now, now + self._ttl)
+        self.changes += 1  # after the change: a reader in between saw the old count
 
     def _forget_revision(self, slot: tuple[str, int]) -> None:
         key, revision = slot
@@ -162,16 +163,16 @@ class EntryCache(Generic[V]):
     def invalidate(self, key: str) -> None:
         """Forget every cached revision of *key*."""
         with self._lock:
-            self.changes += 1
             revision = self._revision.pop(key, None)
             if revision is not None:
                 self._cached.pop((key, revision), None)
+            self.changes += 1
 
     def clear(self) -> None:
         with self._lock:
-            self.changes += 1
             self._cached.clear()
             self._revision.clear()
+            self.changes += 1
 
     def __len__(self) -> int:
         """How many values are cached and still within their TTL."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import base64
 import gc
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from securesession import (
     ClientCertificateExpiredError,
     Credential,
     MasterKey,
+    NoCredentialsError,
     Registry,
     RegistryError,
     ServiceEntry,
@@ -34,8 +36,8 @@ from securesession._registry import EncryptedRegistry, EntryRef
 from securesession._registry.sqlite import SQLiteStore
 from securesession._tls import context as tls_context
 from securesession.httpx import SecureAsyncClient, SecureClient
-from securesession.httpx._transport import SecureTransport
-from securesession.testing import GatewayServer
+from securesession.httpx._transport import AsyncSecureTransport, SecureTransport
+from securesession.testing import GatewayServer, StubRegistry
 
 from .httpx_helpers import client_cert, tagged, tags_in
 
@@ -55,16 +57,19 @@ def _echo(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=dict(request.headers))
 
 
-def _counting(registry: Registry) -> list[str]:
-    """Count *registry*'s lookups (the full path's first step)."""
-    looked_up: list[str] = []
-    lookup = registry.lookup
+def _counting(registry: Registry) -> list[Sequence[str]]:
+    """Count *registry*'s store lookups (the full path's first step). The store's, not
+    the registry's: a registry whose ``lookup`` is replaced has no warm path."""
+    assert isinstance(registry, EncryptedRegistry)
+    store = registry.store
+    looked_up: list[Sequence[str]] = []
+    find = store.find
 
-    def counted(url: str) -> EntryRef | None:
-        looked_up.append(url)
-        return lookup(url)
+    def counted(keys: Sequence[str]) -> EntryRef | None:
+        looked_up.append(keys)
+        return find(keys)
 
-    registry.lookup = counted  # type: ignore[method-assign]
+    store.find = counted  # type: ignore[method-assign]
     return looked_up
 
 
@@ -294,3 +299,104 @@ def test_a_warm_answer_does_not_keep_decrypted_values_alive(svc: Registry) -> No
         assert warm.plan() is None
         assert tags_in(client.get(URL).json(), TAGS) == {"svc"}  # decrypted again
         assert client.cache_info().loads == 2
+
+
+def test_a_registry_whose_lookup_is_replaced_is_looked_up_every_time() -> None:
+    """StubRegistry records each lookup (and a test may wrap ``lookup`` to fail it):
+    its lookups must all run, so it has no stamp."""
+    stub = StubRegistry({"https://svc.test/api": {"request": ("u", "stub-SECRET")}})
+    with SecureClient(stub, transport=httpx.MockTransport(_echo)) as client:
+        for _ in range(5):
+            client.get(URL)
+        stub.assert_used("https://svc.test/api", times=5)
+        stub.lookup = lambda url: None  # type: ignore[method-assign]
+        assert "authorization" not in client.get(URL).json()
+
+
+def test_clear_cache_during_a_request_still_ends_its_answer(svc: Registry) -> None:
+    """A request running while clear_cache() empties the cache (readers take no lock)
+    must not keep an answer that survives the clear."""
+    with SecureClient(svc, transport=httpx.MockTransport(_echo)) as client:
+        for _ in range(3):
+            client.get(URL)
+        cache = client._guard.cache
+        transport = client._transport
+        assert isinstance(transport, SecureTransport)
+        warm_answers = transport._warm
+        held = []
+
+        class Racing(dict):  # type: ignore[type-arg]
+            def clear(self) -> None:
+                # Another thread's request, scheduled in the middle of the clear, while
+                # a third still holds the plan.
+                held.append(next(iter(self.values())).value)
+                warm_answers.clear()
+                client.get(URL)
+                super().clear()
+
+        cache._cached = Racing(cache._cached)
+        client.clear_cache()
+        loads = client.cache_info().loads
+        assert tags_in(client.get(URL).json(), TAGS) == {"svc"}
+        assert client.cache_info().loads == loads + 1  # decrypted again, not kept
+
+
+@pytest.mark.anyio
+async def test_offloaded_lookups_keep_no_answer_and_read_no_stamp_on_the_loop(
+    svc: Registry,
+) -> None:
+    assert isinstance(svc, EncryptedRegistry)
+    stamps: list[threading.Thread] = []
+    stamp_of = svc.store.lookup_stamp  # type: ignore[attr-defined]
+
+    def recorded() -> object:
+        stamps.append(threading.current_thread())
+        return stamp_of()
+
+    svc.store.lookup_stamp = recorded  # type: ignore[attr-defined]
+    svc._stamp_of = recorded  # the registry took the store's method at open
+
+    async def echo(request: httpx.Request) -> httpx.Response:
+        return _echo(request)
+
+    async with SecureAsyncClient(
+        svc, transport=httpx.MockTransport(echo), offload_lookups=True
+    ) as client:
+        for _ in range(3):
+            assert tags_in((await client.get(URL)).json(), TAGS) == {"svc"}
+        transport = client._transport
+        assert isinstance(transport, AsyncSecureTransport)
+        assert transport._warm == {}
+    assert threading.current_thread() not in stamps
+
+
+def test_strict_mode_refuses_a_warm_url_once_its_entry_is_gone(svc: Registry) -> None:
+    with SecureClient(svc, transport=httpx.MockTransport(_echo), strict=True) as client:
+        for _ in range(3):
+            assert client.get(URL).status_code == 200
+        svc.remove("https://svc.test/api")
+        with pytest.raises(NoCredentialsError):
+            client.get(URL)
+
+
+def test_no_answer_is_kept_without_a_cache(svc: Registry) -> None:
+    with SecureClient(svc, transport=httpx.MockTransport(_echo), cache_ttl=0) as client:
+        for _ in range(3):
+            client.get(URL)
+        assert client.cache_info().loads == 3
+
+
+def test_a_digest_entry_answers_its_challenge_on_the_warm_path(registry: Registry) -> None:
+    with GatewayServer(expect_digest=("dg-user", "dg-SECRET")) as server:
+        registry.put(
+            ServiceEntry(
+                url=server.url + "/api",
+                request=Credential("dg-user", "dg-SECRET"),
+                request_auth="digest",
+            )
+        )
+        looked_up = _counting(registry)
+        with SecureClient(registry) as client:
+            statuses = [client.get(server.url + "/api/x").status_code for _ in range(4)]
+    assert statuses == [200] * 4
+    assert len(looked_up) == 2  # the last two from the warm path, each with its challenge

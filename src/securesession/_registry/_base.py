@@ -326,8 +326,10 @@ class RegistryStore(Protocol):
     object from the moment a change could make any answer differ (its own writes,
     and another process's within the store's staleness bound); ``None`` when it cannot
     tell. A front-end that saw the same stamp before two lookups of one URL may skip
-    the second. A store without the method is looked up on every request. The
-    contract suite checks the method where a store has it.
+    the second. The async httpx client reads it on its event loop, so it must not
+    block: at most an occasional cheap check, as SQLite's re-check is. A store
+    without the method is looked up on every request. The contract suite checks the
+    method where a store has it.
     """
 
     def stored_key_id(self) -> str | None:
@@ -487,7 +489,14 @@ class EncryptedRegistry:
                 f"but {_holding(ring)}: wrong master key"
             )
         self._store = store
-        self._stamp_of: Callable[[], object | None] | None = getattr(store, "lookup_stamp", None)
+        # The store's stamp speaks for this class's lookup (the store's find): a subclass
+        # that replaces lookup (StubRegistry records each one) gets none, so that every
+        # lookup of its runs.
+        self._stamp_of: Callable[[], object | None] | None = (
+            getattr(store, "lookup_stamp", None)
+            if type(self).lookup is EncryptedRegistry.lookup
+            else None
+        )
         self._name = name
         self._closed = False
         # The store's active key id as last seen, and the ring that writes under it
@@ -644,10 +653,13 @@ class EncryptedRegistry:
     def lookup_stamp(self) -> object | None:
         """The store's ``lookup_stamp()`` (see :class:`RegistryStore`): what tells a
         front-end that a lookup would answer as the last one did; ``None`` when the
-        store cannot tell or the registry is closed (then the lookup runs, and says
-        so)."""
+        store cannot tell, the registry is closed (then the lookup runs, and says so)
+        or its :meth:`lookup` was replaced (by a subclass, or on the instance: a test
+        that wraps it)."""
         stamp_of = self._stamp_of
-        return None if stamp_of is None or self._closed else stamp_of()
+        if stamp_of is None or self._closed or "lookup" in self.__dict__:
+            return None
+        return stamp_of()
 
     def load(self, ref: EntryRef) -> ServiceEntry | None:
         store = self._open_store()

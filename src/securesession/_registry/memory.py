@@ -24,6 +24,9 @@ class MemoryStore(base.BatchesOfOne):
 
     def __init__(self) -> None:
         self._rows: dict[str, base.SealedEntry] = {}
+        # Replaced by every change, once its table is in place (a token, not the table:
+        # a front-end keeps stamps, and must not keep old tables with them).
+        self._stamp = object()
         self._key_id: str | None = None
         self._states: dict[str, str] = {}
         self._audit: list[base.AuditRow] = []
@@ -48,8 +51,7 @@ class MemoryStore(base.BatchesOfOne):
         return None
 
     def lookup_stamp(self) -> object:
-        # Every change swaps in a new table, so the table itself is the stamp.
-        return self._rows
+        return self._stamp
 
     def read(self, key: str) -> base.SealedEntry | None:
         return self._rows.get(key)
@@ -88,6 +90,7 @@ class MemoryStore(base.BatchesOfOne):
             if batch.journal is not None and (changes or batch.state is not None):
                 records = list(batch.journal(changes, self._last_record()))
             self._rows = rows
+            self._stamp = object()  # after the swap: see lookup_stamp
             self._revision = revision
             self._audit.extend(records)
             if state is not None:
@@ -149,6 +152,7 @@ class MemoryStore(base.BatchesOfOne):
             states = {} if restate is None else dict(restate(changes, dict(self._states)))
             records = [] if journal is None else list(journal(changes, self._last_record()))
             self._rows = rows
+            self._stamp = object()  # after the swap: see lookup_stamp
             self._revision = revision
             self._audit.extend(records)
             self._states.update(states)

@@ -241,6 +241,9 @@ class _Route(GuardControls[HttpxGuard]):
 
     #: Whether this route's transports are httpx's async ones.
     _asynchronous: bool
+    #: Whether lookups run in a worker thread (async only): then no answer is kept,
+    #: since checking one reads the registry's stamp, on the loop.
+    offload_lookups: bool = False
     _inner: Any
     _custom: bool
     _mocked: bool
@@ -332,7 +335,7 @@ class _Route(GuardControls[HttpxGuard]):
         path. Only a request of no redirect chain qualifies (a hop's rule depends on the
         hops before it)."""
         warm = self._warm.get(request.url._uri_reference[:5])
-        if warm is None or EXTENSION in request.extensions:
+        if warm is None or EXTENSION in request.extensions or self.offload_lookups:
             return None
         plan = warm.plan()
         guard = self._guard
@@ -348,11 +351,13 @@ class _Route(GuardControls[HttpxGuard]):
         self, request: httpx.Request
     ) -> tuple[tuple[Chain | None, bool], str, Snapshot | None]:
         """The full path's first steps: :meth:`HttpxGuard.begin`'s chain and hop, the
-        URL, and what its lookup will depend on (``None`` in a chain: a hop's answer is
-        never kept)."""
+        URL, and what its lookup will depend on (``None``, and the answer is not kept:
+        in a chain, since a hop's answer depends on the hops before it, and with
+        *offload_lookups*)."""
         guard = self._guard
         begun = guard.begin(request)
-        return begun, str(request.url), None if begun[0] is not None else guard.snapshot()
+        keep = begun[0] is None and not self.offload_lookups
+        return begun, str(request.url), guard.snapshot() if keep else None
 
     def _cold_start(
         self,
