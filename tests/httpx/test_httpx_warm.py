@@ -400,3 +400,32 @@ def test_a_digest_entry_answers_its_challenge_on_the_warm_path(registry: Registr
             statuses = [client.get(server.url + "/api/x").status_code for _ in range(4)]
     assert statuses == [200] * 4
     assert len(looked_up) == 2  # the last two from the warm path, each with its challenge
+
+
+def test_a_rotated_client_certificate_is_used_from_the_next_request(
+    registry: Registry, tls_server: GatewayServer
+) -> None:
+    """A new profile gets a new context and pool, and no kept answer names the old
+    transport: the request after the rotation presents the new certificate."""
+    ca = tls_server.ca
+    assert ca is not None
+    url = tls_server.url + "/rot/x"
+
+    def put(cn: str) -> None:
+        cert = client_cert(ca, cn)
+        registry.put(
+            ServiceEntry(
+                url=tls_server.url + "/rot",
+                tls=TLSProfile(client_cert=cert, ca_bundle=ca.cert_pem),
+            )
+        )
+
+    put("before-rotation")
+    with SecureClient(registry) as client:
+        for _ in range(3):
+            assert client.get(url).status_code == 200
+        put("after-rotation")
+        assert client.get(url).status_code == 200
+        assert client.get(url).status_code == 200
+    seen = [record.client_cert_subject_cn for record in tls_server.requests]
+    assert seen == ["before-rotation"] * 3 + ["after-rotation"] * 2

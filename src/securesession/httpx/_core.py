@@ -7,7 +7,9 @@ the guard
 
 1. looks the request's **own URL** up (:meth:`EntryGuard.plan_for`, or its steps
    :meth:`EntryGuard.match`, ``cached`` and ``load``: the same lookup, cache and
-   stale-on-error rule as requests' ``WireGuard``);
+   stale-on-error rule as requests' ``WireGuard``), or, for a URL the transport has
+   just served when :meth:`EntryGuard.still_holds` says nothing changed, takes back
+   the answer it kept (the transport's warm path);
 2. removes every header value this client injected for **any other entry** (or an
    older revision of this one), known from its :class:`~._plan.Ledger`;
 3. adds this entry's headers where the request has none of that name (a caller's
