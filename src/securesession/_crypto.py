@@ -198,16 +198,21 @@ class MasterKey:
         credentials, shareable with the ``vault+https`` registry), or the engine's
         address (``https://vault:8200``) with the credentials from the environment
         (``VAULT_TOKEN``, ...). *wrapped_key* is Transit ciphertext (``vault:v1:...``)
-        or a file holding it, as made by ``wrap_new_key``. Transit is asked once per
-        process per wrapped text; the Transit key never leaves the engine. The same
-        as ``TransitKey(url, key_name, wrapped_key).master_key()``; see
-        ``securesession._vault`` for rotation and rewrapping. Connection settings
-        passed here (``token=``, ``approle=``, ...) are deprecated: set them on the
-        ``VaultConnection``.
-        """
-        from ._vault import unwrap_key  # lazy: one key source of several; hvac is an extra
+        or a file holding it, as made by ``wrap_new_key``. The Transit key never
+        leaves the engine.
 
-        return unwrap_key(url, key_name, wrapped_key, mount=mount, **connection_options)
+        The result is cached for the process by engine, mount, key name and wrapped
+        text, so Transit is asked once, and again only for a new wrapped text (a
+        rewrap under a new key version). The cache does not re-check the caller's
+        credentials. ``securesession.vault.unwrap_key`` is this same function, and
+        ``TransitKey(url, key_name, wrapped_key).master_key()`` the same call as a key
+        source; see ``securesession.vault`` for rotation and rewrapping. Connection
+        settings passed here (``token=``, ``approle=``, ...) are deprecated: set them
+        on the ``VaultConnection``.
+        """
+        from ._vault import _Transit  # lazy: one key source of several; hvac is an extra
+
+        return _Transit.at(url, key_name, mount, connection_options).unwrap(wrapped_key)
 
     # -- storage ---------------------------------------------------------------
 

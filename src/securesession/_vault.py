@@ -234,26 +234,10 @@ class _Transit(NamedTuple):
         return new_text
 
 
-def unwrap_key(
-    url: str | VaultConnection,
-    key_name: str,
-    wrapped_key: str | os.PathLike[str],
-    *,
-    mount: str = "transit",
-    **connection_options: Any,
-) -> MasterKey:
-    """The data key that Transit key *key_name* wrapped (see ``MasterKey.from_vault_transit``).
-
-    *url* is a :class:`VaultConnection`, or the engine's address (then a connection
-    with the credentials from the environment is made for the one request).
-    *wrapped_key* is the ciphertext (``vault:v1:...``) or a file holding it. The
-    result is cached for the process by engine, mount, key name and wrapped text,
-    so Transit is asked once, and again only for a new wrapped text (a rewrap
-    under a new key version). The cache does not re-check the caller's credentials.
-    *connection_options* (``token=``, ``approle=``, ...) beside an address are
-    deprecated: set them on the :class:`VaultConnection`.
-    """
-    return _Transit.at(url, key_name, mount, connection_options).unwrap(wrapped_key)
+unwrap_key: Final = MasterKey.from_vault_transit
+"""The data key that Transit key *key_name* wrapped: the same function as
+:meth:`MasterKey.from_vault_transit` (one definition, two names), whose docstring
+has the parameters and the process-wide cache."""
 
 
 @dataclass(frozen=True)

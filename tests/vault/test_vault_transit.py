@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import sys
 import threading
@@ -224,6 +225,26 @@ def test_loose_connection_settings_still_work_with_a_deprecation_warning(
     with pytest.warns(DeprecationWarning, match="approle=") as caught:
         assert unwrap_key(bao.url, TRANSIT_KEY, wrapped, approle=bao.approle) == key
     assert "SECRET" not in str(caught[0].message)  # names the keywords, not the values
+    assert caught[0].filename == __file__
+
+
+def test_unwrap_key_and_from_vault_transit_are_one_function() -> None:
+    """0.1 exported both names; one definition serves both, with rewrap_key's
+    parameters, so the two can never drift apart."""
+    assert unwrap_key == MasterKey.from_vault_transit
+    unwrap, rewrap = inspect.signature(unwrap_key), inspect.signature(rewrap_key)
+    assert (
+        list(unwrap.parameters)
+        == list(rewrap.parameters)
+        == [
+            "url",
+            "key_name",
+            "wrapped_key",
+            "mount",
+            "connection_options",
+        ]
+    )
+    assert unwrap.parameters["mount"].default == rewrap.parameters["mount"].default
 
 
 def test_loose_settings_beside_a_connection_are_refused(bao: Bao) -> None:
