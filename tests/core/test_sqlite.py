@@ -198,8 +198,8 @@ def test_third_party_backends_come_from_entry_points(
     (tmp_path / "fancy_backend.py").write_text(
         textwrap.dedent(
             """
-            from securesession import EncryptedRegistry
-            from securesession._registry.memory import MemoryStore
+            from securesession.memory import MemoryStore
+            from securesession.registry import EncryptedRegistry
 
             def open_fancy(url, key):
                 return EncryptedRegistry(MemoryStore(), key, name=url)
