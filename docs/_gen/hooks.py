@@ -8,8 +8,6 @@
   ``../benchmarks/README.md``) works when the Markdown is read on a forge; on the site
   it becomes the file's path in code, and a link to a file that does not exist is a
   warning (so ``mkdocs build --strict`` fails).
-* A page listed in ``PENDING_NAV`` (one another change is writing) joins the
-  navigation as soon as its file exists, so its arrival does not fail the build.
 * Every name a public module exports is rendered: by a ``::: name`` block on a page of
   its tier (or its module's block), or else, until someone places it, on the
   reference's index (``<!-- generated: unsorted -->``), so a new public name never
@@ -50,40 +48,6 @@ def _generators() -> dict[str, Any]:
 
 
 CSS = "assets/stylesheets/securesession.css"
-
-#: Pages another change is writing, and where they go in the navigation (section,
-#: title, after which entry) as soon as they exist, until mkdocs.yml lists them itself.
-PENDING_NAV: dict[str, tuple[str, str, str]] = {
-    "httpx.md": ("How-to", "httpx", "Vault/OpenBao"),
-}
-
-
-def on_config(config: Any, **kwargs: Any) -> Any:
-    docs_dir = Path(config["docs_dir"])
-    nav = config["nav"] or []
-    for page, (section, title, after) in PENDING_NAV.items():
-        if not (docs_dir / page).is_file() or _in_nav(nav, page):
-            continue
-        for item in nav:
-            entries = item.get(section) if isinstance(item, dict) else None
-            if isinstance(entries, list):
-                keys = [next(iter(e)) if isinstance(e, dict) else e for e in entries]
-                at = keys.index(after) + 1 if after in keys else len(entries)
-                entries.insert(at, {title: page})
-                break
-        else:
-            log.warning("navigation: no section %r to put %s in", section, page)
-    return config
-
-
-def _in_nav(nav: Any, page: str) -> bool:
-    if isinstance(nav, str):
-        return nav == page
-    if isinstance(nav, dict):
-        return any(_in_nav(value, page) for value in nav.values())
-    if isinstance(nav, list):
-        return any(_in_nav(item, page) for item in nav)
-    return False
 
 
 def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
