@@ -64,7 +64,9 @@ if TYPE_CHECKING:
     from ._secret import Credential, Secret
     from ._session import SecureSession
     from ._tls import ClientCertificate, TLSProfile, TLSVersionName, spki_pin
-    from ._urls import CanonicalURL, canonicalize, redacted_url
+    from ._urls import CanonicalURL as CanonicalURL
+    from ._urls import canonicalize as canonicalize
+    from ._urls import redacted_url
     from ._vault import AppRole as AppRole
     from ._vault import VaultConnection as VaultConnection
     from ._vault import rewrap_key as rewrap_key
@@ -122,8 +124,6 @@ _EXPORTS: dict[str, str] = {
     "TLSProfile": "_tls",
     "TLSVersionName": "_tls",
     "spki_pin": "_tls",
-    "CanonicalURL": "_urls",
-    "canonicalize": "_urls",
     "redacted_url": "_urls",
 }
 
@@ -143,6 +143,8 @@ _MOVED: dict[str, tuple[str, str]] = {
     "transit_key_version": ("_vault", "securesession.vault"),
     "unwrap_key": ("_vault", "securesession.vault"),
     "wrap_new_key": ("_vault", "securesession.vault"),
+    "CanonicalURL": ("_urls", ""),
+    "canonicalize": ("_urls", ""),
     "EntryCache": ("_cache", ""),
     "InjectionPlan": ("_inject", ""),
 }
@@ -152,7 +154,6 @@ __all__ = [
     "AuditError",
     "AuthMode",
     "CacheInfo",
-    "CanonicalURL",
     "ClientCertificate",
     "ClientCertificateExpiredError",
     "ClientCertificateRejectedError",
@@ -190,7 +191,6 @@ __all__ = [
     "TLSVersionName",
     "VaultError",
     "__version__",
-    "canonicalize",
     "injected_by",
     "open_registry",
     "redacted_url",

@@ -59,7 +59,7 @@ def test_backend_names_live_in_their_own_modules_symmetrically() -> None:
 
 
 def test_internals_are_not_exported() -> None:
-    for name in ("EntryCache", "InjectionPlan", "Injected", "WireGuard", "Tagged"):
+    for name in ("EntryCache", "InjectionPlan", "Injected", "WireGuard", "Tagged", "CanonicalURL"):
         assert name not in securesession.__all__
     adapter = securesession.SecureAdapter()
     entry = securesession.ServiceEntry(

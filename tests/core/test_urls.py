@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from securesession import InvalidURLError, canonicalize
-from securesession._urls import MAX_DEPTH
+from securesession import InvalidURLError
+from securesession._urls import MAX_DEPTH, canonicalize
 
 
 @pytest.mark.parametrize(

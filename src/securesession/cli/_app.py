@@ -11,14 +11,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn, get_args
 
-from securesession import (
-    AuthMode,
-    InvalidURLError,
-    SecureSessionError,
-    __version__,
-    canonicalize,
-)
+from securesession import AuthMode, InvalidURLError, SecureSessionError, __version__
 from securesession._actor import acting_as, check_actor
+from securesession._urls import canonicalize
 
 from ._common import EXIT_FAILED, EXIT_USAGE, CommandError, UsageError
 from ._secrets import add_secret_source, refuse_secrets_on_argv

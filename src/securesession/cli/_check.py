@@ -21,9 +21,10 @@ from typing import Any, Final
 
 from cryptography import x509
 
-from securesession import Registry, SecureSessionError, ServiceEntry, canonicalize
+from securesession import Registry, SecureSessionError, ServiceEntry
 from securesession._tls import build_context, diagnose
 from securesession._tls.model import EXPIRY_WARNING_DAYS
+from securesession._urls import canonicalize
 
 from ._commands import registry_from_args
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, emit_json, out

@@ -18,9 +18,9 @@ from securesession import (
     Registry,
     Secret,
     ServiceEntry,
-    canonicalize,
     open_registry,
 )
+from securesession._urls import canonicalize
 from securesession.registry import LegacyEntries
 
 from ._common import (

@@ -12,7 +12,8 @@ import time
 from datetime import datetime, timezone
 from typing import Final
 
-from securesession import AuditError, Registry, canonicalize
+from securesession import AuditError, Registry
+from securesession._urls import canonicalize
 
 from ._commands import registry_from_args
 from ._common import EXIT_OK, CommandError, UsageError, emit_json, format_time, note, out

@@ -51,17 +51,16 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from securesession import (
-    CanonicalURL,
     ConflictError,
     DecryptionError,
     InvalidEntryError,
     InvalidURLError,
     Registry,
     ServiceEntry,
-    canonicalize,
     open_registry,
 )
 from securesession._registry._codec import entry_fields
+from securesession._urls import CanonicalURL, canonicalize
 from securesession.registry import ENTRY_REVISIONS
 
 from ._common import EXIT_OK, CommandError, UsageError, emit_json, note, out

@@ -18,9 +18,9 @@ from securesession import (
     TLSConfigError,
     TLSProfile,
     TLSVersionName,
-    canonicalize,
     spki_pin,
 )
+from securesession._urls import canonicalize
 
 from ._common import CommandError, UsageError
 from ._secrets import SecretInput, add_secret_source
