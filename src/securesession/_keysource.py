@@ -14,8 +14,9 @@ staged rotation, build the ring from its keys: ``KeyRing(active, staged=...)``.
 Nothing re-reads a source by itself when a token names a key the ring lacks: see
 docs/security.md, "Key rings and key ids".
 
-This module and :mod:`securesession._crypto` know nothing of Vault: the Transit
-provider depends on them, never the other way round.
+The Transit provider depends on this module and :mod:`securesession._crypto`, never
+the other way round at import time: only the thin entry point
+``MasterKey.from_vault_transit`` loads the Vault code, when it is called.
 """
 
 from __future__ import annotations
