@@ -42,6 +42,11 @@ registered under ``ENTRY_POINT_GROUP`` (``securesession.registries``) so that
 * :class:`Registry`: the interface sessions and tools use, for a backend that is not
   an :class:`EncryptedRegistry` at all; :class:`ApplyOptions`, the keywords of its
   ``apply``.
+* What such a registry may offer besides, one capability each, as
+  :class:`EncryptedRegistry` does: :class:`StagedKeyBookkeeping`, for the staged steps
+  of ``securesession rotate-key``, and :class:`LegacyEntryUpgrade`, for
+  ``securesession upgrade``. The command line checks the capability
+  (``isinstance(registry, StagedKeyBookkeeping)``), never the class.
 * :class:`RegistryContract` (also importable from :mod:`securesession.testing.contract`,
   imported on first use: it needs pytest) and :data:`OpenRegistry`, the type of its
   ``open_registry`` fixture.
@@ -68,12 +73,14 @@ from ._registry._base import (
     EntryRef,
     Journal,
     LegacyEntries,
+    LegacyEntryUpgrade,
     Registry,
     RegistryStore,
     Rekey,
     Restate,
     SealedEntry,
     SealedWrite,
+    StagedKeyBookkeeping,
     StateText,
     check_expected,
     rekeyed_error,
@@ -96,6 +103,7 @@ __all__ = [
     "EntryRef",
     "Journal",
     "LegacyEntries",
+    "LegacyEntryUpgrade",
     "OpenRegistry",
     "Registry",
     "RegistryContract",
@@ -104,6 +112,7 @@ __all__ = [
     "Restate",
     "SealedEntry",
     "SealedWrite",
+    "StagedKeyBookkeeping",
     "StateText",
     "check_expected",
     "rekeyed_error",

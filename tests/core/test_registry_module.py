@@ -47,6 +47,7 @@ def test_the_backend_authors_names() -> None:
         "EncryptedRegistry",
         "EntryRef",
         "LegacyEntries",
+        "LegacyEntryUpgrade",
         "OpenRegistry",
         "Registry",
         "RegistryContract",
@@ -64,6 +65,7 @@ def test_the_backend_authors_names() -> None:
         "Journal",
         "Restate",
         "SealedWrite",
+        "StagedKeyBookkeeping",
         "StateText",
         "check_expected",
     }
@@ -71,6 +73,8 @@ def test_the_backend_authors_names() -> None:
     for name in ("EncryptedRegistry", "EntryRef", "Registry", "RegistryStore", "SealedEntry"):
         assert getattr(registry, name) is getattr(_registry, name)
     assert registry.rekeyed_error is _base.rekeyed_error
+    assert registry.StagedKeyBookkeeping is _base.StagedKeyBookkeeping
+    assert registry.LegacyEntryUpgrade is _base.LegacyEntryUpgrade
     assert registry.Rekey is _base.Rekey
     assert registry.ENTRY_REVISIONS == _base.ENTRY_REVISIONS
     # The suite is the one of securesession.testing.contract, which stays importable.
@@ -128,6 +132,30 @@ def test_every_backend_and_the_stub_are_registries() -> None:
             assert callable(getattr(cls, name))
     memory.close()
     stub.close()
+
+
+def test_encrypted_registry_offers_both_capabilities_structurally() -> None:
+    """EncryptedRegistry is no subclass of the capability protocols, yet is one of each
+    (for mypy: the typed assignments); an object without them is neither. The check
+    reads no property: a closed registry, whose ``staged_key_id`` raises, passes it."""
+    from securesession import MasterKey, RegistryError
+    from securesession.memory import MemoryStore
+    from securesession.registry import LegacyEntryUpgrade, StagedKeyBookkeeping
+
+    registry = securesession.registry.EncryptedRegistry(
+        MemoryStore(), MasterKey.generate(), name="memory://"
+    )
+    bookkeeping: StagedKeyBookkeeping = registry
+    upgrade: LegacyEntryUpgrade = registry
+    assert bookkeeping.staged_key_id is None and upgrade.legacy_urls() == []
+    for protocol in (StagedKeyBookkeeping, LegacyEntryUpgrade):
+        assert protocol not in type(registry).__mro__
+        assert isinstance(registry, protocol)
+        assert not isinstance(object(), protocol)
+    registry.close()
+    with pytest.raises(RegistryError):
+        _ = registry.staged_key_id
+    assert isinstance(registry, StagedKeyBookkeeping)
 
 
 def _direct_imports(path: Path) -> set[str]:

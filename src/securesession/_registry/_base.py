@@ -315,6 +315,69 @@ class Registry(Protocol):
         """Close the registry."""
 
 
+# What a registry may offer besides Registry, one capability each: the CLI checks the
+# capability a command needs (isinstance), never the class that has it.
+@runtime_checkable
+class StagedKeyBookkeeping(Protocol):
+    """The key bookkeeping of a staged key rotation, which a registry may keep besides
+    :class:`Registry`: which key is staged for the next rotation (a key id, never a
+    key), and which keys its entries' secrets are under. :class:`EncryptedRegistry` keeps
+    it, in a state of its store; a backend whose registry is not an
+    :class:`EncryptedRegistry` implements these three members to offer it.
+
+    ``securesession rotate-key`` uses it in the staged steps of a fleet's rotation
+    (``--stage``, ``--commit``, ``--retire``, ``--reset-stage``), and refuses them,
+    naming the registry's type, for a registry without it (plain ``rotate-key`` needs
+    only :class:`Registry`).
+
+    ``isinstance(registry, StagedKeyBookkeeping)`` looks for the two methods:
+    :attr:`staged_key_id` is declared for type checkers only, since on Python 3.10 and
+    3.11 ``isinstance`` reads every property a protocol declares, and reading this one
+    reads the store (and raises, for an unreadable record).
+    """
+
+    if TYPE_CHECKING:  # see above: not a member isinstance() reads
+
+        @property
+        def staged_key_id(self) -> str | None:
+            """The key id recorded as staged for the next rotation; ``None`` if none is,
+            or once it is the active key (:attr:`Registry.key_id`: committed). An
+            unreadable record raises :class:`~securesession.RegistryCorruptError`
+            naming the registry."""
+
+    def record_staged_key_id(self, key_id: str | None, *, operation: str) -> None:
+        """Record *key_id* (``None``: none) as the staged key, in one transaction with
+        the audit record of *operation* (``stage``, ``retire``, ``reset-stage``), as
+        :meth:`Registry.apply` stores a state. Key ids only, never a key."""
+
+    def key_usage(self) -> dict[str, int]:
+        """How many entries hold a secret under each key id (key id to count), read
+        without decrypting anything: whether a key may be retired."""
+
+
+@runtime_checkable
+class LegacyEntryUpgrade(Protocol):
+    """The upgrade of legacy entries (written by securesession 0.1.0: their settings are
+    not authenticated), which a registry may offer besides :class:`Registry`: telling
+    them apart, and authenticating them under the key the registry already uses.
+    :class:`EncryptedRegistry` offers it; a backend whose registry is not an
+    :class:`EncryptedRegistry` implements these two methods to offer it.
+
+    ``securesession upgrade`` uses it (``--dry-run`` calls :meth:`legacy_urls` only),
+    and refuses, naming the registry's type, a registry without it.
+    """
+
+    def legacy_urls(self) -> list[str]:
+        """The URLs of the legacy entries, in key order; nothing is decrypted, nothing
+        changes."""
+
+    def upgrade_legacy_entries(self) -> list[str]:
+        """Authenticate every legacy entry under the current key, in one transaction
+        (audit operation ``upgrade``), whatever the registry's ``legacy_entries`` says:
+        calling this is the opt-in. Returns the URLs upgraded, in key order (none: no
+        change at all)."""
+
+
 class RegistryStore(Protocol):
     """Storage for sealed entries: what a backend author implements.
 

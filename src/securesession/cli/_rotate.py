@@ -35,10 +35,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from securesession import KeyRing, MasterKey, Registry, RegistryCorruptError
 from securesession._files import write_private_file
-from securesession.registry import EncryptedRegistry, LegacyEntries
+from securesession.registry import LegacyEntries, StagedKeyBookkeeping
 
 from ._common import EXIT_OK, CommandError, UsageError, note, out
 from ._config import (
@@ -53,6 +54,12 @@ from ._config import (
 from ._output import Progress
 
 __all__ = ["cmd_rotate_key"]
+
+if TYPE_CHECKING:  # a protocol only type checkers use: no class to build at import
+    from typing import Protocol
+
+    class _KeyRingRegistry(Registry, StagedKeyBookkeeping, Protocol):
+        """What the staged steps use: a registry, and its key bookkeeping."""
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
@@ -262,19 +269,26 @@ def _reset_stage(url: str, source: KeySource) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
 def _key_ring_registry(
     url: str, source: KeySource, ring: KeyRing, *, legacy_entries: LegacyEntries = "refuse"
-) -> EncryptedRegistry:
-    """The registry, opened with *ring*; the staged steps need its key bookkeeping
-    (the recorded staged key, which keys the entries use), which EncryptedRegistry keeps."""
+) -> Iterator[_KeyRingRegistry]:
+    """The registry, opened with *ring* and closed afterwards; the staged steps need
+    its key bookkeeping (the recorded staged key, which keys the entries use), which a
+    registry offers as StagedKeyBookkeeping (EncryptedRegistry does)."""
     registry, _ = open_existing_registry(url, source, ring, legacy_entries=legacy_entries)
-    if not isinstance(registry, EncryptedRegistry):
+    try:
+        # The capability, not the class: a third-party registry may keep the records.
+        # (No URL in the message: a third-party backend's may carry a password.)
+        if not isinstance(registry, StagedKeyBookkeeping):
+            raise CommandError(
+                f"the registry is a {type(registry).__name__}, which does not implement "
+                "securesession.registry.StagedKeyBookkeeping: it keeps no record of staged "
+                "keys nor of which keys its entries use; use plain rotate-key"
+            )
+        yield registry
+    finally:
         registry.close()
-        raise CommandError(
-            f"registry {url} is a {type(registry).__name__}, not an EncryptedRegistry: it keeps "
-            "no record of staged keys nor of which keys its entries use; use plain rotate-key"
-        )
-    return registry
 
 
 # -- plain rotate-key --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from securesession.registry import EncryptedRegistry
+from securesession.registry import LegacyEntryUpgrade
 
 from ._commands import registry_from_args
 from ._common import EXIT_OK, CommandError, out
@@ -23,10 +23,12 @@ __all__ = ["cmd_upgrade"]
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     with registry_from_args(args) as registry:
-        if not isinstance(registry, EncryptedRegistry):
+        # The capability, not the class: a third-party registry may offer it.
+        if not isinstance(registry, LegacyEntryUpgrade):
             raise CommandError(
-                f"the registry is a {type(registry).__name__}, not an EncryptedRegistry: "
-                "securesession cannot tell its legacy entries apart"
+                f"the registry is a {type(registry).__name__}, which does not implement "
+                "securesession.registry.LegacyEntryUpgrade: securesession cannot tell its "
+                "legacy entries apart"
             )
         urls = registry.legacy_urls() if args.dry_run else registry.upgrade_legacy_entries()
     if not urls:
