@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from securesession import (
+    ConfigurationError,
     Credential,
     KeyRing,
     MasterKey,
@@ -26,6 +27,7 @@ from securesession.cli import main
 from securesession.registry import (
     EncryptedRegistry,
     EntryRef,
+    LegacyEntries,
     LegacyEntryUpgrade,
     StagedKeyBookkeeping,
 )
@@ -132,6 +134,14 @@ class CapableRegistry(DelegatingRegistry):
 
     def upgrade_legacy_entries(self) -> list[str]:
         return self._inner.upgrade_legacy_entries()
+
+    @property
+    def legacy_entries(self) -> LegacyEntries:
+        return self._inner.legacy_entries
+
+    @legacy_entries.setter
+    def legacy_entries(self, policy: LegacyEntries) -> None:
+        self._inner.legacy_entries = policy
 
 
 def _inner(url: str, key: MasterKey | KeyRing) -> EncryptedRegistry:
@@ -305,3 +315,37 @@ def test_a_third_party_registry_with_the_capabilities_stages_and_withdraws_a_key
         assert registry.staged_key_id is None
         assert [record.operation for record in registry.audit()][-2:] == ["stage", "retire"]
         registry.verify_audit()
+
+
+def test_a_registry_without_the_capabilities_is_shown_and_rotated(host: Host) -> None:
+    """``show`` and plain ``rotate-key`` accept legacy entries where a registry has
+    them; one without the capability has none, and is served all the same."""
+    code, output = host.run("plain", "show", URL)
+    assert code == 0, output
+    assert "https://pay.example.test:443/api" in output and "revision:       1" in output
+    with pytest.raises(ConfigurationError, match=r"does not implement \S+LegacyEntryUpgrade"):
+        open_registry(host.url("plain"), host.key, legacy_entries="accept")
+    new_key = host.key_file.with_name("new.key")
+    code, output = host.run("plain", "rotate-key", "--new-key-file", str(new_key))
+    assert code == 0, output
+    with contextlib.closing(_inner(host.url("sqlite"), MasterKey.from_file(new_key))) as registry:
+        assert registry.get(URL) == ServiceEntry(URL, gateway=Credential("gw", f"gw-{MARKER}-1"))
+
+
+def test_a_third_party_registry_with_the_capabilities_commits_a_staged_key(
+    host: Host,
+) -> None:
+    """--commit opens with legacy entries accepted (it re-seals them): a legacy entry
+    in a capable third-party registry is upgraded by the commit, as in SQLite's own."""
+    with contextlib.closing(host.sqlite()) as registry:
+        registry.store.write(LEGACY.url, *_seal_010(LEGACY, host.key), key_id=host.key.key_id)
+    code, output = host.run("capable", "rotate-key", "--stage")
+    assert code == 0, output
+    staged = KeyRing.from_file(host.key_file).staged
+    assert staged is not None
+    code, output = host.run("capable", "rotate-key", "--commit")
+    assert code == 0, output
+    with contextlib.closing(host.sqlite()) as registry:
+        assert registry.key_id == staged.key_id
+        assert registry.legacy_urls() == []
+        assert registry.get(LEGACY.url) == LEGACY

@@ -31,12 +31,12 @@ from securesession import (
     SecureSession,
     SecureSessionError,
     ServiceEntry,
-    canonicalize,
     open_registry,
 )
 from securesession._crypto import token_key_id
 from securesession._registry import _codec
 from securesession._tls import TLSProfile
+from securesession._urls import canonicalize
 from securesession.memory import MemoryStore
 from securesession.registry import EncryptedRegistry, LegacyEntries, SealedEntry
 from securesession.testing import CertificateAuthority, GatewayServer

@@ -31,13 +31,13 @@ from securesession import (
     RegistryCorruptError,
     SecureSession,
     ServiceEntry,
-    canonicalize,
     open_registry,
 )
 from securesession._registry import _codec
 from securesession._tls import ClientCertificate, ProfileContext, TLSProfile, build_context
 from securesession._tls import context as tls_context
 from securesession._tls import model as tls_model
+from securesession._urls import canonicalize
 from securesession.registry import EncryptedRegistry
 from securesession.testing import CertificateAuthority, GatewayServer, IssuedCert
 

@@ -11,6 +11,7 @@ from ._base import (
     EncryptedRegistry,
     EntryRef,
     LegacyEntries,
+    LegacyEntryUpgrade,
     Registry,
     RegistryStore,
     SealedEntry,
@@ -111,8 +112,9 @@ def open_registry(
     settings, so by default reading one raises :class:`~securesession.LegacyEntryError`
     (a session sends nothing to its URL). ``"accept"`` reads them, with a warning,
     while a registry is being upgraded (``securesession upgrade``); a backend whose
-    registry is not an :class:`~securesession.registry.EncryptedRegistry` cannot, and
-    is refused with :class:`~securesession.ConfigurationError`.
+    registry does not implement :class:`~securesession.registry.LegacyEntryUpgrade`
+    (as :class:`~securesession.registry.EncryptedRegistry` does) cannot, and is refused
+    with :class:`~securesession.ConfigurationError`.
 
     *read_only*: open the registry without writing anything, ever (what ``diff`` does):
     nothing is created, migrated or recorded at open, SQLite is opened ``mode=ro`` and
@@ -140,11 +142,12 @@ def open_registry(
     else:
         registry = _plugin(scheme.lower())(url, key)
     if legacy_entries == "accept":
-        if not isinstance(registry, EncryptedRegistry):
+        if not isinstance(registry, LegacyEntryUpgrade):
             registry.close()
             raise ConfigurationError(
-                f"registry backend {scheme!r} returns a {type(registry).__name__}, not an "
-                "EncryptedRegistry: it cannot be told to accept legacy entries"
+                f"registry backend {scheme!r} returns a {type(registry).__name__}, which "
+                "does not implement securesession.registry.LegacyEntryUpgrade: it cannot "
+                "be told to accept legacy entries"
             )
         registry.legacy_entries = legacy_entries
     return registry

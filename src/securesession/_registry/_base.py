@@ -365,7 +365,15 @@ class LegacyEntryUpgrade(Protocol):
 
     ``securesession upgrade`` uses it (``--dry-run`` calls :meth:`legacy_urls` only),
     and refuses, naming the registry's type, a registry without it.
+    :func:`~securesession.open_registry` sets :attr:`legacy_entries` where it is asked
+    to accept legacy entries, and refuses that for a registry without it; commands that
+    show or re-seal legacy entries (``show``, ``rotate-key``) ask only a registry that
+    has it, since one without it stores no legacy entries.
     """
+
+    #: What reading a legacy entry does: ``"refuse"`` (raise
+    #: :class:`~securesession.LegacyEntryError`) or ``"accept"`` (read it, warning).
+    legacy_entries: LegacyEntries
 
     def legacy_urls(self) -> list[str]:
         """The URLs of the legacy entries, in key order; nothing is decrypted, nothing

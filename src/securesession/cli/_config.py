@@ -29,7 +29,7 @@ from securesession import (
     Registry,
     open_registry,
 )
-from securesession.registry import LegacyEntries
+from securesession.registry import LegacyEntries, LegacyEntryUpgrade
 
 from ._common import CommandError
 
@@ -147,9 +147,13 @@ def open_existing_registry(
     if path is not None and not path.exists():
         raise CommandError(f"registry {path} does not exist; {_INIT_HINT}")
     try:
-        return open_registry(url, ring, legacy_entries=legacy_entries), ring
+        registry = open_registry(url, ring)
     except DecryptionError as exc:
         raise CommandError(_wrong_key_message(str(exc), source)) from exc
+    # A registry without the capability stores no legacy entries: nothing to accept.
+    if isinstance(registry, LegacyEntryUpgrade):
+        registry.legacy_entries = legacy_entries
+    return registry, ring
 
 
 def _wrong_key_message(message: str, source: KeySource) -> str:

@@ -26,9 +26,9 @@ from .. import (
     Secret,
     ServiceEntry,
     TLSProfile,
-    canonicalize,
     redacted_url,
 )
+from .._urls import canonicalize
 from ..memory import MemoryStore
 from ..registry import EncryptedRegistry, RegistryStore
 
