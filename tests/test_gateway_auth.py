@@ -20,7 +20,15 @@ import pytest
 import requests
 from requests.auth import HTTPDigestAuth
 
-from securesession.testing import CertificateAuthority, GatewayServer, IssuedCert, RecordedRequest
+from securesession.testing import (
+    CertificateAuthority,
+    GatewayServer,
+    IssuedCert,
+    RecordedRequest,
+    _gateway,
+)
+
+from .private_writes import spy_private_writes, umask_zero
 
 requests_ntlm = pytest.importorskip("requests_ntlm")
 pytest.importorskip("spnego")
@@ -314,6 +322,27 @@ def test_ntlm_credential_file_is_private_and_removed_on_stop() -> None:
         server.stop()
     assert not directory.exists()
     assert os.environ.get("NTLM_USER_FILE") == before
+
+
+def test_ntlm_credential_file_is_written_by_the_one_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0600 from its first byte whatever the umask, and replaced whole (never truncated
+    in place, where a reader could see it empty) when the expected credential changes."""
+    writes = spy_private_writes(monkeypatch, _gateway)
+    with umask_zero():
+        server = GatewayServer(expect_ntlm=(NTLM_USER, NTLM_PASSWORD)).start()
+        try:
+            server.expect_ntlm = (NTLM_USER, "other-pw-SECRET")
+            path = Path(server._ntlm_user_file())
+            assert path.read_text(encoding="utf-8") == "CORP:ntlm-user:other-pw-SECRET\n"
+            assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary
+        finally:
+            server.stop()
+    assert [(w.path, w.overwrite, w.existed, w.mode) for w in writes] == [
+        (path, True, False, 0o600),
+        (path, True, True, 0o600),
+    ]
 
 
 def test_ntlm_credentials_pyspnego_cannot_store_are_refused() -> None:

@@ -31,7 +31,10 @@ from securesession.testing import (
     RecordedRequest,
     SilentServer,
     StubRegistry,
+    _certs,
 )
+
+from .private_writes import spy_private_writes, umask_zero
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
@@ -218,11 +221,36 @@ def test_repr_has_no_key_material(ca: CertificateAuthority) -> None:
     assert "repr-user" in repr(issued)
 
 
-def test_write_pem_key_is_private(ca: CertificateAuthority, tmp_path: Path) -> None:
+def test_write_pem_key_is_private(
+    ca: CertificateAuthority, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key goes through the library's one private-file writer: 0600 from its first
+    byte whatever the umask, and written again (the same serial) it is replaced."""
+    writes = spy_private_writes(monkeypatch, _certs)
     issued = ca.issue_client("file-user")
-    cert_path, key_path = issued.write_pem(tmp_path)
+    with umask_zero():
+        for _ in range(2):
+            cert_path, key_path = issued.write_pem(tmp_path)
     assert cert_path.read_bytes() == issued.cert_pem
     assert key_path.read_bytes() == issued.key_pem
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert [(w.path, w.overwrite, w.existed, w.mode) for w in writes] == [
+        (key_path, True, False, 0o600),
+        (key_path, True, True, 0o600),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cert_path.name, key_path.name]
+
+
+def test_write_pem_never_writes_the_key_through_a_planted_symlink(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    issued = ca.issue_client("symlink-user")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / f"key-{issued.serial:x}.pem").symlink_to(victim)
+    _, key_path = issued.write_pem(tmp_path)
+    assert victim.read_bytes() == b"precious"
+    assert not key_path.is_symlink() and key_path.read_bytes() == issued.key_pem
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
 
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from ._urls import without_query
+
 if TYPE_CHECKING:
     from cachetools import TTLCache
 
@@ -199,15 +201,11 @@ class RecentLookups(Generic[R]):
         self._results: TTLCache[str, tuple[R]] = TTLCache(maxsize, ttl, timer)
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _key(url: str) -> str:
-        return url.partition("#")[0].partition("?")[0]
-
     def remember(self, url: str, result: R) -> None:
         with self._lock:
-            self._results[self._key(url)] = (result,)
+            self._results[without_query(url)] = (result,)
 
     def recall(self, url: str) -> tuple[R] | None:
         """``(result,)`` if *url* was looked up within the TTL, else ``None``."""
         with self._lock:
-            return self._results.get(self._key(url))
+            return self._results.get(without_query(url))

@@ -1,4 +1,6 @@
-"""Writing small private files (keys, wrapped keys, bundles) atomically with mode 0600."""
+"""Writing small private files atomically with mode 0600: the one writer of keys,
+wrapped keys, bundles and key backups, and of the demo's and the test helpers' keys
+and credentials."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ import idna
 
 from ._exceptions import InvalidURLError
 
-__all__ = ["MAX_DEPTH", "CanonicalURL", "canonicalize", "redacted_url"]
+__all__ = ["MAX_DEPTH", "CanonicalURL", "canonicalize", "redacted_url", "without_query"]
 
 #: Deepest path prefix an entry may have; deeper request paths still match their
 #: first ``MAX_DEPTH`` segments, which bounds the probes of one lookup.
@@ -117,11 +117,18 @@ def canonicalize(url: str) -> CanonicalURL:
     """Canonicalise *url*; raise :class:`InvalidURLError` naming what is wrong."""
     if not isinstance(url, str):
         raise InvalidURLError(f"URL must be a str, not {type(url).__name__}")
-    if "?" in url or "#" in url:
+    if "?" in url or "#" in url:  # tested here, so that a URL without either pays no call
         # Query and fragment never take part in matching; dropping them first also
         # keeps them (and any token they carry) out of the memo.
-        url = url.split("#", 1)[0].split("?", 1)[0]
+        url = without_query(url)
     return _canonicalize(url)
+
+
+def without_query(url: str) -> str:
+    """*url* up to its query or fragment, whichever comes first (``/a#x?y`` is ``/a``):
+    all a lookup, and so any memo of lookups, may depend on, and all of a refused URL
+    an error message may quote."""
+    return url.partition("#")[0].partition("?")[0]
 
 
 # The memo of every lookup: keyed by the URL string itself (compared whole, never by a
@@ -237,7 +244,12 @@ def redacted_url(url: str) -> str:
 
 
 def _describe(url: str) -> str:
-    """Quote a URL for an error message without its userinfo, query or fragment."""
+    """Quote a URL for an error message without its userinfo, query or fragment.
+
+    Unlike :func:`redacted_url`, which shows the canonical form of a URL that has one,
+    this quotes a URL that is being refused as it was written (there is no canonical
+    form to show, and the message is about that spelling), cut to 200 characters."""
+    url = without_query(url)
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url

@@ -1,6 +1,7 @@
-"""The CLI's private files (the bundle of ``export``, the key backup of ``rotate-key``)
-are written by the library's one writer: 0600, all or nothing, and a file planted at
-the temporary name (a symlink to someone's file) is refused, never written through.
+"""The CLI's private files (the bundle of ``export``, the key backup of ``rotate-key``,
+the PKCS#12 of ``demo``) are written by the library's one writer: 0600, all or nothing,
+and a file planted at the temporary name (a symlink to someone's file) is refused,
+never written through.
 
 The commands run in-process (parsed and dispatched as ``securesession`` does), so the
 test can stand in for whoever plants the file."""
@@ -15,9 +16,11 @@ from typing import Any
 import pytest
 
 from securesession import Credential, ServiceEntry
+from securesession.cli import _demo
 from securesession.cli._app import build_parser
 from securesession.cli._common import CommandError
 
+from ..private_writes import spy_private_writes, umask_zero
 from .clihelp import CLI
 
 PASSPHRASE = "transfer-SECRET-files"
@@ -87,3 +90,18 @@ def test_a_file_planted_at_the_temporary_name_is_refused(
     assert seeded.key_file.read_bytes() == key_before  # rotate-key stopped before anything
     assert not (tmp_path / "out.json").exists()
     assert [e.url for e in seeded.open().entries()] == ["https://hr.example.com:443/"]
+
+
+def test_the_demo_writes_its_pkcs12_through_the_one_writer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client certificate and key the demo hands to ``add`` are 0600 from their first
+    byte (never written with the default mode and chmod-ed after), in a fresh file."""
+    writes = spy_private_writes(monkeypatch, _demo)
+    with umask_zero():
+        args = build_parser().parse_args(["demo"])
+        assert args.handler(args) == 0
+    assert "client certificate CN=demo-client" in capsys.readouterr().out
+    [write] = writes
+    assert write.path.name == "client.p12"
+    assert (write.overwrite, write.existed, write.mode) == (False, False, 0o600)

@@ -1,5 +1,5 @@
 """EntryCache on its own: the TTL on the injected clock, revisions, the size bound,
-reads that never wait, and single flight across threads."""
+reads that never wait, and single flight across threads; RecentLookups' keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from securesession._cache import EntryCache
+from securesession._cache import EntryCache, RecentLookups
 
 
 class Clock:
@@ -150,3 +150,16 @@ def test_bad_settings_are_refused() -> None:
         EntryCache(ttl=-1, maxsize=8)
     with pytest.raises(ValueError, match="maxsize >= 1"):
         EntryCache(ttl=1, maxsize=0)
+
+
+def test_recent_lookups_are_keyed_by_the_url_without_query_or_fragment(clock: Clock) -> None:
+    """As a lookup is: what ``?token=1`` matched, ``?token=2`` and no query matched too."""
+    lookups: RecentLookups[str | None] = RecentLookups(ttl=60, maxsize=8, timer=clock)
+    lookups.remember("https://h/a?token=1#x", "entry")
+    lookups.remember("https://h/none#frag", None)
+    assert lookups.recall("https://h/a") == ("entry",)
+    assert lookups.recall("https://h/a#y?z") == ("entry",)
+    assert lookups.recall("https://h/none?q") == (None,)
+    assert lookups.recall("https://h/b?token=1") is None
+    clock.now += 61
+    assert lookups.recall("https://h/a") is None

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from securesession import InvalidURLError
-from securesession._urls import MAX_DEPTH, canonicalize
+from securesession._urls import MAX_DEPTH, _describe, canonicalize, without_query
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,38 @@ def test_userinfo_is_refused_without_echoing_it(url: str) -> None:
     with pytest.raises(InvalidURLError) as caught:
         canonicalize(url)
     assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "bare"),
+    [
+        ("https://h/a?b=c#d", "https://h/a"),
+        ("https://h/a#frag?x", "https://h/a"),
+        ("https://h/a?", "https://h/a"),
+        ("https://h/a", "https://h/a"),
+        ("no scheme/x?y", "no scheme/x"),
+    ],
+)
+def test_without_query_ends_a_url_at_its_query_or_fragment(url: str, bare: str) -> None:
+    assert without_query(url) == bare
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://h:99999/x?token=SECRET",
+        "ftp://h/x#SECRET",
+        "https://h/a/../b?q=SECRET",
+        "https://u@h?SECRET",
+    ],
+)
+def test_refused_urls_are_quoted_without_query_or_fragment(url: str) -> None:
+    with pytest.raises(InvalidURLError) as caught:
+        canonicalize(url)
+    assert "SECRET" not in str(caught.value)
+    # The quoting drops them itself, whoever calls it.
+    assert "SECRET" not in _describe(url)
+    assert _describe("https://u:pw-SECRET@h/x?token=SECRET#f") == "'https://***@h/x'"
 
 
 @pytest.mark.parametrize(

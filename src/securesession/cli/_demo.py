@@ -29,6 +29,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from securesession._files import write_private_file
+
 from ._common import EXIT_OK, CommandError, out
 
 if TYPE_CHECKING:
@@ -117,8 +119,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             a_year = datetime.now(timezone.utc) + timedelta(days=365)
             client = ca.issue_client(_CLIENT_CN, not_after=a_year)
             pfx = home / "client.p12"
-            pfx.write_bytes(client.pkcs12(pfx_passphrase.encode()))
-            pfx.chmod(0o600)
+            write_private_file(
+                pfx,
+                client.pkcs12(pfx_passphrase.encode()),
+                overwrite=False,
+                what="PKCS#12 file",
+                error=CommandError,
+            )
             ca_file = home / "ca.pem"
             ca_file.write_bytes(ca.cert_pem)
             gateway = GatewayServer(

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from securesession import spki_pin
+from securesession._files import write_private_file
 
 __all__ = ["CertificateAuthority", "IssuedCert", "KeyType"]
 
@@ -186,11 +187,7 @@ class IssuedCert:
         cert_path = base / f"cert-{self.serial:x}.pem"
         key_path = base / f"key-{self.serial:x}.pem"
         cert_path.write_bytes(self.cert_pem)
-        # Create the key file with restrictive permissions from the start
-        # rather than chmod-ing after the bytes are already on disk.
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(self.key_pem)
+        write_private_file(key_path, self.key_pem, overwrite=True, what="key file", error=OSError)
         return cert_path, key_path
 
 

@@ -38,6 +38,8 @@ from types import ModuleType, TracebackType
 from typing import Any, TypeVar, cast
 from urllib.request import parse_http_list, parse_keqv_list
 
+from securesession._files import write_private_file
+
 from ._certs import CertificateAuthority, IssuedCert
 
 __all__ = ["GatewayServer", "RecordedRequest", "SilentServer"]
@@ -1020,10 +1022,14 @@ class GatewayServer(_LoopbackServer):
                 path = str(Path(directory) / "ntlm-users")
             else:
                 directory, path = self._ntlm_files[:2]
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-            fd = os.open(path, flags, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(line + "\n")
+            # Replaced whole: a pyspnego thread reading it sees the old file or the new.
+            write_private_file(
+                Path(path),
+                (line + "\n").encode("utf-8"),
+                overwrite=True,
+                what="NTLM credential file",
+                error=OSError,
+            )
             self._ntlm_files = (directory, path, expected)
             return path
 
