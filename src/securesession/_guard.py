@@ -54,7 +54,7 @@ from ._entry import ServiceEntry
 from ._exceptions import InvalidURLError, NoCredentialsError, RegistryError
 from ._inject import InjectionPlan, apply_plan, build_plan
 from ._registry import EntryRef
-from ._urls import redacted_url
+from ._urls import redacted_url, without_userinfo
 
 __all__ = [
     "CacheInfo",
@@ -325,8 +325,7 @@ class EntryGuard(Generic[P]):
         Only the registry's lookup runs: no decryption, no waiting on the cache."""
         if not url[:8].lower().startswith(("https://", "http://")):
             return None
-        if "@" in url and _has_userinfo(url):
-            bare = _without_userinfo(url)
+        if "@" in url and (bare := without_userinfo(url)) != url:
             if self.match(bare) is not None:
                 raise self._userinfo_error(bare)
             return None
@@ -528,16 +527,6 @@ class WireGuard(EntryGuard[InjectionPlan]):
         except (RegistryError, InvalidURLError):
             return False  # fail closed: never answer a challenge we cannot place
         return ref is not None and ref.key == plan.key
-
-
-def _has_userinfo(url: str) -> bool:
-    return "@" in url.partition("://")[2].partition("/")[0].partition("?")[0]
-
-
-def _without_userinfo(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 class _EntryRemoved(Exception):

@@ -37,7 +37,14 @@ import idna
 
 from ._exceptions import InvalidURLError
 
-__all__ = ["MAX_DEPTH", "CanonicalURL", "canonicalize", "redacted_url", "without_query"]
+__all__ = [
+    "MAX_DEPTH",
+    "CanonicalURL",
+    "canonicalize",
+    "redacted_url",
+    "without_query",
+    "without_userinfo",
+]
 
 #: Deepest path prefix an entry may have; deeper request paths still match their
 #: first ``MAX_DEPTH`` segments, which bounds the probes of one lookup.
@@ -129,6 +136,23 @@ def without_query(url: str) -> str:
     all a lookup, and so any memo of lookups, may depend on, and all of a refused URL
     an error message may quote."""
     return url.partition("#")[0].partition("?")[0]
+
+
+def without_userinfo(url: str) -> str:
+    """*url* without the user information (``user:password@``) of its authority, or
+    *url* itself if it has none. The authority ends at the first ``/``, ``?`` or ``#``
+    (RFC 3986), as :func:`canonicalize` and httpx read it: an ``@`` in a query or a
+    fragment (``https://h#a@x/`` is host ``h``) is no user information."""
+    scheme, sep, rest = url.partition("://")
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter, 0, end)
+        if found >= 0:
+            end = found
+    authority = rest[:end]
+    if "@" not in authority:
+        return url
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{rest[end:]}"
 
 
 # The memo of every lookup: keyed by the URL string itself (compared whole, never by a

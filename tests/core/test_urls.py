@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import string
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from securesession import InvalidURLError
-from securesession._urls import MAX_DEPTH, _describe, canonicalize, without_query
+from securesession._urls import MAX_DEPTH, _describe, canonicalize, without_query, without_userinfo
 
 
 @pytest.mark.parametrize(
@@ -237,3 +238,20 @@ def test_a_canonical_url_is_immutable_and_compared_by_its_parts() -> None:
         "https://gw.example.com:443/",
     )
     assert "gw.example.com" in repr(first) and first != first.key
+
+
+@pytest.mark.parametrize(
+    ("url", "bare"),
+    [
+        ("https://u:p@h.test/x", "https://h.test/x"),
+        ("https://a@b@h.test:8443/x?q", "https://h.test:8443/x?q"),
+        ("https://u@h.test?q@x.test/", "https://h.test?q@x.test/"),
+        ("https://h.test#a@x.test/", "https://h.test#a@x.test/"),
+        ("https://h.test?a@x.test", "https://h.test?a@x.test"),
+        ("https://h.test/p@x.test", "https://h.test/p@x.test"),
+    ],
+)
+def test_without_userinfo_reads_the_authority_as_urlsplit_does(url: str, bare: str) -> None:
+    assert without_userinfo(url) == bare
+    assert (bare != url) == ("@" in urlsplit(url).netloc)
+    assert urlsplit(without_userinfo(url)).hostname == urlsplit(url).hostname

@@ -322,6 +322,34 @@ def test_user_info_in_a_matched_url_is_refused(registry: Registry) -> None:
         assert c.get("https://me:pw@elsewhere.test/x").status_code == 200
 
 
+def test_user_info_is_read_from_the_authority_alone(registry: Registry) -> None:
+    """httpx keeps a URL with no path as written, so an ``@`` may follow a ``?`` or a
+    ``#`` of the authority: the request goes to the host before them, whose entry the
+    user information is judged (and the credentials chosen) by."""
+    registry.put(ServiceEntry(url="https://svc.test/", gateway=Credential("u", "u-SECRET")))
+    registry.put(ServiceEntry(url="https://elsewhere.test/", gateway=Credential("e", "e-SECRET")))
+    sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    with SecureClient(registry, transport=httpx.MockTransport(record)) as c:
+        with pytest.raises(InvalidRequestURLError, match="user information"):
+            c.get("https://me:pw@svc.test?x@elsewhere.test/")
+        assert sent == []
+        assert c.get("https://svc.test#a@elsewhere.test/").status_code == 200
+    (request,) = sent
+    assert request.url.host == "svc.test"
+    assert request.headers["X-Gateway-User"] == "u"
+    # Not judged by the host after the last "@" either: without its entry, the same.
+    registry.remove("https://elsewhere.test/")
+    refused = pytest.raises(InvalidRequestURLError, match=r"https://svc\.test:443/ carries")
+    with SecureClient(registry, transport=httpx.MockTransport(record)) as c, refused:
+        c.get("https://me:pw@svc.test?x@elsewhere.test/")
+    assert len(sent) == 1
+
+
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_the_entrys_crl_refuses_a_revoked_server_certificate(
     registry: Registry, asynchronous: bool
