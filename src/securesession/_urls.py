@@ -277,7 +277,10 @@ def _describe(url: str) -> str:
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
-    authority, slash, path = rest.partition("/")
+    # Slashes before the authority are a typo (https:///user:pw@host/) whose "path"
+    # still reads as user information to whoever sees the message: redact it too.
+    lead = rest[: len(rest) - len(rest.lstrip("/"))]
+    authority, slash, path = rest[len(lead) :].partition("/")
     if "@" in authority:
         authority = "***@" + authority.rsplit("@", 1)[1]
-    return repr((head + sep + authority + slash + path)[:200])
+    return repr((head + sep + lead + authority + slash + path)[:200])

@@ -93,6 +93,10 @@ def test_refused_urls_are_quoted_without_query_or_fragment(url: str) -> None:
     # The quoting drops them itself, whoever calls it.
     assert "SECRET" not in _describe(url)
     assert _describe("https://u:pw-SECRET@h/x?token=SECRET#f") == "'https://***@h/x'"
+    # A slash too many: what reads as user information is redacted all the same.
+    with pytest.raises(InvalidURLError, match="no host") as caught:
+        canonicalize("https:///u:pw-SECRET@h/x")
+    assert "SECRET" not in str(caught.value) and "'https:///***@h/x'" in str(caught.value)
 
 
 @pytest.mark.parametrize(
