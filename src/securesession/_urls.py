@@ -274,13 +274,11 @@ def _describe(url: str) -> str:
     this quotes a URL that is being refused as it was written (there is no canonical
     form to show, and the message is about that spelling), cut to 200 characters."""
     url = without_query(url)
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    # Slashes before the authority are a typo (https:///user:pw@host/) whose "path"
-    # still reads as user information to whoever sees the message: redact it too.
-    lead = rest[: len(rest) - len(rest.lstrip("/"))]
-    authority, slash, path = rest[len(lead) :].partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return repr((head + sep + lead + authority + slash + path)[:200])
+    if "@" in url:
+        # Everything up to the last "@": a refused URL may be malformed in any way
+        # (https:/u:pw@h, https:///u:pw@h, u:pw/x@h), and whatever precedes an "@"
+        # may be a password. Hiding a path's "@" too costs a message nothing.
+        head, sep, _ = url.partition("://")
+        scheme = head + sep if sep and "@" not in head else ""
+        url = f"{scheme}***@{url.rpartition('@')[2]}"
+    return repr(url[:200])

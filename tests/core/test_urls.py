@@ -93,10 +93,17 @@ def test_refused_urls_are_quoted_without_query_or_fragment(url: str) -> None:
     # The quoting drops them itself, whoever calls it.
     assert "SECRET" not in _describe(url)
     assert _describe("https://u:pw-SECRET@h/x?token=SECRET#f") == "'https://***@h/x'"
-    # A slash too many: what reads as user information is redacted all the same.
-    with pytest.raises(InvalidURLError, match="no host") as caught:
-        canonicalize("https:///u:pw-SECRET@h/x")
-    assert "SECRET" not in str(caught.value) and "'https:///***@h/x'" in str(caught.value)
+    # Malformed: whatever precedes an "@" is redacted all the same.
+    for malformed, quoted in [
+        ("https:///u:pw-SECRET@h/x", "'https://***@h/x'"),
+        ("https:/u:pw-SECRET@h/x", "'***@h/x'"),
+        ("https:/\\u:pw-SECRET@h/", "'***@h/'"),
+        ("https://u:pw/SECRET@h/x", "'https://***@h/x'"),
+        ("u:pw-SECRET@h://x/@y", "'***@y'"),
+    ]:
+        with pytest.raises(InvalidURLError) as caught:
+            canonicalize(malformed)
+        assert "SECRET" not in str(caught.value) and quoted in str(caught.value), malformed
 
 
 @pytest.mark.parametrize(
