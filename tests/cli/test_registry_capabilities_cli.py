@@ -160,6 +160,28 @@ def open_capable(url: str, key: MasterKey | KeyRing) -> Registry:
     return CapableRegistry(_inner(url, key))
 
 
+class FragileRegistry(CapableRegistry):
+    """One whose legacy_entries raises: what isinstance() reads on Python 3.10/3.11."""
+
+    closed = 0
+
+    @property
+    def legacy_entries(self) -> LegacyEntries:
+        raise RuntimeError("legacy_entries broke")
+
+    @legacy_entries.setter
+    def legacy_entries(self, policy: LegacyEntries) -> None:
+        raise RuntimeError("legacy_entries broke")
+
+    def close(self) -> None:
+        FragileRegistry.closed += 1
+        super().close()
+
+
+def open_fragile(url: str, key: MasterKey | KeyRing) -> Registry:
+    return FragileRegistry(_inner(url, key))
+
+
 if TYPE_CHECKING:  # what mypy checks: the wrappers' and EncryptedRegistry's conformance
 
     def _conforms(
@@ -219,6 +241,7 @@ def host(
     (dist / "entry_points.txt").write_text(
         f"[securesession.registries]\nplain = {__name__}:open_plain\n"
         f"capable = {__name__}:open_capable\n"
+        f"fragile = {__name__}:open_fragile\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     home = tmp_path / "home"
@@ -349,3 +372,14 @@ def test_a_third_party_registry_with_the_capabilities_commits_a_staged_key(
         assert registry.key_id == staged.key_id
         assert registry.legacy_urls() == []
         assert registry.get(LEGACY.url) == LEGACY
+
+
+def test_a_registry_whose_capability_check_raises_is_closed(host: Host) -> None:
+    """Neither open_registry nor the command line leaves it open behind the error."""
+    FragileRegistry.closed = 0
+    with pytest.raises(RuntimeError, match="legacy_entries broke"):
+        open_registry(host.url("fragile"), host.key, legacy_entries="accept")
+    assert FragileRegistry.closed == 1
+    with pytest.raises(RuntimeError, match="legacy_entries broke"):
+        host.run("fragile", "show", URL)
+    assert FragileRegistry.closed == 2

@@ -142,14 +142,17 @@ def open_registry(
     else:
         registry = _plugin(scheme.lower())(url, key)
     if legacy_entries == "accept":
-        if not isinstance(registry, LegacyEntryUpgrade):
+        try:
+            if not isinstance(registry, LegacyEntryUpgrade):
+                raise ConfigurationError(
+                    f"registry backend {scheme!r} returns a {type(registry).__name__}, "
+                    "which does not implement securesession.registry.LegacyEntryUpgrade: "
+                    "it cannot be told to accept legacy entries"
+                )
+            registry.legacy_entries = legacy_entries
+        except BaseException:
             registry.close()
-            raise ConfigurationError(
-                f"registry backend {scheme!r} returns a {type(registry).__name__}, which "
-                "does not implement securesession.registry.LegacyEntryUpgrade: it cannot "
-                "be told to accept legacy entries"
-            )
-        registry.legacy_entries = legacy_entries
+            raise
     return registry
 
 

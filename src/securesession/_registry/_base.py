@@ -367,8 +367,12 @@ class LegacyEntryUpgrade(Protocol):
     and refuses, naming the registry's type, a registry without it.
     :func:`~securesession.open_registry` sets :attr:`legacy_entries` where it is asked
     to accept legacy entries, and refuses that for a registry without it; commands that
-    show or re-seal legacy entries (``show``, ``rotate-key``) ask only a registry that
-    has it, since one without it stores no legacy entries.
+    show or re-seal legacy entries (``show``, ``rotate-key``) ask it only of a registry
+    that has it, and on any other serve what the registry itself reads.
+
+    On Python 3.10 and 3.11 ``isinstance(registry, LegacyEntryUpgrade)`` reads
+    :attr:`legacy_entries`: it must be cheap, and must not raise (a closed registry
+    included).
     """
 
     #: What reading a legacy entry does: ``"refuse"`` (raise

@@ -150,9 +150,14 @@ def open_existing_registry(
         registry = open_registry(url, ring)
     except DecryptionError as exc:
         raise CommandError(_wrong_key_message(str(exc), source)) from exc
-    # A registry without the capability stores no legacy entries: nothing to accept.
-    if isinstance(registry, LegacyEntryUpgrade):
-        registry.legacy_entries = legacy_entries
+    # Only a registry with the capability can be told to accept legacy entries; any
+    # other is served as it reads them.
+    try:
+        if isinstance(registry, LegacyEntryUpgrade):
+            registry.legacy_entries = legacy_entries
+    except BaseException:
+        registry.close()
+        raise
     return registry, ring
 
 
