@@ -266,3 +266,12 @@ def test_without_userinfo_reads_the_authority_as_urlsplit_does(url: str, bare: s
     assert without_userinfo(url) == bare
     assert (bare != url) == ("@" in urlsplit(url).netloc)
     assert urlsplit(without_userinfo(url)).hostname == urlsplit(url).hostname
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab@:/?#\\.%4", max_size=24))
+def test_without_userinfo_agrees_with_urlsplit_on_any_url(rest: str) -> None:
+    url = "https://" + rest
+    parts = urlsplit(url)
+    assert (without_userinfo(url) != url) == ("@" in parts.netloc)
+    assert "@" not in urlsplit(without_userinfo(url)).netloc
