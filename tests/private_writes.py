@@ -8,14 +8,15 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from securesession import MasterKeyError, _files
+from securesession import _files
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,11 @@ def spy_private_writes(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> l
     writes: list[PrivateWrite] = []
     real = _files.write_private_file
 
-    def spying(
-        path: Path,
-        data: bytes,
-        *,
-        overwrite: bool,
-        what: str,
-        error: Callable[[str], Exception] = MasterKeyError,
-    ) -> None:
+    def spying(path: Path, data: bytes, **options: Any) -> None:
         existed = path.exists()
-        real(path, data, overwrite=overwrite, what=what, error=error)
-        writes.append(PrivateWrite(path, overwrite, existed, stat.S_IMODE(path.stat().st_mode)))
+        real(path, data, **options)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        writes.append(PrivateWrite(path, options["overwrite"], existed, mode))
 
     used = getattr(module, "write_private_file", None)
     assert used is real, f"{module.__name__} does not write through write_private_file"
