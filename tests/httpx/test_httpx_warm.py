@@ -35,7 +35,7 @@ from securesession import (
 from securesession._registry import EncryptedRegistry, EntryRef
 from securesession._registry.sqlite import SQLiteStore
 from securesession._tls import context as tls_context
-from securesession.httpx import SecureAsyncClient, SecureClient
+from securesession.httpx import InvalidRequestURLError, SecureAsyncClient, SecureClient
 from securesession.httpx._transport import AsyncSecureTransport, SecureTransport
 from securesession.testing import GatewayServer, StubRegistry
 
@@ -238,6 +238,17 @@ def test_a_redirect_hop_to_a_warm_url_after_a_downgrade_carries_nothing(
         assert client.cache_info().hits == hits + 2  # no load: each leg had its answer
     assert response.url == target
     assert tags_in(response.json(), TAGS) == set()
+
+
+def test_user_information_on_a_warm_url_is_refused(svc: Registry) -> None:
+    """The warm answer is kept per URL with its user information: the same URL with
+    ``user:password@`` takes the full path, which refuses it for a URL with an entry."""
+    with SecureClient(svc, transport=httpx.MockTransport(_echo)) as client:
+        for _ in range(3):
+            client.get(URL)
+        with pytest.raises(InvalidRequestURLError, match="user information"):
+            client.get(URL.replace("https://", "https://me:pw@"))
+        assert tags_in(client.get(URL).json(), TAGS) == {"svc"}
 
 
 def test_another_entrys_headers_are_removed_on_the_warm_path(svc: Registry) -> None:
